@@ -33,7 +33,7 @@ pub enum IntegrityError {
 /// reason the operator cannot see, and the bytes are still the bytes the client hashes
 /// if it skips preparation too.
 fn opaque(s: &str) -> std::borrow::Cow<'_, str> {
-    OpaqueString::prepare(s).unwrap_or(std::borrow::Cow::Borrowed(s))
+    OpaqueString::enforce(s).unwrap_or(std::borrow::Cow::Borrowed(s))
 }
 
 /// MD5(username ":" realm ":" OpaqueString(password)): the classic long-term key.
