@@ -1,1 +1,3 @@
 //! ferroturn
+
+pub mod turn;
