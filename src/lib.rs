@@ -3,8 +3,9 @@
 //! # The sans-IO contract
 //!
 //! The protocol logic never touches a socket or a clock. [`stun`] is the wire format
-//! only. The TURN core is a plain state machine handed bytes, the addresses they came
-//! from and went to, and `now`; it hands back what to send and when it next wants to
-//! be woken. Tokio lives only in the drivers under `net`.
+//! only. The TURN core ([`turn`]) is a plain state machine handed bytes, the
+//! addresses they came from and went to, and `now`; it hands back what to send and
+//! when it next wants to be woken. Tokio lives only in the drivers under `net`.
 
 pub mod stun;
+pub mod turn;
