@@ -169,22 +169,26 @@ fn decode_address(value: &[u8], xor: Option<&TransactionId>) -> Result<SocketAdd
     Ok(SocketAddr::new(ip, port))
 }
 
-fn encode_address(addr: &SocketAddr, xor: Option<&TransactionId>, out: &mut BytesMut) {
+/// The value bytes of an address attribute in a fixed buffer, and how many of them
+/// are used (8 for IPv4, 20 for IPv6). Lets the relay path write XOR-PEER-ADDRESS
+/// into packet headroom without allocating.
+pub fn address_value(addr: &SocketAddr, xor: Option<&TransactionId>) -> ([u8; 20], usize) {
     let cookie = MAGIC_COOKIE.to_be_bytes();
+    let mut out = [0u8; 20];
     let mut port = addr.port();
     if xor.is_some() {
         port ^= (MAGIC_COOKIE >> 16) as u16;
     }
-    out.put_u8(0);
-    out.put_u8(Family::of(addr.ip()).code());
-    out.put_u16(port);
-    match addr.ip() {
+    out[1] = Family::of(addr.ip()).code();
+    out[2..4].copy_from_slice(&port.to_be_bytes());
+    let len = match addr.ip() {
         IpAddr::V4(ip) => {
             let mut a = ip.octets();
             if xor.is_some() {
                 a.iter_mut().zip(cookie).for_each(|(b, k)| *b ^= k);
             }
-            out.put_slice(&a);
+            out[4..8].copy_from_slice(&a);
+            8
         }
         IpAddr::V6(ip) => {
             let mut a = ip.octets();
@@ -193,9 +197,16 @@ fn encode_address(addr: &SocketAddr, xor: Option<&TransactionId>, out: &mut Byte
                     .zip(cookie.iter().chain(tid.0.iter()))
                     .for_each(|(b, k)| *b ^= k);
             }
-            out.put_slice(&a);
+            out[4..20].copy_from_slice(&a);
+            20
         }
-    }
+    };
+    (out, len)
+}
+
+fn encode_address(addr: &SocketAddr, xor: Option<&TransactionId>, out: &mut BytesMut) {
+    let (bytes, len) = address_value(addr, xor);
+    out.put_slice(&bytes[..len]);
 }
 
 /// Defines an address attribute newtype over `SocketAddr`, plain or XOR-ed.

@@ -1,2 +1,102 @@
+//! The sans-IO TURN server core (RFC 8656, RFC 6156).
+//!
+//! [`server::Server`] is handed datagrams (or framed stream messages), the 5-tuple
+//! they arrived on and `now`; it answers with what to send. It never reads a clock
+//! and never touches a socket: relay sockets come from an injected [`RelayBinder`],
+//! and wall-clock seconds (for REST credential expiry and nonces) are derived from
+//! the injected `Instant` through a base the driver sets.
+
+pub mod allocation;
 pub mod auth;
+pub mod live;
 pub mod policy;
+pub mod quota;
+pub mod server;
+pub mod table;
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use server::{Output, PeerOutput, Server, ServerConfig};
+
+/// The transport between the client and the server.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Streams frame ChannelData with padding to 4 bytes (RFC 8656 §12.5).
+    pub const fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// The 5-tuple that identifies an allocation (RFC 8656 §2): the client's transport
+/// address, the server's transport address the client reached, and the transport.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// A relay socket, as named by the [`RelayBinder`] that opened it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct RelayId(pub u32);
+
+/// Which port a relay socket should get.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PortRequest {
+    /// Any free port in the relay range, chosen at random.
+    Any,
+    /// An even port (EVEN-PORT with R = 0).
+    Even,
+    /// An even port P, and P + 1 held in reserve (EVEN-PORT with R = 1).
+    EvenPair,
+}
+
+/// A relay socket the binder opened.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Bound {
+    pub id: RelayId,
+    /// The local address the socket is bound to.
+    pub addr: SocketAddr,
+    /// For [`PortRequest::EvenPair`]: the reserved socket on the next port.
+    pub reserved: Option<(RelayId, SocketAddr)>,
+}
+
+/// Why a relay socket could not be opened.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum BindError {
+    /// No free port in the range (or the relay-port quota is used up): 508.
+    #[error("no free relay port")]
+    Exhausted,
+    /// The server has no usable address of that family: 440.
+    #[error("address family not available")]
+    FamilyUnavailable,
+}
+
+/// Opens and closes relay sockets for the core. The driver implements it over real
+/// sockets; tests fake it.
+pub trait RelayBinder {
+    /// Opens a relay socket on `ip` (an address of this host) with a port from the
+    /// relay range. `dont_fragment` asks for the DF bit on what it sends.
+    fn bind(
+        &mut self,
+        ip: IpAddr,
+        port: PortRequest,
+        dont_fragment: bool,
+    ) -> Result<Bound, BindError>;
+    /// Closes a relay socket; its port returns to the pool.
+    fn release(&mut self, id: RelayId);
+}

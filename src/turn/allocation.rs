@@ -1,0 +1,176 @@
+//! One allocation: its relayed addresses, permissions and channel bindings.
+//!
+//! Permissions are keyed by peer IP only (RFC 8656 §9): the port does not matter.
+//! Channels map a number to a full peer transport address and back. Both live in
+//! small vectors: a WebRTC allocation has a handful of peers, a linear scan over a
+//! few cache-resident entries beats hashing, and the quotas cap their length.
+//! Expiry is checked against `now` on every use, so an expired entry never relays
+//! even before the housekeeping timer removes it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::{FiveTuple, RelayId};
+use crate::stun::TransactionId;
+
+/// How long an expired channel number and peer stay tied to each other before
+/// either may be bound anew (RFC 8656 §12).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// A relayed transport address of an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relay {
+    pub id: RelayId,
+    /// The socket's local address.
+    pub local: SocketAddr,
+    /// The address advertised in XOR-RELAYED-ADDRESS (the external IP behind 1:1
+    /// NAT, else the local address).
+    pub advertised: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Permission {
+    pub ip: IpAddr,
+    pub expires: Instant,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Channel {
+    pub number: u16,
+    pub peer: SocketAddr,
+    /// Relaying stops at `expires`; the binding is forgotten at
+    /// `expires + CHANNEL_COOLDOWN`.
+    pub expires: Instant,
+}
+
+/// Traffic counters, for usage records and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+/// One allocation.
+#[derive(Debug)]
+pub struct Allocation {
+    pub tuple: FiveTuple,
+    pub username: Box<str>,
+    /// Relayed addresses: at most one IPv4 and one IPv6 (RFC 8656 dual allocation).
+    pub relays: [Option<Relay>; 2],
+    pub expires: Instant,
+    /// When the REST credential expires (unix seconds): the allocation may not
+    /// outlive it.
+    pub credential_expiry: Option<u64>,
+    /// The transaction ID and lifetime of the Allocate that created it, so that a
+    /// retransmission gets the same success response.
+    pub allocate_tid: TransactionId,
+    pub granted_lifetime: u32,
+    pub permissions: Vec<Permission>,
+    pub channels: Vec<Channel>,
+    pub dont_fragment: bool,
+    pub created: Instant,
+    pub traffic: Traffic,
+    /// Distinct peer IPs ever permitted (for usage records).
+    pub peers_seen: u32,
+}
+
+impl Allocation {
+    /// The relay of the family of `ip`, if the allocation has one.
+    pub fn relay_for(&self, ip: IpAddr) -> Option<&Relay> {
+        self.relays
+            .iter()
+            .flatten()
+            .find(|r| r.local.is_ipv4() == ip.is_ipv4())
+    }
+
+    /// Whether a live permission covers `ip`.
+    pub fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions
+            .iter()
+            .any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Installs or refreshes the permission for `ip`. Returns false when a new one
+    /// would exceed `max` (0 = unlimited).
+    pub fn permit(&mut self, ip: IpAddr, expires: Instant, max: u32) -> bool {
+        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
+            p.expires = expires;
+            return true;
+        }
+        if max != 0 && self.permissions.len() >= max as usize {
+            return false;
+        }
+        self.permissions.push(Permission { ip, expires });
+        self.peers_seen = self.peers_seen.saturating_add(1);
+        true
+    }
+
+    /// Whether a new permission for `ip` would fit within `max`.
+    pub fn can_permit(&self, ip: IpAddr, max: u32) -> bool {
+        max == 0
+            || self.permissions.len() < max as usize
+            || self.permissions.iter().any(|p| p.ip == ip)
+    }
+
+    /// The live channel with this number.
+    pub fn channel(&self, number: u16, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.number == number && c.expires > now)
+    }
+
+    /// The live channel bound to this peer.
+    pub fn channel_for_peer(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+            .map(|c| c.number)
+    }
+
+    /// Checks a ChannelBind of `number` to `peer` against existing bindings,
+    /// including expired ones still in their cool-down: a number is bound to one
+    /// peer, a peer to one number.
+    pub fn channel_conflict(&self, number: u16, peer: SocketAddr) -> bool {
+        self.channels
+            .iter()
+            .any(|c| (c.number == number) != (c.peer == peer))
+    }
+
+    /// Binds or refreshes a channel. Returns false when a new one would exceed `max`.
+    pub fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        expires: Instant,
+        max: u32,
+    ) -> bool {
+        if let Some(c) = self.channels.iter_mut().find(|c| c.number == number) {
+            c.expires = expires;
+            return true;
+        }
+        if max != 0 && self.channels.len() >= max as usize {
+            return false;
+        }
+        self.channels.push(Channel {
+            number,
+            peer,
+            expires,
+        });
+        true
+    }
+
+    /// Forgets expired permissions and channels past their cool-down.
+    pub fn sweep(&mut self, now: Instant) {
+        self.permissions.retain(|p| p.expires > now);
+        self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+    }
+
+    /// The next instant at which something about this allocation expires.
+    pub fn next_deadline(&self) -> Instant {
+        let perms = self.permissions.iter().map(|p| p.expires);
+        let chans = self.channels.iter().map(|c| c.expires + CHANNEL_COOLDOWN);
+        perms.chain(chans).fold(self.expires, Instant::min)
+    }
+}

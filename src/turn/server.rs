@@ -1,0 +1,1343 @@
+//! `Server`: the sans-IO STUN/TURN state machine of one shard.
+//!
+//! The driver calls [`Server::handle_client`] for every datagram or framed stream
+//! message from a client, [`Server::handle_peer`] for every datagram a relay socket
+//! receives, and [`Server::handle_timeout`] when [`Server::poll_timeout`] comes due.
+//! Each call returns what to send; nothing else leaves the core.
+//!
+//! Relayed data is never copied: towards a peer the core returns the range of the
+//! input that holds the payload; towards a client it writes the ChannelData header or
+//! the Data-indication prefix into headroom the driver left before the payload
+//! ([`PEER_HEADROOM`]) and returns the range to send.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ipnet::IpNet;
+
+use super::allocation::{Allocation, Relay, Traffic};
+use super::auth::{CredentialStore, Lookup, NonceCheck, NonceKey};
+use super::live::LiveRelayPorts;
+use super::policy::{canonical_ip, PeerPolicy};
+use super::quota::{QuotaError, QuotaTracker};
+use super::table::{AllocId, Table};
+use super::{BindError, FiveTuple, PortRequest, RelayBinder, RelayId};
+use crate::stun::attr::{self, *};
+use crate::stun::channel_data::{self, padded_len, ChannelData, CHANNEL_MAX, CHANNEL_MIN};
+use crate::stun::message::{message_type, HEADER_LEN};
+use crate::stun::{Class, Message, MessageBuilder, Method, TransactionId, MAGIC_COOKIE};
+
+/// Bytes a driver must leave free before a payload handed to
+/// [`Server::handle_peer`]: room for the largest Data-indication prefix (20-byte
+/// header, XOR-PEER-ADDRESS for IPv6, DATA attribute header).
+pub const PEER_HEADROOM: usize = HEADER_LEN + 24 + 4;
+/// Bytes a driver must leave free after the payload: padding to 4 bytes.
+pub const PEER_TAILROOM: usize = 3;
+
+/// How long a port reserved by EVEN-PORT with R = 1 waits for its RESERVATION-TOKEN
+/// (RFC 8656 §7.2 suggests about 30 seconds).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Settings of the core, derived from the validated configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub realm: String,
+    pub software: Option<String>,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub nonce_lifetime: Duration,
+    pub max_permissions_per_allocation: u32,
+    pub max_channels_per_allocation: u32,
+    /// Addresses relay sockets bind to, at most one per family. Without one for a
+    /// family, relays bind to the server address the client reached.
+    pub relay_ips: Vec<IpAddr>,
+    /// 1:1 NAT mappings: (public, private). A relay whose local IP is `private` (or
+    /// any relay of that family when `private` is `None`) is advertised as `public`.
+    pub external_ips: Vec<(IpAddr, Option<IpAddr>)>,
+    pub relay_ports: RangeInclusive<u16>,
+    /// The server's own service transport addresses (listeners, metrics, admin).
+    /// A wildcard IP stands for every IP in `local_ips`.
+    pub own_services: Vec<SocketAddr>,
+    /// This host's own IPs: as peers they may only be relay ports.
+    pub local_ips: Vec<IpAddr>,
+    pub allow_peers: Vec<IpNet>,
+    pub deny_peers: Vec<IpNet>,
+}
+
+impl ServerConfig {
+    /// A configuration with the RFC defaults and no relay or listener addresses,
+    /// for tests and as a base.
+    pub fn with_realm(realm: &str) -> Self {
+        Self {
+            realm: realm.to_owned(),
+            software: None,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            max_permissions_per_allocation: 64,
+            max_channels_per_allocation: 64,
+            relay_ips: Vec::new(),
+            external_ips: Vec::new(),
+            relay_ports: 49152..=65535,
+            own_services: Vec::new(),
+            local_ips: Vec::new(),
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+        }
+    }
+}
+
+/// What [`Server::handle_client`] wants sent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use]
+pub enum Output {
+    /// Nothing (dropped, or an indication that needs no answer).
+    None,
+    /// Send the message now in `out` back to the client on the same 5-tuple.
+    Reply,
+    /// Send `data[start..end]` from relay socket `relay` to `peer`.
+    ToPeer {
+        relay: RelayId,
+        peer: SocketAddr,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// What [`Server::handle_peer`] wants sent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use]
+pub enum PeerOutput {
+    None,
+    /// Send `buf[start..end]` to the client of this 5-tuple.
+    ToClient {
+        tuple: FiveTuple,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// Why a packet was dropped without an answer. Counted, never logged per packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Not STUN, not ChannelData, or a malformed STUN message.
+    Malformed,
+    /// FINGERPRINT present and wrong.
+    BadFingerprint,
+    /// A response or an indication the server does not take from clients.
+    Unexpected,
+    /// Data for a 5-tuple or relay with no allocation.
+    NoAllocation,
+    /// Data to or from a peer without a permission.
+    NoPermission,
+    /// ChannelData on a channel that is not bound.
+    UnknownChannel,
+    /// A Send indication to a peer the policy denies.
+    DeniedPeer,
+    /// Peer address of a family the allocation has no relay for.
+    FamilyMismatch,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 8;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Malformed,
+        DropReason::BadFingerprint,
+        DropReason::Unexpected,
+        DropReason::NoAllocation,
+        DropReason::NoPermission,
+        DropReason::UnknownChannel,
+        DropReason::DeniedPeer,
+        DropReason::FamilyMismatch,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadFingerprint => "bad_fingerprint",
+            DropReason::Unexpected => "unexpected",
+            DropReason::NoAllocation => "no_allocation",
+            DropReason::NoPermission => "no_permission",
+            DropReason::UnknownChannel => "unknown_channel",
+            DropReason::DeniedPeer => "denied_peer",
+            DropReason::FamilyMismatch => "family_mismatch",
+        }
+    }
+}
+
+/// Why an allocation ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CloseReason {
+    Expired,
+    Deleted,
+    ConnectionClosed,
+    Shutdown,
+}
+
+/// Something that happened, for metrics and usage records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    AllocationCreated {
+        tuple: FiveTuple,
+    },
+    AllocationClosed {
+        tuple: FiveTuple,
+        username: Box<str>,
+        relays: Vec<SocketAddr>,
+        duration: Duration,
+        traffic: Traffic,
+        peers: u32,
+        reason: CloseReason,
+    },
+}
+
+/// Counters of one shard. Plain integers: the shard owns them, a metrics collector
+/// reads snapshots.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub drops: [u64; DropReason::COUNT],
+    pub allocations_created: u64,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+/// Caps the event queue when nobody drains it (events are for observers; losing
+/// some under neglect is better than growing without bound).
+/// How many credentials one username may match (REST secrets in rotation).
+const MAX_CREDENTIAL_CANDIDATES: usize = 8;
+
+const MAX_QUEUED_EVENTS: usize = 65_536;
+
+struct Reservation {
+    relay: RelayId,
+    addr: SocketAddr,
+    expires: Instant,
+}
+
+/// A request that passed the long-term credential check.
+struct Authed<'m> {
+    username: &'m str,
+    key: [u8; 16],
+    expiry: Option<u64>,
+}
+
+/// What all shards share: read-mostly credentials, the nonce key (so that a nonce
+/// issued on one shard verifies on another), the quota counts and the live relay
+/// ports.
+#[derive(Clone)]
+pub struct Shared {
+    pub creds: Arc<dyn CredentialStore>,
+    pub nonces: Arc<NonceKey>,
+    pub quota: Arc<QuotaTracker>,
+    pub live: Arc<LiveRelayPorts>,
+}
+
+/// The core of one shard.
+pub struct Server<B: RelayBinder> {
+    cfg: Arc<ServerConfig>,
+    policy: PeerPolicy,
+    creds: Arc<dyn CredentialStore>,
+    nonces: Arc<NonceKey>,
+    quota: Arc<QuotaTracker>,
+    live: Arc<LiveRelayPorts>,
+    binder: B,
+    table: Table,
+    reservations: HashMap<[u8; 8], Reservation>,
+    /// `Instant` and unix seconds at one moment, so that wall-clock seconds can be
+    /// derived from the injected `now`.
+    wall_base: (Instant, u64),
+    stats: Stats,
+    events: Vec<Event>,
+}
+
+/// Builds a response in `out` with the common tail: MESSAGE-INTEGRITY when the
+/// request was authenticated, FINGERPRINT when the request had one.
+struct Reply<'o> {
+    b: MessageBuilder<'o>,
+    key: Option<[u8; 16]>,
+    fingerprint: bool,
+}
+
+impl<'o> Reply<'o> {
+    fn new(
+        out: &'o mut BytesMut,
+        msg: &Message<'_>,
+        class: Class,
+        key: Option<[u8; 16]>,
+        software: Option<&str>,
+    ) -> Self {
+        out.clear();
+        let mut b = MessageBuilder::new(out, msg.method(), class, msg.transaction_id());
+        if let Some(s) = software {
+            b.add(&Software(s));
+        }
+        Self {
+            b,
+            key,
+            fingerprint: msg.has_fingerprint(),
+        }
+    }
+
+    fn finish(mut self) -> Output {
+        if let Some(k) = self.key {
+            self.b.add_message_integrity(&k);
+        }
+        if self.fingerprint {
+            self.b.add_fingerprint();
+        }
+        self.b.finish();
+        Output::Reply
+    }
+}
+
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthenticated",
+        403 => "Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        486 => "Allocation Quota Reached",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => "Error",
+    }
+}
+
+impl<B: RelayBinder> Server<B> {
+    /// A core for one shard. `shared` is common to all shards; `binder` opens this
+    /// shard's relay sockets. `now` and `unix_now` anchor wall-clock time.
+    pub fn new(
+        cfg: Arc<ServerConfig>,
+        shared: &Shared,
+        binder: B,
+        now: Instant,
+        unix_now: u64,
+    ) -> Self {
+        let policy = PeerPolicy::new(&cfg.allow_peers, &cfg.deny_peers);
+        Self {
+            cfg,
+            policy,
+            creds: shared.creds.clone(),
+            nonces: shared.nonces.clone(),
+            quota: shared.quota.clone(),
+            live: shared.live.clone(),
+            binder,
+            table: Table::default(),
+            reservations: HashMap::new(),
+            wall_base: (now, unix_now),
+            stats: Stats::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Re-anchors wall-clock time (call now and then so that the derived unix time
+    /// follows the system clock).
+    pub fn set_wall_clock(&mut self, now: Instant, unix_now: u64) {
+        self.wall_base = (now, unix_now);
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.wall_base.1 + now.saturating_duration_since(self.wall_base.0).as_secs()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn allocations(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn binder(&self) -> &B {
+        &self.binder
+    }
+
+    pub fn binder_mut(&mut self) -> &mut B {
+        &mut self.binder
+    }
+
+    /// Takes the events that happened since the last call.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    fn emit(&mut self, e: Event) {
+        if self.events.len() < MAX_QUEUED_EVENTS {
+            self.events.push(e);
+        }
+    }
+
+    fn drop_packet(&mut self, why: DropReason) -> Output {
+        self.stats.drops[why as usize] += 1;
+        Output::None
+    }
+
+    /// Handles one datagram (UDP) or one framed message (stream) from a client.
+    /// A reply, if any, is written to `out` (which is cleared first).
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) -> Output {
+        if channel_data::looks_like_channel_data(data) {
+            return self.handle_channel_data(now, tuple, data);
+        }
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(_) => return self.drop_packet(DropReason::Malformed),
+        };
+        if msg.has_fingerprint() && msg.verify_fingerprint().is_err() {
+            return self.drop_packet(DropReason::BadFingerprint);
+        }
+        match (msg.class(), msg.method()) {
+            (Class::Request, Method::Binding) => self.handle_binding(&msg, tuple, out),
+            (Class::Request, _) => self.handle_turn_request(now, tuple, &msg, out),
+            (Class::Indication, Method::Send) => self.handle_send(now, tuple, &msg, data),
+            // Binding indications are keep-alives (RFC 8489 §6.3.2): no answer.
+            (Class::Indication, Method::Binding) => Output::None,
+            _ => self.drop_packet(DropReason::Unexpected),
+        }
+    }
+
+    fn error(
+        &self,
+        out: &mut BytesMut,
+        msg: &Message<'_>,
+        code: u16,
+        key: Option<[u8; 16]>,
+    ) -> Output {
+        let mut r = Reply::new(out, msg, Class::Error, key, self.cfg.software.as_deref());
+        r.b.add(&ErrorCode::new(code, reason_phrase(code)));
+        r.finish()
+    }
+
+    fn handle_binding(
+        &mut self,
+        msg: &Message<'_>,
+        tuple: FiveTuple,
+        out: &mut BytesMut,
+    ) -> Output {
+        if !msg.unknown_required().is_empty() {
+            return self.unknown_attributes(out, msg, None);
+        }
+        let mut r = Reply::new(out, msg, Class::Success, None, self.cfg.software.as_deref());
+        r.b.add(&XorMappedAddress(tuple.client));
+        r.finish()
+    }
+
+    fn unknown_attributes(
+        &self,
+        out: &mut BytesMut,
+        msg: &Message<'_>,
+        key: Option<[u8; 16]>,
+    ) -> Output {
+        let mut r = Reply::new(out, msg, Class::Error, key, self.cfg.software.as_deref());
+        r.b.add(&ErrorCode::new(420, reason_phrase(420)));
+        r.b.add(&UnknownAttributeList(msg.unknown_required()));
+        r.finish()
+    }
+
+    /// 401 or 438 with REALM and a fresh NONCE.
+    fn challenge(
+        &self,
+        now: Instant,
+        tuple: FiveTuple,
+        out: &mut BytesMut,
+        msg: &Message<'_>,
+        code: u16,
+    ) -> Output {
+        let nonce = self.nonces.issue(self.unix(now), tuple.client, 0);
+        let mut r = Reply::new(out, msg, Class::Error, None, self.cfg.software.as_deref());
+        r.b.add(&ErrorCode::new(code, reason_phrase(code)));
+        r.b.add(&Realm(&self.cfg.realm));
+        r.b.add(&Nonce(nonce.as_bytes()));
+        r.finish()
+    }
+
+    /// The long-term credential check (RFC 8489 §9.2.4). On failure the error
+    /// response is already in `out`.
+    fn authenticate<'m>(
+        &self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'m>,
+        out: &mut BytesMut,
+    ) -> Result<Authed<'m>, Output> {
+        if !msg.has_integrity() {
+            return Err(self.challenge(now, tuple, out, msg, 401));
+        }
+        let (Some(Ok(Username(username))), Some(Ok(Realm(realm))), Some(Ok(Nonce(nonce)))) = (
+            msg.get::<Username>(),
+            msg.get::<Realm>(),
+            msg.get::<Nonce>(),
+        ) else {
+            return Err(self.error(out, msg, 400, None));
+        };
+        let unix = self.unix(now);
+        match self
+            .nonces
+            .verify(nonce, unix, tuple.client, self.cfg.nonce_lifetime.as_secs())
+        {
+            NonceCheck::Valid => {}
+            NonceCheck::Stale | NonceCheck::Invalid => {
+                return Err(self.challenge(now, tuple, out, msg, 438))
+            }
+        }
+        // Unknown users, expired or revoked credentials and a wrong realm cost the
+        // same HMAC as a wrong password and get the same 401, so that neither timing
+        // nor the answer tells an attacker which usernames exist.
+        // Several candidates when REST secrets rotate: the store only learns which
+        // secret minted a credential when its MAC checks out.
+        let mut matched = None;
+        let mut tried = 0;
+        if realm == self.cfg.realm {
+            while tried < MAX_CREDENTIAL_CANDIDATES {
+                let Lookup::Found(keys, expiry) =
+                    self.creds
+                        .lookup_candidate(username, &self.cfg.realm, unix, tried)
+                else {
+                    break;
+                };
+                tried += 1;
+                if msg.verify_integrity(&keys.md5).is_ok() {
+                    matched = Some((keys.md5, expiry));
+                    break;
+                }
+            }
+        }
+        if tried == 0 {
+            let _ = msg.verify_integrity(&[0u8; 16]);
+        }
+        let Some((key, expiry)) = matched else {
+            return Err(self.challenge(now, tuple, out, msg, 401));
+        };
+        Ok(Authed {
+            username,
+            key,
+            expiry,
+        })
+    }
+
+    fn handle_turn_request(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        out: &mut BytesMut,
+    ) -> Output {
+        let method = msg.method();
+        if !matches!(
+            method,
+            Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind
+        ) {
+            return self.error(out, msg, 400, None);
+        }
+        let auth = match self.authenticate(now, tuple, msg, out) {
+            Ok(a) => a,
+            Err(o) => return o,
+        };
+        if !msg.unknown_required().is_empty() {
+            return self.unknown_attributes(out, msg, Some(auth.key));
+        }
+        let existing = self.table.by_tuple(&tuple);
+        if let Some(id) = existing {
+            let same_user = self
+                .table
+                .get(id)
+                .is_some_and(|a| *a.username == *auth.username);
+            if !same_user {
+                return self.error(out, msg, 441, Some(auth.key));
+            }
+        }
+        match (method, existing) {
+            (Method::Allocate, Some(id)) => self.allocate_again(id, msg, &auth, out),
+            (Method::Allocate, None) => self.allocate(now, tuple, msg, &auth, out),
+            (_, None) => self.error(out, msg, 437, Some(auth.key)),
+            (Method::Refresh, Some(id)) => self.refresh(now, id, msg, &auth, out),
+            (Method::CreatePermission, Some(id)) => {
+                self.create_permission(now, id, msg, &auth, out)
+            }
+            (_, Some(id)) => self.channel_bind(now, id, msg, &auth, out),
+        }
+    }
+
+    /// An Allocate on a 5-tuple that has an allocation: a retransmission of the
+    /// request that created it gets the same success response; anything else 437.
+    fn allocate_again(
+        &mut self,
+        id: AllocId,
+        msg: &Message<'_>,
+        auth: &Authed<'_>,
+        out: &mut BytesMut,
+    ) -> Output {
+        let Some(a) = self.table.get(id) else {
+            return self.error(out, msg, 437, Some(auth.key));
+        };
+        if a.allocate_tid != msg.transaction_id() {
+            return self.error(out, msg, 437, Some(auth.key));
+        }
+        let (relays, lifetime, client) = (a.relays, a.granted_lifetime, a.tuple.client);
+        self.allocate_success(out, msg, auth, &relays, lifetime, None, None, client)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn allocate_success(
+        &self,
+        out: &mut BytesMut,
+        msg: &Message<'_>,
+        auth: &Authed<'_>,
+        relays: &[Option<Relay>; 2],
+        lifetime: u32,
+        token: Option<[u8; 8]>,
+        family_error: Option<(Family, u16)>,
+        client: SocketAddr,
+    ) -> Output {
+        let mut r = Reply::new(
+            out,
+            msg,
+            Class::Success,
+            Some(auth.key),
+            self.cfg.software.as_deref(),
+        );
+        for relay in relays.iter().flatten() {
+            r.b.add(&XorRelayedAddress(relay.advertised));
+        }
+        r.b.add(&Lifetime(lifetime));
+        if let Some(t) = &token {
+            r.b.add(&ReservationToken(t));
+        }
+        if let Some((family, code)) = family_error {
+            r.b.add(&AddressErrorCode {
+                family,
+                code,
+                reason: reason_phrase(code),
+            });
+        }
+        r.b.add(&XorMappedAddress(client));
+        r.finish()
+    }
+
+    /// The lifetime to grant for a requested one (RFC 8656 §7.2: the smaller of the
+    /// request and the maximum, but never below the default), clamped so that the
+    /// allocation does not outlive a REST credential.
+    fn grant_lifetime(&self, now: Instant, requested: Option<u32>, expiry: Option<u64>) -> u32 {
+        let max = self.cfg.max_lifetime.as_secs();
+        let default = self.cfg.default_lifetime.as_secs();
+        let mut secs = requested.map_or(default, |r| u64::from(r).min(max).max(default));
+        if let Some(exp) = expiry {
+            secs = secs.min(exp.saturating_sub(self.unix(now)));
+        }
+        secs.min(u64::from(u32::MAX)) as u32
+    }
+
+    /// The IP a relay of `family` binds to for a client that reached `server`.
+    fn relay_ip(&self, family: Family, server: SocketAddr) -> Option<IpAddr> {
+        self.cfg
+            .relay_ips
+            .iter()
+            .copied()
+            .find(|ip| Family::of(*ip) == family)
+            .or_else(|| {
+                (Family::of(server.ip()) == family && !server.ip().is_unspecified())
+                    .then_some(server.ip())
+            })
+    }
+
+    /// The address to advertise for a relay bound to `local` (external-ip mapping).
+    fn advertise(&self, local: SocketAddr) -> SocketAddr {
+        for &(public, private) in &self.cfg.external_ips {
+            let matches = match private {
+                Some(p) => p == local.ip(),
+                None => public.is_ipv4() == local.is_ipv4(),
+            };
+            if matches {
+                return SocketAddr::new(public, local.port());
+            }
+        }
+        local
+    }
+
+    fn bind_relay(
+        &mut self,
+        family: Family,
+        server: SocketAddr,
+        port: PortRequest,
+        df: bool,
+    ) -> Result<(Relay, Option<(RelayId, SocketAddr)>), BindError> {
+        let ip = self
+            .relay_ip(family, server)
+            .ok_or(BindError::FamilyUnavailable)?;
+        let bound = self.binder.bind(ip, port, df)?;
+        Ok((
+            Relay {
+                id: bound.id,
+                local: bound.addr,
+                advertised: self.advertise(bound.addr),
+            },
+            bound.reserved,
+        ))
+    }
+
+    fn allocate(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authed<'_>,
+        out: &mut BytesMut,
+    ) -> Output {
+        let key = Some(auth.key);
+        match msg.get::<RequestedTransport>() {
+            Some(Ok(RequestedTransport(PROTOCOL_UDP))) => {}
+            Some(Ok(_)) => return self.error(out, msg, 442, key),
+            None | Some(Err(_)) => return self.error(out, msg, 400, key),
+        }
+        let dont_fragment = msg.has(attr::DONT_FRAGMENT);
+        let token = match msg.get::<ReservationToken>() {
+            None => None,
+            Some(Ok(ReservationToken(t))) => Some(*t),
+            Some(Err(_)) => return self.error(out, msg, 400, key),
+        };
+        let even_port = match msg.get::<EvenPort>() {
+            None => None,
+            Some(Ok(e)) => Some(e),
+            Some(Err(_)) => return self.error(out, msg, 400, key),
+        };
+        let requested_family = match msg.get::<RequestedAddressFamily>() {
+            None => None,
+            Some(Ok(RequestedAddressFamily(f))) => Some(f),
+            Some(Err(AttrError::BadFamily)) => return self.error(out, msg, 440, key),
+            Some(Err(_)) => return self.error(out, msg, 400, key),
+        };
+        let additional = match msg.get::<AdditionalAddressFamily>() {
+            None => false,
+            Some(Ok(AdditionalAddressFamily(Family::V6))) => true,
+            Some(_) => return self.error(out, msg, 400, key),
+        };
+        if token.is_some() && (even_port.is_some() || requested_family.is_some() || additional) {
+            return self.error(out, msg, 400, key);
+        }
+        if additional && requested_family.is_some() {
+            return self.error(out, msg, 400, key);
+        }
+        match self.quota.acquire(auth.username) {
+            Ok(()) => {}
+            Err(QuotaError::User) => return self.error(out, msg, 486, key),
+            Err(QuotaError::Total) => return self.error(out, msg, 508, key),
+        }
+
+        let mut relays: [Option<Relay>; 2] = [None, None];
+        let mut new_token = None;
+        let mut family_error = None;
+        if let Some(t) = token {
+            match self.reservations.remove(&t) {
+                Some(res) if res.expires > now => {
+                    relays[0] = Some(Relay {
+                        id: res.relay,
+                        local: res.addr,
+                        advertised: self.advertise(res.addr),
+                    });
+                }
+                Some(res) => {
+                    self.release_relay(res.relay, res.addr);
+                    self.quota.release(auth.username);
+                    return self.error(out, msg, 508, key);
+                }
+                None => {
+                    self.quota.release(auth.username);
+                    return self.error(out, msg, 508, key);
+                }
+            }
+        } else {
+            let port = match even_port {
+                None => PortRequest::Any,
+                Some(EvenPort { reserve: false }) => PortRequest::Even,
+                Some(EvenPort { reserve: true }) => PortRequest::EvenPair,
+            };
+            let primary = requested_family.unwrap_or(Family::V4);
+            match self.bind_relay(primary, tuple.server, port, dont_fragment) {
+                Ok((relay, reserved)) => {
+                    self.live.set(relay.local.port(), true);
+                    relays[0] = Some(relay);
+                    if let Some((rid, raddr)) = reserved {
+                        let t: [u8; 8] = rand::random();
+                        self.live.set(raddr.port(), true);
+                        self.reservations.insert(
+                            t,
+                            Reservation {
+                                relay: rid,
+                                addr: raddr,
+                                expires: now + RESERVATION_LIFETIME,
+                            },
+                        );
+                        new_token = Some(t);
+                    }
+                }
+                Err(e) => {
+                    self.quota.release(auth.username);
+                    let code = match e {
+                        BindError::Exhausted => 508,
+                        BindError::FamilyUnavailable => 440,
+                    };
+                    return self.error(out, msg, code, key);
+                }
+            }
+            if additional {
+                match self.bind_relay(Family::V6, tuple.server, PortRequest::Any, dont_fragment) {
+                    Ok((relay, _)) => {
+                        self.live.set(relay.local.port(), true);
+                        relays[1] = Some(relay);
+                    }
+                    Err(BindError::Exhausted) => family_error = Some((Family::V6, 508)),
+                    Err(BindError::FamilyUnavailable) => family_error = Some((Family::V6, 440)),
+                }
+            }
+        }
+
+        let requested = match msg.get::<Lifetime>() {
+            Some(Ok(Lifetime(l))) => Some(l),
+            _ => None,
+        };
+        let lifetime = self.grant_lifetime(now, requested, auth.expiry);
+        let alloc = Allocation {
+            tuple,
+            username: auth.username.into(),
+            relays,
+            expires: now + Duration::from_secs(u64::from(lifetime)),
+            credential_expiry: auth.expiry,
+            allocate_tid: msg.transaction_id(),
+            granted_lifetime: lifetime,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+            dont_fragment,
+            created: now,
+            traffic: Traffic::default(),
+            peers_seen: 0,
+        };
+        self.table.insert(alloc);
+        self.stats.allocations_created += 1;
+        self.emit(Event::AllocationCreated { tuple });
+        self.allocate_success(
+            out,
+            msg,
+            auth,
+            &relays,
+            lifetime,
+            new_token,
+            family_error,
+            tuple.client,
+        )
+    }
+
+    fn release_relay(&mut self, id: RelayId, addr: SocketAddr) {
+        self.live.set(addr.port(), false);
+        self.binder.release(id);
+    }
+
+    fn close(&mut self, now: Instant, id: AllocId, reason: CloseReason) {
+        let Some(a) = self.table.remove(id) else {
+            return;
+        };
+        for r in a.relays.iter().flatten() {
+            self.release_relay(r.id, r.local);
+        }
+        self.quota.release(&a.username);
+        self.emit(Event::AllocationClosed {
+            tuple: a.tuple,
+            relays: a.relays.iter().flatten().map(|r| r.advertised).collect(),
+            username: a.username,
+            duration: now.saturating_duration_since(a.created),
+            traffic: a.traffic,
+            peers: a.peers_seen,
+            reason,
+        });
+    }
+
+    fn refresh(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        msg: &Message<'_>,
+        auth: &Authed<'_>,
+        out: &mut BytesMut,
+    ) -> Output {
+        let key = Some(auth.key);
+        let requested = match msg.get::<Lifetime>() {
+            None => None,
+            Some(Ok(Lifetime(l))) => Some(l),
+            Some(Err(_)) => return self.error(out, msg, 400, key),
+        };
+        if let Some(f) = msg.get::<RequestedAddressFamily>() {
+            let Ok(RequestedAddressFamily(f)) = f else {
+                return self.error(out, msg, 400, key);
+            };
+            let has = self.table.get(id).is_some_and(|a| {
+                a.relays
+                    .iter()
+                    .flatten()
+                    .any(|r| Family::of(r.local.ip()) == f)
+            });
+            if !has {
+                return self.error(out, msg, 443, key);
+            }
+        }
+        let lifetime = if requested == Some(0) {
+            self.close(now, id, CloseReason::Deleted);
+            0
+        } else {
+            let lifetime = self.grant_lifetime(now, requested, auth.expiry);
+            if let Some(a) = self.table.get_mut(id) {
+                a.expires = now + Duration::from_secs(u64::from(lifetime));
+                a.credential_expiry = auth.expiry;
+            }
+            lifetime
+        };
+        let mut r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
+        r.b.add(&Lifetime(lifetime));
+        r.finish()
+    }
+
+    /// Whether `ip` is one of this host's own addresses.
+    fn is_own_ip(&self, ip: IpAddr) -> bool {
+        self.cfg.local_ips.contains(&ip)
+            || self.cfg.relay_ips.contains(&ip)
+            || self.cfg.own_services.iter().any(|s| s.ip() == ip)
+            || self
+                .cfg
+                .external_ips
+                .iter()
+                .any(|&(p, q)| p == ip || q == Some(ip))
+    }
+
+    fn is_own_service(&self, addr: SocketAddr) -> bool {
+        self.cfg.own_services.iter().any(|s| {
+            s.port() == addr.port()
+                && (s.ip() == addr.ip()
+                    || (s.ip().is_unspecified()
+                        && (self.is_own_ip(addr.ip()) || addr.ip().is_loopback())))
+        })
+    }
+
+    /// Where a peer address the client gave really is: the external (public) IP of
+    /// this server stands for the private relay IP behind the 1:1 NAT, so that
+    /// client-to-client traffic does not hairpin through the NAT.
+    fn to_internal(&self, peer: SocketAddr) -> (SocketAddr, bool) {
+        for &(public, private) in &self.cfg.external_ips {
+            if peer.ip() == public && self.cfg.relay_ports.contains(&peer.port()) {
+                let ip = private
+                    .or_else(|| {
+                        self.cfg
+                            .relay_ips
+                            .iter()
+                            .copied()
+                            .find(|i| i.is_ipv4() == public.is_ipv4())
+                    })
+                    .unwrap_or(public);
+                return (SocketAddr::new(ip, peer.port()), true);
+            }
+        }
+        (peer, false)
+    }
+
+    /// The inverse of [`to_internal`](Self::to_internal) for a datagram's source.
+    fn to_external(&self, from: SocketAddr) -> SocketAddr {
+        if self.cfg.relay_ports.contains(&from.port()) && self.is_own_ip(from.ip()) {
+            let adv = self.advertise(from);
+            if adv.ip() != from.ip() {
+                return adv;
+            }
+        }
+        from
+    }
+
+    /// Whether the client may have a permission for `ip` (CreatePermission).
+    fn ip_allowed(&self, ip: IpAddr) -> bool {
+        let (internal, via_external) =
+            self.to_internal(SocketAddr::new(ip, *self.cfg.relay_ports.start()));
+        via_external || self.policy.check(internal.ip()).is_allowed()
+    }
+
+    /// Where to send data for `peer`, or `None` when policy forbids it: never to
+    /// the server's own services; on this host only to live relay ports unless the
+    /// operator opened the address; elsewhere as the peer policy says.
+    fn peer_destination(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        let (internal, via_external) = self.to_internal(peer);
+        if self.is_own_service(internal) {
+            return None;
+        }
+        let live_relay =
+            self.cfg.relay_ports.contains(&internal.port()) && self.live.is_live(internal.port());
+        if via_external {
+            return live_relay.then_some(internal);
+        }
+        if !self.policy.check(internal.ip()).is_allowed() {
+            return None;
+        }
+        let ip = canonical_ip(internal.ip());
+        let opened = self
+            .cfg
+            .allow_peers
+            .iter()
+            .any(|n| n.contains(&ip) || n.contains(&internal.ip()));
+        if !opened && self.is_own_ip(ip) && !live_relay {
+            return None;
+        }
+        Some(internal)
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        msg: &Message<'_>,
+        auth: &Authed<'_>,
+        out: &mut BytesMut,
+    ) -> Output {
+        let key = Some(auth.key);
+        let tid = msg.transaction_id();
+        let mut peers = msg
+            .attributes()
+            .filter(|a| a.typ == attr::XOR_PEER_ADDRESS)
+            .map(|a| XorPeerAddress::decode(a.value, &tid).map(|p| p.0))
+            .peekable();
+        if peers.peek().is_none() {
+            return self.error(out, msg, 400, key);
+        }
+        let Some(alloc) = self.table.get(id) else {
+            return self.error(out, msg, 437, key);
+        };
+        // Validate every address before installing any: the request succeeds or
+        // fails as a whole (RFC 8656 §9.2).
+        let max = self.cfg.max_permissions_per_allocation;
+        let mut new = 0usize;
+        let mut ips: [Option<IpAddr>; 16] = [None; 16];
+        for (count, p) in peers.enumerate() {
+            let Ok(p) = p else {
+                return self.error(out, msg, 400, key);
+            };
+            if alloc.relay_for(p.ip()).is_none() {
+                return self.error(out, msg, 443, key);
+            }
+            if !self.ip_allowed(p.ip()) {
+                return self.error(out, msg, 403, key);
+            }
+            let known = alloc.permissions.iter().any(|x| x.ip == p.ip())
+                || ips[..count].contains(&Some(p.ip()));
+            if !known {
+                new += 1;
+            }
+            if count == ips.len() {
+                return self.error(out, msg, 400, key);
+            }
+            ips[count] = Some(p.ip());
+        }
+        if max != 0 && alloc.permissions.len() + new > max as usize {
+            return self.error(out, msg, 508, key);
+        }
+        let expires = now + self.cfg.permission_lifetime;
+        if let Some(a) = self.table.get_mut(id) {
+            for ip in ips.iter().flatten() {
+                a.permit(*ip, expires, 0);
+            }
+        }
+        self.table.schedule(id, expires);
+        let r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
+        r.finish()
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        msg: &Message<'_>,
+        auth: &Authed<'_>,
+        out: &mut BytesMut,
+    ) -> Output {
+        let key = Some(auth.key);
+        let (Some(Ok(ChannelNumber(number))), Some(Ok(XorPeerAddress(peer)))) =
+            (msg.get::<ChannelNumber>(), msg.get::<XorPeerAddress>())
+        else {
+            return self.error(out, msg, 400, key);
+        };
+        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
+            return self.error(out, msg, 400, key);
+        }
+        let Some(alloc) = self.table.get(id) else {
+            return self.error(out, msg, 437, key);
+        };
+        if alloc.relay_for(peer.ip()).is_none() {
+            return self.error(out, msg, 443, key);
+        }
+        if !self.ip_allowed(peer.ip()) || self.peer_destination(peer).is_none() {
+            return self.error(out, msg, 403, key);
+        }
+        if alloc.channel_conflict(number, peer) {
+            return self.error(out, msg, 400, key);
+        }
+        let (max_ch, max_perm) = (
+            self.cfg.max_channels_per_allocation,
+            self.cfg.max_permissions_per_allocation,
+        );
+        let is_new_channel = !alloc.channels.iter().any(|c| c.number == number);
+        if (is_new_channel && max_ch != 0 && alloc.channels.len() >= max_ch as usize)
+            || !alloc.can_permit(peer.ip(), max_perm)
+        {
+            return self.error(out, msg, 508, key);
+        }
+        let (perm_expires, chan_expires) = (
+            now + self.cfg.permission_lifetime,
+            now + self.cfg.channel_lifetime,
+        );
+        if let Some(a) = self.table.get_mut(id) {
+            a.bind_channel(number, peer, chan_expires, 0);
+            a.permit(peer.ip(), perm_expires, 0);
+        }
+        self.table.schedule(id, perm_expires.min(chan_expires));
+        let r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
+        r.finish()
+    }
+
+    /// A Send indication: relay the DATA to the peer if allowed (RFC 8656 §11.2).
+    fn handle_send(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        data: &[u8],
+    ) -> Output {
+        let Some(id) = self.table.by_tuple(&tuple) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let (Some(Ok(XorPeerAddress(peer))), Some(Ok(Data(payload)))) =
+            (msg.get::<XorPeerAddress>(), msg.get::<Data>())
+        else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        let Some(dest) = self.peer_destination(peer) else {
+            return self.drop_packet(DropReason::DeniedPeer);
+        };
+        let Some(a) = self.table.get_mut(id) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
+            return self.drop_packet(DropReason::FamilyMismatch);
+        };
+        if !a.permitted(peer.ip(), now) {
+            return self.drop_packet(DropReason::NoPermission);
+        }
+        let start = payload.as_ptr() as usize - data.as_ptr() as usize;
+        let len = payload.len() as u64;
+        a.traffic.to_peer_packets += 1;
+        a.traffic.to_peer_bytes += len;
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += len;
+        Output::ToPeer {
+            relay,
+            peer: dest,
+            start,
+            end: start + payload.len(),
+        }
+    }
+
+    /// ChannelData from a client: the hot path towards peers.
+    fn handle_channel_data(&mut self, now: Instant, tuple: FiveTuple, data: &[u8]) -> Output {
+        let Ok(cd) = ChannelData::parse(data) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        let Some(id) = self.table.by_tuple(&tuple) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let Some(a) = self.table.get_mut(id) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let Some(peer) = a.channel(cd.channel, now).map(|c| c.peer) else {
+            return self.drop_packet(DropReason::UnknownChannel);
+        };
+        if !a.permitted(peer.ip(), now) {
+            return self.drop_packet(DropReason::NoPermission);
+        }
+        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
+            return self.drop_packet(DropReason::FamilyMismatch);
+        };
+        let len = cd.payload.len() as u64;
+        a.traffic.to_peer_packets += 1;
+        a.traffic.to_peer_bytes += len;
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += len;
+        let dest = self.to_internal(peer).0;
+        Output::ToPeer {
+            relay,
+            peer: dest,
+            start: channel_data::CHANNEL_DATA_HEADER_LEN,
+            end: channel_data::CHANNEL_DATA_HEADER_LEN + cd.payload.len(),
+        }
+    }
+
+    /// A datagram from `from` arrived on relay socket `relay`. Its payload is
+    /// `buf[start..end]`; the driver left [`PEER_HEADROOM`] bytes before `start` and
+    /// [`PEER_TAILROOM`] after `end`, where the framing for the client is written.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay: RelayId,
+        from: SocketAddr,
+        buf: &mut [u8],
+        start: usize,
+        end: usize,
+    ) -> PeerOutput {
+        if start < PEER_HEADROOM
+            || end + PEER_TAILROOM > buf.len()
+            || end < start
+            || end - start > usize::from(u16::MAX) - 64
+        {
+            self.stats.drops[DropReason::Malformed as usize] += 1;
+            return PeerOutput::None;
+        }
+        let peer = self.to_external(from);
+        let Some(id) = self.table.by_relay(relay) else {
+            self.stats.drops[DropReason::NoAllocation as usize] += 1;
+            return PeerOutput::None;
+        };
+        let Some(a) = self.table.get_mut(id) else {
+            self.stats.drops[DropReason::NoAllocation as usize] += 1;
+            return PeerOutput::None;
+        };
+        if !a.permitted(peer.ip(), now) {
+            self.stats.drops[DropReason::NoPermission as usize] += 1;
+            return PeerOutput::None;
+        }
+        let len = end - start;
+        a.traffic.to_client_packets += 1;
+        a.traffic.to_client_bytes += len as u64;
+        self.stats.to_client_packets += 1;
+        self.stats.to_client_bytes += len as u64;
+        let tuple = a.tuple;
+        let (first, last) = if let Some(number) = a.channel_for_peer(peer, now) {
+            let first = start - channel_data::CHANNEL_DATA_HEADER_LEN;
+            buf[first..start].copy_from_slice(&channel_data::header(number, len));
+            let last = if tuple.transport.is_stream() {
+                let padded = start + padded_len(len);
+                buf[end..padded].fill(0);
+                padded
+            } else {
+                end
+            };
+            (first, last)
+        } else {
+            let first = write_data_indication_prefix(buf, start, len, peer);
+            let padded = start + padded_len(len);
+            buf[end..padded].fill(0);
+            (first, padded)
+        };
+        PeerOutput::ToClient {
+            tuple,
+            start: first,
+            end: last,
+        }
+    }
+
+    /// The client's stream closed: its allocation goes with it (RFC 8656 §3.1).
+    pub fn connection_closed(&mut self, now: Instant, tuple: FiveTuple) {
+        if let Some(id) = self.table.by_tuple(&tuple) {
+            self.close(now, id, CloseReason::ConnectionClosed);
+        }
+    }
+
+    /// Ends every allocation (shutdown).
+    pub fn close_all(&mut self, now: Instant) {
+        let ids: Vec<AllocId> = self.table.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.close(now, id, CloseReason::Shutdown);
+        }
+        for (_, r) in std::mem::take(&mut self.reservations) {
+            self.release_relay(r.relay, r.addr);
+        }
+    }
+
+    /// When the core next needs [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let res = self.reservations.values().map(|r| r.expires).min();
+        match (self.table.next_deadline(), res) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires allocations, permissions, channels and reservations due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.table.pop_due(now) {
+            let Some(a) = self.table.get_mut(id) else {
+                continue;
+            };
+            if a.expires <= now {
+                self.close(now, id, CloseReason::Expired);
+                continue;
+            }
+            a.sweep(now);
+            let next = a.next_deadline();
+            self.table.schedule(id, next);
+        }
+        if self.reservations.values().any(|r| r.expires <= now) {
+            let expired: Vec<[u8; 8]> = self
+                .reservations
+                .iter()
+                .filter(|(_, r)| r.expires <= now)
+                .map(|(t, _)| *t)
+                .collect();
+            for t in expired {
+                if let Some(r) = self.reservations.remove(&t) {
+                    self.release_relay(r.relay, r.addr);
+                }
+            }
+        }
+    }
+}
+
+/// Writes a Data indication header, XOR-PEER-ADDRESS and the DATA attribute header
+/// into the headroom before `buf[start..]`; returns where the message starts. The
+/// transaction ID is random, as RFC 8656 §11.3 asks.
+fn write_data_indication_prefix(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    peer: SocketAddr,
+) -> usize {
+    let addr_len = if peer.is_ipv4() { 8 } else { 20 };
+    let prefix = HEADER_LEN + 4 + addr_len + 4;
+    let first = start - prefix;
+    let tid = TransactionId::random();
+    let msg_len = (prefix - HEADER_LEN + padded_len(len)) as u16;
+    let b = &mut buf[first..start];
+    b[0..2].copy_from_slice(&message_type(Method::Data, Class::Indication).to_be_bytes());
+    b[2..4].copy_from_slice(&msg_len.to_be_bytes());
+    b[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    b[8..20].copy_from_slice(&tid.0);
+    b[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+    b[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+    let (value, _) = attr::address_value(&peer, Some(&tid));
+    b[24..24 + addr_len].copy_from_slice(&value[..addr_len]);
+    let d = 24 + addr_len;
+    b[d..d + 2].copy_from_slice(&attr::DATA.to_be_bytes());
+    b[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    first
+}
