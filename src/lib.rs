@@ -7,5 +7,6 @@
 //! addresses they came from and went to, and `now`; it hands back what to send and
 //! when it next wants to be woken. Tokio lives only in the drivers under `net`.
 
+pub mod net;
 pub mod stun;
 pub mod turn;

@@ -16,7 +16,7 @@ pub mod table;
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use server::{Output, PeerOutput, Server, ServerConfig};
+pub use server::{Output, PeerOutput, Server, ServerConfig, Shared};
 
 /// The transport between the client and the server.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]

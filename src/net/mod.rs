@@ -1,0 +1,180 @@
+//! The tokio drivers around the sans-IO core: listeners, relay sockets, shards.
+//!
+//! [`start`] binds every socket up front, on the calling thread, so that a bad
+//! address fails before anything runs and port 0 resolves to one port shared by
+//! UDP and TCP and by every shard. It then starts one shard thread per core
+//! ([`shard`]); each owns its sockets and its core.
+
+pub mod relay;
+pub mod shard;
+pub mod sockets;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+use crate::turn::auth::{ChainStore, CredentialStore, NonceKey, RestSecrets, StaticUsers};
+use crate::turn::live::LiveRelayPorts;
+use crate::turn::quota::QuotaTracker;
+use crate::turn::{ServerConfig, Shared};
+use relay::PortBudget;
+use shard::ShardSockets;
+
+/// Everything the network layer needs to run.
+#[derive(Clone, Debug)]
+pub struct NetOptions {
+    /// Addresses to listen on, UDP and TCP on each.
+    pub listen: Vec<SocketAddr>,
+    /// Shards; 0 = one per CPU core.
+    pub threads: usize,
+    pub core: ServerConfig,
+    pub users: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+    pub max_allocations_per_user: u32,
+    pub max_allocations: u32,
+    pub max_relay_ports: u32,
+}
+
+/// A running server.
+pub struct Running {
+    /// The UDP and TCP addresses actually bound (port 0 resolved).
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// Asks every shard to stop, and waits for them.
+    pub fn stop(self) -> io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.join()
+    }
+
+    /// A handle that can stop the server from elsewhere (a signal handler).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("a shard thread panicked")),
+            }
+        }
+        result
+    }
+}
+
+/// Binds UDP and TCP for `addr` on `shards` sockets each. With port 0, the port the
+/// first UDP socket gets is used for all of them (retrying when TCP finds it taken).
+fn bind_listen(
+    addr: SocketAddr,
+    shards: usize,
+) -> io::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let first = sockets::udp_listener(addr)?;
+        let port = first.local_addr()?.port();
+        let concrete = SocketAddr::new(addr.ip(), port);
+        let bound = (|| {
+            let mut udp = vec![first.try_clone()?];
+            for _ in 1..shards {
+                udp.push(sockets::udp_listener(concrete)?);
+            }
+            let tcp = (0..shards)
+                .map(|_| sockets::tcp_listener(concrete))
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok((udp, tcp))
+        })();
+        match bound {
+            Ok(b) => return Ok(b),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("could not bind")))
+}
+
+/// Builds the credential chain: users from the configuration, then REST secrets.
+pub fn credentials(
+    realm: &str,
+    users: &[(String, String)],
+    secrets: &[String],
+) -> Arc<dyn CredentialStore> {
+    let mut chain = ChainStore::default();
+    chain.push(Box::new(StaticUsers::new(&[realm], users)));
+    if !secrets.is_empty() {
+        chain.push(Box::new(RestSecrets::new(secrets)));
+    }
+    Arc::new(chain)
+}
+
+/// Binds every listener and starts the shards.
+pub fn start(opts: NetOptions) -> io::Result<Running> {
+    let shards = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut per_shard: Vec<ShardSockets> = (0..shards)
+        .map(|_| ShardSockets {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        })
+        .collect();
+    let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
+    for addr in &opts.listen {
+        let (udp, tcp) = bind_listen(*addr, shards)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        udp_addrs.push(udp[0].local_addr()?);
+        tcp_addrs.push(tcp[0].local_addr()?);
+        for (i, (u, t)) in udp.into_iter().zip(tcp).enumerate() {
+            per_shard[i].udp.push(u);
+            per_shard[i].tcp.push(t);
+        }
+    }
+
+    let mut core = opts.core.clone();
+    core.own_services
+        .extend(udp_addrs.iter().chain(&tcp_addrs).copied());
+    core.local_ips = sockets::local_ips();
+    let cfg = Arc::new(core);
+    let nonces = NonceKey::generate()
+        .map_err(|e| io::Error::other(format!("no OS randomness for the nonce key: {e}")))?;
+    let shared = Shared {
+        creds: credentials(&cfg.realm, &opts.users, &opts.secrets),
+        nonces: Arc::new(nonces),
+        quota: Arc::new(QuotaTracker::new(
+            opts.max_allocations_per_user,
+            opts.max_allocations,
+        )),
+        live: Arc::new(LiveRelayPorts::default()),
+    };
+    let budget = Arc::new(PortBudget {
+        in_use: Default::default(),
+        max: opts.max_relay_ports,
+    });
+
+    let (tx, rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (i, sockets) in per_shard.into_iter().enumerate() {
+        let (cfg, shared, budget, rx) = (cfg.clone(), shared.clone(), budget.clone(), rx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("ferroturn-shard-{i}"))
+            .spawn(move || shard::run(i, cfg, shared, budget, sockets, rx))?;
+        threads.push(t);
+    }
+    Ok(Running {
+        udp: udp_addrs,
+        tcp: tcp_addrs,
+        shutdown: tx,
+        threads,
+    })
+}

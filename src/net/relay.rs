@@ -1,0 +1,186 @@
+//! Relay sockets: the [`RelayBinder`] of a shard, and the task that reads each one.
+//!
+//! Ports are drawn from the relay range by a CSPRNG (`rand::thread_rng`, a ChaCha
+//! generator seeded from the OS) so that relayed addresses cannot be guessed, and
+//! return to the pool when the socket closes: the kernel is the pool, which keeps
+//! shards from needing a shared port table.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use rand::Rng;
+use tokio::net::UdpSocket;
+use tokio::task::AbortHandle;
+
+use super::sockets::relay_socket;
+use crate::turn::{BindError, Bound, PortRequest, RelayBinder, RelayId};
+
+/// Random tries before the binder scans the range in order: with a mostly free
+/// range the first try nearly always works; a nearly full one needs the scan.
+const RANDOM_TRIES: usize = 32;
+
+struct Slot {
+    socket: Rc<UdpSocket>,
+    reader: Option<AbortHandle>,
+}
+
+/// Relay-port accounting shared by all shards (the `max-relay-ports` quota).
+#[derive(Debug, Default)]
+pub struct PortBudget {
+    pub in_use: AtomicU32,
+    pub max: u32,
+}
+
+/// Opens relay sockets for one shard's core.
+pub struct Binder {
+    ports: RangeInclusive<u16>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    /// Sockets opened since the driver last collected them: each needs a reader.
+    pending: Vec<(RelayId, Rc<UdpSocket>)>,
+    budget: Arc<PortBudget>,
+}
+
+impl Binder {
+    pub fn new(ports: RangeInclusive<u16>, budget: Arc<PortBudget>) -> Self {
+        Self {
+            ports,
+            slots: Vec::new(),
+            free: Vec::new(),
+            pending: Vec::new(),
+            budget,
+        }
+    }
+
+    /// The socket of a relay, for sending.
+    pub fn socket(&self, id: RelayId) -> Option<&UdpSocket> {
+        self.slots.get(id.0 as usize)?.as_ref().map(|s| &*s.socket)
+    }
+
+    /// Sockets opened since the last call, for the driver to start readers on.
+    pub fn take_pending(&mut self) -> Vec<(RelayId, Rc<UdpSocket>)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Records the reader task of a relay so that closing the relay stops it.
+    pub fn set_reader(&mut self, id: RelayId, reader: AbortHandle) {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(Some(slot)) => slot.reader = Some(reader),
+            // Closed before its reader started.
+            _ => reader.abort(),
+        }
+    }
+
+    fn take_budget(&self, n: u32) -> bool {
+        let max = self.budget.max;
+        let prev = self.budget.in_use.fetch_add(n, Ordering::Relaxed);
+        if max != 0 && prev + n > max {
+            self.budget.in_use.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn open(&mut self, socket: std::net::UdpSocket) -> io::Result<(RelayId, SocketAddr)> {
+        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        let addr = socket.local_addr()?;
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.slots[index as usize] = Some(Slot {
+            socket: socket.clone(),
+            reader: None,
+        });
+        let id = RelayId(index);
+        self.pending.push((id, socket));
+        Ok((id, addr))
+    }
+
+    /// Tries ports until one binds: random first, then a scan from a random start.
+    fn bind_port(
+        &self,
+        ip: IpAddr,
+        even: bool,
+        pair: bool,
+        df: bool,
+    ) -> Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+        let (lo, hi) = (u32::from(*self.ports.start()), u32::from(*self.ports.end()));
+        let span = hi - lo + 1;
+        let mut rng = rand::thread_rng();
+        let try_port = |p: u32| -> Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+            if p > hi || (even && p % 2 != 0) || (pair && p + 1 > hi) {
+                return None;
+            }
+            let first = relay_socket(ip, p as u16, df).ok()?;
+            if !pair {
+                return Some((first, None));
+            }
+            let second = relay_socket(ip, (p + 1) as u16, df).ok()?;
+            Some((first, Some(second)))
+        };
+        for _ in 0..RANDOM_TRIES {
+            if let Some(s) = try_port(lo + rng.gen_range(0..span)) {
+                return Some(s);
+            }
+        }
+        let start = rng.gen_range(0..span);
+        (0..span).find_map(|i| try_port(lo + (start + i) % span))
+    }
+}
+
+impl RelayBinder for Binder {
+    fn bind(
+        &mut self,
+        ip: IpAddr,
+        port: PortRequest,
+        dont_fragment: bool,
+    ) -> Result<Bound, BindError> {
+        let pair = port == PortRequest::EvenPair;
+        let even = port != PortRequest::Any;
+        let need = if pair { 2 } else { 1 };
+        if !self.take_budget(need) {
+            return Err(BindError::Exhausted);
+        }
+        let Some((first, second)) = self.bind_port(ip, even, pair, dont_fragment) else {
+            self.budget.in_use.fetch_sub(need, Ordering::Relaxed);
+            return Err(match relay_socket(ip, 0, false) {
+                // The IP itself cannot be bound: not an address of this host.
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                    BindError::FamilyUnavailable
+                }
+                _ => BindError::Exhausted,
+            });
+        };
+        let opened = self.open(first).and_then(|(id, addr)| {
+            let reserved = second.map(|s| self.open(s)).transpose()?;
+            Ok(Bound { id, addr, reserved })
+        });
+        opened.map_err(|_| {
+            self.budget.in_use.fetch_sub(need, Ordering::Relaxed);
+            BindError::Exhausted
+        })
+    }
+
+    fn release(&mut self, id: RelayId) {
+        if let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(Option::take) {
+            if let Some(r) = slot.reader {
+                r.abort();
+            }
+            self.pending.retain(|(p, _)| *p != id);
+            self.free.push(id.0);
+            self.budget.in_use.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

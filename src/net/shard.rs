@@ -1,0 +1,469 @@
+//! One shard: a thread with a current-thread tokio runtime that owns one sans-IO
+//! core, its own SO_REUSEPORT listener sockets and its own relay sockets.
+//!
+//! Everything a shard touches per packet is its own, behind an `Rc<RefCell<_>>`
+//! that is never held across an `.await`: no lock, no atomic reference count per
+//! packet. Shards share only the read-mostly credentials, the nonce key, quota
+//! counts and the live-relay-port bitmap (see [`crate::turn::Shared`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{watch, Notify};
+
+use super::relay::{Binder, PortBudget};
+use crate::stun::framing::{next_frame, Frame};
+use crate::turn::server::{Event, PEER_HEADROOM, PEER_TAILROOM};
+use crate::turn::{
+    FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
+};
+
+/// Datagrams read per recvmmsg call.
+const BATCH: usize = 16;
+/// Room for one datagram, or one GRO-coalesced train of them.
+const SLOT: usize = 64 * 1024;
+/// Relayed bytes a slow TCP client may have queued before further ones are
+/// dropped, as UDP would drop them.
+const MAX_TCP_BACKLOG: usize = 1 << 20;
+/// Packets one relay socket handles before it yields to the others.
+const RELAY_BUDGET: usize = 64;
+/// A TCP client must send its first complete STUN message within this time.
+const TCP_FIRST_MESSAGE: Duration = Duration::from_secs(10);
+
+/// Sockets handed to a shard thread.
+pub struct ShardSockets {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: Vec<std::net::TcpListener>,
+}
+
+struct UdpListener {
+    local: SocketAddr,
+    socket: Rc<UdpSocket>,
+    state: UdpSocketState,
+}
+
+/// Bytes queued for a TCP client, written by its writer task.
+#[derive(Default)]
+struct ConnOut {
+    pending: RefCell<BytesMut>,
+    notify: Notify,
+    /// Set when the reader is done: the writer flushes what is queued and exits.
+    closed: std::cell::Cell<bool>,
+}
+
+impl ConnOut {
+    fn push(&self, bytes: &[u8], relayed: bool) {
+        let mut p = self.pending.borrow_mut();
+        if relayed && p.len() + bytes.len() > MAX_TCP_BACKLOG {
+            return;
+        }
+        p.extend_from_slice(bytes);
+        drop(p);
+        self.notify.notify_one();
+    }
+}
+
+struct State {
+    server: Server<Binder>,
+    udp: Vec<UdpListener>,
+    conns: HashMap<FiveTuple, Rc<ConnOut>>,
+    reply: BytesMut,
+    peer_buf: Box<[u8]>,
+    timer: Rc<Notify>,
+}
+
+type ShardRef = Rc<RefCell<State>>;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl State {
+    /// Sends `data` to a client: over its UDP listener, from the address the client
+    /// reached, or into its TCP connection's queue.
+    fn send_to_client(
+        udp: &[UdpListener],
+        conns: &HashMap<FiveTuple, Rc<ConnOut>>,
+        tuple: &FiveTuple,
+        data: &[u8],
+        relayed: bool,
+    ) {
+        match tuple.transport {
+            Transport::Udp => {
+                let Some(l) = udp.iter().find(|l| {
+                    l.local.port() == tuple.server.port()
+                        && (l.local.ip() == tuple.server.ip()
+                            || (l.local.ip().is_unspecified()
+                                && l.local.is_ipv4() == tuple.server.is_ipv4()))
+                }) else {
+                    return;
+                };
+                let t = Transmit {
+                    destination: tuple.client,
+                    ecn: None,
+                    contents: data,
+                    segment_size: None,
+                    src_ip: l.local.ip().is_unspecified().then_some(tuple.server.ip()),
+                };
+                // A full socket buffer drops the datagram, as the network would.
+                let _ = l.socket.try_io(tokio::io::Interest::WRITABLE, || {
+                    l.state.try_send((&*l.socket).into(), &t)
+                });
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Some(c) = conns.get(tuple) {
+                    c.push(data, relayed);
+                }
+            }
+        }
+    }
+
+    /// Acts on what the core returned for a client message.
+    fn dispatch(&mut self, tuple: &FiveTuple, data: &[u8], out: Output) {
+        match out {
+            Output::None => {}
+            Output::Reply => {
+                Self::send_to_client(&self.udp, &self.conns, tuple, &self.reply, false);
+                self.timer.notify_one();
+            }
+            Output::ToPeer {
+                relay,
+                peer,
+                start,
+                end,
+            } => {
+                if let (Some(sock), Some(payload)) =
+                    (self.server.binder().socket(relay), data.get(start..end))
+                {
+                    let _ = sock.try_send_to(payload, peer);
+                }
+            }
+        }
+    }
+}
+
+/// Starts reader tasks for relay sockets the core opened since the last call.
+fn start_relay_readers(shard: &ShardRef) {
+    let mut s = shard.borrow_mut();
+    if !s.server.binder().has_pending() {
+        return;
+    }
+    for (id, socket) in s.server.binder_mut().take_pending() {
+        let task = tokio::task::spawn_local(relay_reader(shard.clone(), id, socket));
+        s.server.binder_mut().set_reader(id, task.abort_handle());
+    }
+}
+
+async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<UdpSocket>) {
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        for _ in 0..RELAY_BUDGET {
+            let mut guard = shard.borrow_mut();
+            let s = &mut *guard;
+            let cap = s.peer_buf.len() - PEER_TAILROOM;
+            match socket.try_recv_from(&mut s.peer_buf[PEER_HEADROOM..cap]) {
+                Ok((n, from)) => {
+                    let out = s.server.handle_peer(
+                        Instant::now(),
+                        id,
+                        from,
+                        &mut s.peer_buf,
+                        PEER_HEADROOM,
+                        PEER_HEADROOM + n,
+                    );
+                    if let PeerOutput::ToClient { tuple, start, end } = out {
+                        State::send_to_client(
+                            &s.udp,
+                            &s.conns,
+                            &tuple,
+                            &s.peer_buf[start..end],
+                            true,
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors surface here on some kernels; the socket stays usable.
+                Err(_) => break,
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn udp_listener(shard: ShardRef, index: usize) {
+    let socket = shard.borrow().udp[index].socket.clone();
+    let mut storage = vec![0u8; BATCH * SLOT];
+    let mut meta = [RecvMeta::default(); BATCH];
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        loop {
+            let n = {
+                let s = shard.borrow();
+                let l = &s.udp[index];
+                let mut chunks = storage.chunks_mut(SLOT);
+                let mut slices: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                socket.try_io(tokio::io::Interest::READABLE, || {
+                    l.state.recv((&*socket).into(), &mut slices, &mut meta)
+                })
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            let now = Instant::now();
+            let mut control = false;
+            {
+                let mut guard = shard.borrow_mut();
+                let s = &mut *guard;
+                let local = s.udp[index].local;
+                for (m, buf) in meta.iter().zip(storage.chunks(SLOT)).take(n) {
+                    let server_addr = SocketAddr::new(m.dst_ip.unwrap_or(local.ip()), local.port());
+                    let tuple = FiveTuple {
+                        transport: Transport::Udp,
+                        client: m.addr,
+                        server: server_addr,
+                    };
+                    let stride = m.stride.max(1);
+                    for datagram in buf[..m.len].chunks(stride) {
+                        let mut reply = std::mem::take(&mut s.reply);
+                        let out = s.server.handle_client(now, tuple, datagram, &mut reply);
+                        s.reply = reply;
+                        control |= out == Output::Reply;
+                        s.dispatch(&tuple, datagram, out);
+                    }
+                }
+            }
+            if control {
+                start_relay_readers(&shard);
+            }
+        }
+    }
+}
+
+async fn tcp_acceptor(shard: ShardRef, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::task::spawn_local(tcp_connection(shard.clone(), stream, client));
+            }
+            // Out of file descriptors and the like: back off instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn tcp_connection(shard: ShardRef, stream: TcpStream, client: SocketAddr) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let tuple = FiveTuple {
+        transport: Transport::Tcp,
+        client,
+        server: local,
+    };
+    let out = Rc::new(ConnOut::default());
+    shard.borrow_mut().conns.insert(tuple, out.clone());
+    let (mut rd, mut wr) = stream.into_split();
+    let writer_out = out.clone();
+    let writer = tokio::task::spawn_local(async move {
+        let mut chunk = BytesMut::new();
+        loop {
+            writer_out.notify.notified().await;
+            std::mem::swap(&mut chunk, &mut *writer_out.pending.borrow_mut());
+            if !chunk.is_empty() && wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+            chunk.clear();
+            if writer_out.closed.get() && writer_out.pending.borrow().is_empty() {
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+    });
+
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut first = true;
+    let opened = tokio::time::Instant::now();
+    'read: loop {
+        if buf.capacity() - buf.len() < 2048 {
+            buf.reserve(4096);
+        }
+        let read = if first {
+            match tokio::time::timeout_at(opened + TCP_FIRST_MESSAGE, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            rd.read_buf(&mut buf).await
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut control = false;
+        loop {
+            let len = match next_frame(&buf) {
+                Frame::Stun(n) => n,
+                Frame::ChannelData { len, .. } if !first => len,
+                Frame::NeedMore(_) => break,
+                // Not STUN: close. A connection must open with a STUN message, which
+                // also keeps HTTP and TLS probes from being read as ChannelData.
+                Frame::ChannelData { .. } | Frame::Invalid => break 'read,
+            };
+            first = false;
+            let now = Instant::now();
+            {
+                let mut guard = shard.borrow_mut();
+                let s = &mut *guard;
+                let frame = &buf[..len];
+                let mut reply = std::mem::take(&mut s.reply);
+                let o = s.server.handle_client(now, tuple, frame, &mut reply);
+                s.reply = reply;
+                control |= o == Output::Reply;
+                s.dispatch(&tuple, frame, o);
+            }
+            buf.advance(len);
+        }
+        if control {
+            start_relay_readers(&shard);
+        }
+    }
+    {
+        let mut s = shard.borrow_mut();
+        s.conns.remove(&tuple);
+        s.server.connection_closed(Instant::now(), tuple);
+    }
+    // Let the writer flush what is queued, but not wait on a client that stopped
+    // reading.
+    out.closed.set(true);
+    out.notify.notify_one();
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+}
+
+async fn timer(shard: ShardRef) {
+    let notify = shard.borrow().timer.clone();
+    let mut last_anchor = Instant::now();
+    loop {
+        let deadline = shard.borrow().server.poll_timeout();
+        // Wake at least once a minute to re-anchor wall-clock time.
+        let cap = Instant::now() + Duration::from_secs(60);
+        let wake = deadline.map_or(cap, |d| d.min(cap));
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            _ = notify.notified() => continue,
+        }
+        let now = Instant::now();
+        let mut s = shard.borrow_mut();
+        if now.duration_since(last_anchor) >= Duration::from_secs(60) {
+            s.server.set_wall_clock(now, unix_now());
+            last_anchor = now;
+        }
+        s.server.handle_timeout(now);
+        log_events(&mut s.server);
+    }
+}
+
+fn log_events(server: &mut Server<Binder>) {
+    for e in server.drain_events() {
+        match e {
+            Event::AllocationCreated { tuple } => {
+                tracing::debug!(transport = tuple.transport.name(), client = %tuple.client, "allocation created")
+            }
+            Event::AllocationClosed {
+                tuple,
+                reason,
+                traffic,
+                ..
+            } => tracing::debug!(
+                transport = tuple.transport.name(),
+                client = %tuple.client,
+                ?reason,
+                to_peer_bytes = traffic.to_peer_bytes,
+                to_client_bytes = traffic.to_client_bytes,
+                "allocation closed"
+            ),
+        }
+    }
+}
+
+/// Runs one shard until `shutdown` flips to true.
+pub fn run(
+    index: usize,
+    cfg: Arc<ServerConfig>,
+    shared: Shared,
+    budget: Arc<PortBudget>,
+    sockets: ShardSockets,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let binder = Binder::new(cfg.relay_ports.clone(), budget);
+        let server = Server::new(cfg, &shared, binder, Instant::now(), unix_now());
+        let mut udp = Vec::new();
+        for s in sockets.udp {
+            let local = s.local_addr()?;
+            let state = UdpSocketState::new((&s).into())?;
+            udp.push(UdpListener {
+                local,
+                socket: Rc::new(UdpSocket::from_std(s)?),
+                state,
+            });
+        }
+        let shard: ShardRef = Rc::new(RefCell::new(State {
+            server,
+            udp,
+            conns: HashMap::new(),
+            reply: BytesMut::with_capacity(1024),
+            peer_buf: vec![0u8; PEER_HEADROOM + SLOT + PEER_TAILROOM].into_boxed_slice(),
+            timer: Rc::new(Notify::new()),
+        }));
+        let n_udp = shard.borrow().udp.len();
+        for i in 0..n_udp {
+            tokio::task::spawn_local(udp_listener(shard.clone(), i));
+        }
+        for l in sockets.tcp {
+            let l = TcpListener::from_std(l)?;
+            tokio::task::spawn_local(tcp_acceptor(shard.clone(), l));
+        }
+        tokio::task::spawn_local(timer(shard.clone()));
+        tracing::debug!(shard = index, "shard running");
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        let mut s = shard.borrow_mut();
+        let n = s.server.allocations();
+        s.server.close_all(Instant::now());
+        log_events(&mut s.server);
+        tracing::debug!(shard = index, allocations = n, "shard stopped");
+        Ok(())
+    })
+}

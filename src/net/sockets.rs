@@ -1,0 +1,100 @@
+//! Socket creation: SO_REUSEPORT so that every shard has its own socket on the same
+//! address (the kernel spreads clients over them), IPV6_V6ONLY so that `[::]` and
+//! `0.0.0.0` can both be bound, and generous buffers for bursts.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Kernel buffer size asked for on listener sockets (the kernel caps it at
+/// net.core.rmem_max / wmem_max).
+const LISTENER_BUFFER: usize = 4 << 20;
+
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A UDP listener socket with SO_REUSEPORT.
+pub fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    s.set_reuse_port(true)?;
+    let _ = s.set_recv_buffer_size(LISTENER_BUFFER);
+    let _ = s.set_send_buffer_size(LISTENER_BUFFER);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// A TCP listener socket with SO_REUSEPORT and SO_REUSEADDR (restart without
+/// waiting out TIME_WAIT).
+pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// A relay socket bound to `ip:port`; `dont_fragment` sets the DF bit on what it
+/// sends (RFC 8656 DONT-FRAGMENT).
+pub fn relay_socket(ip: IpAddr, port: u16, dont_fragment: bool) -> io::Result<std::net::UdpSocket> {
+    let addr = SocketAddr::new(ip, port);
+    let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    s.bind(&addr.into())?;
+    if dont_fragment {
+        set_dont_fragment(&s, ip.is_ipv4())?;
+    }
+    Ok(s.into())
+}
+
+fn set_dont_fragment(s: &Socket, v4: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if v4 {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    };
+    // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// This host's interface addresses (link-local IPv6 excluded: it needs a scope).
+pub fn local_ips() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|v| v.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default();
+    ips.retain(|ip| match ip {
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+        IpAddr::V4(_) => true,
+    });
+    ips.sort();
+    ips.dedup();
+    ips
+}
