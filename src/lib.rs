@@ -1,1 +1,4 @@
 //! ferroturn
+pub mod cli;
+pub mod config;
+pub mod logging;
