@@ -7,6 +7,9 @@
 //! addresses they came from and went to, and `now`; it hands back what to send and
 //! when it next wants to be woken. Tokio lives only in the drivers under `net`.
 
+pub mod cli;
+pub mod config;
+pub mod logging;
 pub mod net;
 pub mod stun;
 pub mod turn;

@@ -1,1 +1,68 @@
-fn main() {}
+//! The `ferroturn` binary: parse the command line, run the subcommand, and
+//! turn any failure into `error: ...` on stderr with exit status 1.
+
+use std::error::Error;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferroturn::cli::{CheckArgs, Cli, Command, ServeArgs};
+use ferroturn::config::Config;
+
+fn main() -> ExitCode {
+    // Usage errors are reported by clap itself (exit status 2).
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Check(args) => check(&args),
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<(), Box<dyn Error>> {
+    let config = args.build_config()?;
+    ferroturn::logging::init(&config.log)?;
+    // Names and counts only: this line ends up in log collectors.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %join(&config.listen),
+        realm = %config.realm,
+        threads = config.effective_threads(),
+        relay_ips = %join(&config.relay.relay_ips),
+        external_ips = %join(&config.relay.external_ips),
+        relay_ports = %format_args!("{}-{}", config.relay.port_min, config.relay.port_max),
+        users = config.auth.users.len(),
+        secrets = config.auth.secrets.len(),
+        peers_allowed = config.peers.allow.len(),
+        peers_denied = config.peers.deny.len(),
+        "ferroturn starting"
+    );
+    ferroturn::net::serve(config)?;
+    tracing::info!("ferroturn stopped");
+    Ok(())
+}
+
+fn check(args: &CheckArgs) -> Result<(), Box<dyn Error>> {
+    let config = Config::load(&args.config)?;
+    // Written with `?` rather than println! so a closed stdout is an error,
+    // not a panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ok: {}", args.config.display())?;
+    writeln!(out, "{}", config.summary())?;
+    Ok(())
+}
+
+/// `[a, b, c]` for a log field, using `Display` rather than `Debug`.
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    format!("[{}]", items.join(", "))
+}

@@ -178,3 +178,64 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         threads,
     })
 }
+
+impl NetOptions {
+    /// The network options for a validated configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let core = ServerConfig {
+            realm: config.realm.clone(),
+            software: config.software.clone(),
+            default_lifetime: config.relay.default_lifetime,
+            max_lifetime: config.relay.max_lifetime,
+            permission_lifetime: config.relay.permission_lifetime,
+            channel_lifetime: config.relay.channel_lifetime,
+            nonce_lifetime: config.auth.nonce_lifetime,
+            max_permissions_per_allocation: config.quota.max_permissions_per_allocation,
+            max_channels_per_allocation: config.quota.max_channels_per_allocation,
+            relay_ips: config.relay.relay_ips.clone(),
+            external_ips: config.relay.external_ips.iter().map(|e| (e.public, e.private)).collect(),
+            relay_ports: config.relay.port_min..=config.relay.port_max,
+            own_services: Vec::new(),
+            local_ips: Vec::new(),
+            allow_peers: config.peers.allow.clone(),
+            deny_peers: config.peers.deny.clone(),
+        };
+        Self {
+            listen: config.listen.clone(),
+            threads: config.threads,
+            core,
+            users: config.auth.users.clone(),
+            secrets: config.auth.secrets.clone(),
+            max_allocations_per_user: config.quota.max_allocations_per_user,
+            max_allocations: config.quota.max_allocations,
+            max_relay_ports: config.quota.max_relay_ports,
+        }
+    }
+}
+
+/// Runs the server for `config` until SIGINT or SIGTERM, then shuts down cleanly:
+/// every shard closes its allocations and relay sockets before the call returns.
+pub fn serve(config: crate::config::Config) -> io::Result<()> {
+    let running = start(NetOptions::from_config(&config))?;
+    for a in &running.udp {
+        tracing::info!(transport = "udp", address = %a, "listening");
+    }
+    for a in &running.tcp {
+        tracing::info!(transport = "tcp", address = %a, "listening");
+    }
+    let stop = running.stopper();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+        io::Result::Ok(())
+    })?;
+    let _ = stop.send(true);
+    running.join()
+}

@@ -1,0 +1,82 @@
+//! Process-wide logging setup with `tracing-subscriber`.
+//!
+//! The filter comes from `server.log-level` (or `--log-level`), not from
+//! `RUST_LOG`: a server's verbosity belongs in its configuration, where the
+//! operator can see and review it, rather than in an environment variable
+//! that differs between a shell and a service manager.
+//!
+//! Logs go to stderr so that stdout stays free for command output, and both
+//! end up in the journal under systemd.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::filter::{EnvFilter, ParseError};
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogInitError {
+    /// The level string is not a valid `EnvFilter` directive. Validated
+    /// configurations never produce this.
+    #[error("server.log-level: {0}")]
+    Filter(#[from] ParseError),
+    /// Something already installed a global subscriber (e.g. a test
+    /// harness); `init` must be called once per process.
+    #[error("cannot install the log subscriber: {0}")]
+    AlreadyInstalled(String),
+}
+
+/// Parses a level (`trace`, `debug`, `info`, `warn`, `error`) or any
+/// `EnvFilter` directive string (`info,ferroturn::relay=debug`).
+///
+/// Used by configuration validation too, so a bad level is reported when
+/// the configuration is checked, not when the server starts logging.
+pub fn env_filter(level: &str) -> Result<EnvFilter, ParseError> {
+    EnvFilter::builder().parse(level.trim())
+}
+
+/// Installs the global subscriber: human-readable lines (colored only when
+/// stderr is a terminal) or one JSON object per line.
+pub fn init(config: &LogConfig) -> Result<(), LogInitError> {
+    let filter = env_filter(&config.level)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    result.map_err(|e| LogInitError::AlreadyInstalled(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_directives_parse() {
+        for ok in [
+            "trace",
+            "debug",
+            "info",
+            "warn",
+            "error",
+            "off",
+            "info,ferroturn=debug",
+            "ferroturn::relay=trace",
+        ] {
+            assert!(env_filter(ok).is_ok(), "{ok} should parse");
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        for bad in ["info,ferroturn=loud", "=debug=", "[{"] {
+            assert!(env_filter(bad).is_err(), "{bad} should not parse");
+        }
+    }
+}
