@@ -193,7 +193,12 @@ impl NetOptions {
             max_permissions_per_allocation: config.quota.max_permissions_per_allocation,
             max_channels_per_allocation: config.quota.max_channels_per_allocation,
             relay_ips: config.relay.relay_ips.clone(),
-            external_ips: config.relay.external_ips.iter().map(|e| (e.public, e.private)).collect(),
+            external_ips: config
+                .relay
+                .external_ips
+                .iter()
+                .map(|e| (e.public, e.private))
+                .collect(),
             relay_ports: config.relay.port_min..=config.relay.port_max,
             own_services: Vec::new(),
             local_ips: Vec::new(),
@@ -224,7 +229,9 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
         tracing::info!(transport = "tcp", address = %a, "listening");
     }
     let stop = running.stopper();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;

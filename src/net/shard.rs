@@ -320,6 +320,12 @@ async fn tcp_connection(shard: ShardRef, stream: TcpStream, client: SocketAddr) 
         }
         let mut control = false;
         loop {
+            // A connection must open with a STUN message (top bits 00): this closes
+            // HTTP and TLS probes at once instead of reading "GET " as a ChannelData
+            // header with 21 KB to come.
+            if first && buf.first().is_some_and(|b| b & 0xC0 != 0) {
+                break 'read;
+            }
             let len = match next_frame(&buf) {
                 Frame::Stun(n) => n,
                 Frame::ChannelData { len, .. } if !first => len,

@@ -1035,11 +1035,13 @@ impl<B: RelayBinder> Server<B> {
             let Ok(p) = p else {
                 return self.error(out, msg, 400, key);
             };
-            if alloc.relay_for(p.ip()).is_none() {
-                return self.error(out, msg, 443, key);
-            }
+            // Policy before family: a denied address is refused as such (403),
+            // whichever family it is written in.
             if !self.ip_allowed(p.ip()) {
                 return self.error(out, msg, 403, key);
+            }
+            if alloc.relay_for(p.ip()).is_none() {
+                return self.error(out, msg, 443, key);
             }
             let known = alloc.permissions.iter().any(|x| x.ip == p.ip())
                 || ips[..count].contains(&Some(p.ip()));
@@ -1085,11 +1087,11 @@ impl<B: RelayBinder> Server<B> {
         let Some(alloc) = self.table.get(id) else {
             return self.error(out, msg, 437, key);
         };
-        if alloc.relay_for(peer.ip()).is_none() {
-            return self.error(out, msg, 443, key);
-        }
         if !self.ip_allowed(peer.ip()) || self.peer_destination(peer).is_none() {
             return self.error(out, msg, 403, key);
+        }
+        if alloc.relay_for(peer.ip()).is_none() {
+            return self.error(out, msg, 443, key);
         }
         if alloc.channel_conflict(number, peer) {
             return self.error(out, msg, 400, key);

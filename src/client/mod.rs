@@ -1,0 +1,500 @@
+//! A small TURN client over UDP or TCP, for the integration tests, `ferroturn bench`
+//! and self-tests.
+//!
+//! It speaks the long-term credential mechanism (the 401 → retry-with-nonce dance,
+//! 438 → retry with the fresh nonce), retransmits requests over UDP with a bounded
+//! back-off, and keeps relayed data that arrives while it waits for a response so
+//! that nothing is lost.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::stun::attr::*;
+use crate::stun::channel_data::ChannelData;
+use crate::stun::framing::{next_frame, Frame};
+use crate::stun::integrity::long_term_key_md5;
+use crate::stun::{Class, Message, MessageBuilder, Method, TransactionId};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("no response in time")]
+    Timeout,
+    #[error("error response {code} {reason}")]
+    Error { code: u16, reason: String },
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+}
+
+impl ClientError {
+    /// The STUN error code, when the server answered with one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Relayed data received from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A Data indication: the peer and the data.
+    Data { peer: SocketAddr, data: Vec<u8> },
+    /// ChannelData: the channel number and the data.
+    Channel { channel: u16, data: Vec<u8> },
+}
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp { stream: TcpStream, buf: BytesMut },
+}
+
+/// What an Allocate granted.
+#[derive(Clone, Debug)]
+pub struct Allocation {
+    pub relayed: Vec<SocketAddr>,
+    pub mapped: Option<SocketAddr>,
+    pub lifetime: u32,
+    pub reservation_token: Option<[u8; 8]>,
+}
+
+/// Options for an Allocate.
+#[derive(Clone, Debug, Default)]
+pub struct AllocateOptions {
+    pub lifetime: Option<u32>,
+    pub family: Option<Family>,
+    pub additional_family: Option<Family>,
+    pub even_port: Option<bool>,
+    pub reservation_token: Option<[u8; 8]>,
+    pub dont_fragment: bool,
+    /// REQUESTED-TRANSPORT protocol; UDP (17) when `None`.
+    pub transport: Option<u8>,
+}
+
+/// A TURN client bound to one server.
+pub struct Client {
+    conn: Conn,
+    server: SocketAddr,
+    username: String,
+    password: String,
+    realm: Option<String>,
+    nonce: Option<Vec<u8>>,
+    received: VecDeque<Received>,
+    /// Per-attempt wait for a response over UDP (doubles each retransmission).
+    pub rto: Duration,
+    /// Total time to wait for a response.
+    pub timeout: Duration,
+}
+
+/// A response: owned bytes, parsed on demand.
+#[derive(Clone, Debug)]
+pub struct Response(pub Vec<u8>);
+
+impl Response {
+    pub fn message(&self) -> Message<'_> {
+        // Only constructed from bytes that parsed.
+        Message::parse(&self.0).unwrap_or_else(|_| unreachable!("response was validated"))
+    }
+}
+
+impl Client {
+    /// A client over UDP from an ephemeral port of the matching family.
+    pub async fn udp(server: SocketAddr) -> io::Result<Self> {
+        let local: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0".parse().map_err(io::Error::other)?
+        } else {
+            "[::]:0".parse().map_err(io::Error::other)?
+        };
+        let sock = UdpSocket::bind(local).await?;
+        sock.connect(server).await?;
+        Ok(Self::new(Conn::Udp(sock), server))
+    }
+
+    /// A client over TCP.
+    pub async fn tcp(server: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect(server).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self::new(
+            Conn::Tcp {
+                stream,
+                buf: BytesMut::with_capacity(4096),
+            },
+            server,
+        ))
+    }
+
+    fn new(conn: Conn, server: SocketAddr) -> Self {
+        Self {
+            conn,
+            server,
+            username: String::new(),
+            password: String::new(),
+            realm: None,
+            nonce: None,
+            received: VecDeque::new(),
+            rto: Duration::from_millis(250),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets the long-term credentials.
+    pub fn credentials(mut self, username: &str, password: &str) -> Self {
+        self.username = username.to_owned();
+        self.password = password.to_owned();
+        self
+    }
+
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The client's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.conn {
+            Conn::Udp(s) => s.local_addr(),
+            Conn::Tcp { stream, .. } => stream.local_addr(),
+        }
+    }
+
+    fn is_stream(&self) -> bool {
+        matches!(self.conn, Conn::Tcp { .. })
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.conn {
+            Conn::Udp(s) => s.send(bytes).await.map(|_| ()),
+            Conn::Tcp { stream, .. } => stream.write_all(bytes).await,
+        }
+    }
+
+    /// Receives one message (STUN or ChannelData) as raw bytes.
+    async fn recv_raw(&mut self) -> io::Result<Vec<u8>> {
+        match &mut self.conn {
+            Conn::Udp(s) => {
+                let mut buf = vec![0u8; 65536];
+                let n = s.recv(&mut buf).await?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Conn::Tcp { stream, buf } => loop {
+                match next_frame(buf) {
+                    Frame::Stun(n) => return Ok(buf.split_to(n).to_vec()),
+                    Frame::ChannelData { len, unpadded } => {
+                        let v = buf[..unpadded].to_vec();
+                        buf.advance(len);
+                        return Ok(v);
+                    }
+                    Frame::Invalid => {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "not STUN"))
+                    }
+                    Frame::NeedMore(_) => {
+                        if stream.read_buf(buf).await? == 0 {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// Queues relayed data; returns true when `bytes` was relayed data.
+    fn take_data(&mut self, bytes: &[u8]) -> bool {
+        if let Ok(cd) = ChannelData::parse(bytes) {
+            self.received.push_back(Received::Channel {
+                channel: cd.channel,
+                data: cd.payload.to_vec(),
+            });
+            return true;
+        }
+        if let Ok(m) = Message::parse(bytes) {
+            if m.class() == Class::Indication && m.method() == Method::Data {
+                if let (Some(Ok(XorPeerAddress(peer))), Some(Ok(Data(d)))) =
+                    (m.get::<XorPeerAddress>(), m.get::<Data>())
+                {
+                    self.received.push_back(Received::Data {
+                        peer,
+                        data: d.to_vec(),
+                    });
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends `request` and waits for the response with its transaction ID.
+    async fn transact(
+        &mut self,
+        request: &[u8],
+        tid: TransactionId,
+    ) -> Result<Response, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut rto = self.rto;
+        self.send_raw(request).await?;
+        let mut next_send = tokio::time::Instant::now() + rto;
+        loop {
+            let wake = if self.is_stream() {
+                deadline
+            } else {
+                next_send.min(deadline)
+            };
+            match tokio::time::timeout_at(wake, self.recv_raw()).await {
+                Ok(Ok(bytes)) => {
+                    if self.take_data(&bytes) {
+                        continue;
+                    }
+                    if let Ok(m) = Message::parse(&bytes) {
+                        if m.transaction_id() == tid
+                            && matches!(m.class(), Class::Success | Class::Error)
+                        {
+                            return Ok(Response(bytes));
+                        }
+                    }
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(ClientError::Timeout);
+                    }
+                    rto = (rto * 2).min(Duration::from_secs(2));
+                    next_send = now + rto;
+                    self.send_raw(request).await?;
+                }
+            }
+        }
+    }
+
+    fn key(&self) -> Option<[u8; 16]> {
+        let realm = self.realm.as_ref()?;
+        Some(long_term_key_md5(&self.username, realm, &self.password))
+    }
+
+    /// Builds and sends an authenticated request, handling 401 and 438 by retrying
+    /// with the realm and nonce the server sent. `attrs` adds the method's own
+    /// attributes.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        attrs: impl Fn(&mut MessageBuilder<'_>),
+    ) -> Result<Response, ClientError> {
+        for _ in 0..3 {
+            let tid = TransactionId::random();
+            let mut buf = BytesMut::new();
+            let mut b = MessageBuilder::new(&mut buf, method, Class::Request, tid);
+            attrs(&mut b);
+            let key = self.key();
+            if let (Some(key), Some(realm), Some(nonce)) =
+                (key, self.realm.clone(), self.nonce.clone())
+            {
+                b.add(&Username(&self.username));
+                b.add(&Realm(&realm));
+                b.add(&Nonce(&nonce));
+                b.add_message_integrity(&key);
+            }
+            b.add_fingerprint();
+            b.finish();
+            let resp = self.transact(&buf, tid).await?;
+            let m = resp.message();
+            if m.class() == Class::Success {
+                if let Some(key) = key {
+                    if m.verify_integrity(&key).is_err() {
+                        return Err(ClientError::Protocol(
+                            "response MESSAGE-INTEGRITY does not verify",
+                        ));
+                    }
+                }
+                return Ok(resp.clone());
+            }
+            let Some(Ok(ErrorCode { code, reason })) = m.get::<ErrorCode>() else {
+                return Err(ClientError::Protocol("error response without ERROR-CODE"));
+            };
+            let retry = match code {
+                401 => {
+                    self.nonce.is_none()
+                        || self.realm.as_deref()
+                            != m.get::<Realm>().and_then(Result::ok).map(|r| r.0)
+                }
+                438 => true,
+                _ => false,
+            };
+            if retry {
+                if let (Some(Ok(Realm(r))), Some(Ok(Nonce(n)))) =
+                    (m.get::<Realm>(), m.get::<Nonce>())
+                {
+                    self.realm = Some(r.to_owned());
+                    self.nonce = Some(n.to_vec());
+                    continue;
+                }
+            }
+            return Err(ClientError::Error {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        Err(ClientError::Protocol("authentication did not converge"))
+    }
+
+    /// A Binding request; returns the XOR-MAPPED-ADDRESS.
+    pub async fn binding(&mut self) -> Result<SocketAddr, ClientError> {
+        let tid = TransactionId::random();
+        let mut buf = BytesMut::new();
+        let mut b = MessageBuilder::new(&mut buf, Method::Binding, Class::Request, tid);
+        b.add_fingerprint();
+        b.finish();
+        let resp = self.transact(&buf, tid).await?;
+        match resp.message().get::<XorMappedAddress>() {
+            Some(Ok(XorMappedAddress(a))) => Ok(a),
+            _ => Err(ClientError::Protocol("no XOR-MAPPED-ADDRESS")),
+        }
+    }
+
+    /// Allocate with default options (UDP relay, IPv4, default lifetime).
+    pub async fn allocate(&mut self) -> Result<Allocation, ClientError> {
+        self.allocate_with(&AllocateOptions::default()).await
+    }
+
+    pub async fn allocate_with(&mut self, o: &AllocateOptions) -> Result<Allocation, ClientError> {
+        let resp = self
+            .request(Method::Allocate, |b| {
+                b.add(&RequestedTransport(o.transport.unwrap_or(PROTOCOL_UDP)));
+                if let Some(l) = o.lifetime {
+                    b.add(&Lifetime(l));
+                }
+                if let Some(f) = o.family {
+                    b.add(&RequestedAddressFamily(f));
+                }
+                if let Some(f) = o.additional_family {
+                    b.add(&AdditionalAddressFamily(f));
+                }
+                if let Some(r) = o.even_port {
+                    b.add(&EvenPort { reserve: r });
+                }
+                if let Some(t) = &o.reservation_token {
+                    b.add(&ReservationToken(t));
+                }
+                if o.dont_fragment {
+                    b.add(&DontFragment);
+                }
+            })
+            .await?;
+        let m = resp.message();
+        let tid = m.transaction_id();
+        let relayed = m
+            .attributes()
+            .filter(|a| a.typ == XOR_RELAYED_ADDRESS)
+            .filter_map(|a| XorRelayedAddress::decode(a.value, &tid).ok().map(|x| x.0))
+            .collect::<Vec<_>>();
+        if relayed.is_empty() {
+            return Err(ClientError::Protocol("no XOR-RELAYED-ADDRESS"));
+        }
+        Ok(Allocation {
+            relayed,
+            mapped: m
+                .get::<XorMappedAddress>()
+                .and_then(Result::ok)
+                .map(|a| a.0),
+            lifetime: m.get::<Lifetime>().and_then(Result::ok).map_or(0, |l| l.0),
+            reservation_token: m
+                .get::<ReservationToken>()
+                .and_then(Result::ok)
+                .map(|t| *t.0),
+        })
+    }
+
+    /// Refresh; returns the granted lifetime (0 deletes the allocation).
+    pub async fn refresh(&mut self, lifetime: u32) -> Result<u32, ClientError> {
+        let resp = self.request(Method::Refresh, |b| {
+            b.add(&Lifetime(lifetime));
+        });
+        let resp = resp.await?;
+        Ok(resp
+            .message()
+            .get::<Lifetime>()
+            .and_then(Result::ok)
+            .map_or(0, |l| l.0))
+    }
+
+    pub async fn create_permission(&mut self, peers: &[SocketAddr]) -> Result<(), ClientError> {
+        self.request(Method::CreatePermission, |b| {
+            for p in peers {
+                b.add(&XorPeerAddress(*p));
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn channel_bind(
+        &mut self,
+        channel: u16,
+        peer: SocketAddr,
+    ) -> Result<(), ClientError> {
+        self.request(Method::ChannelBind, |b| {
+            b.add(&ChannelNumber(channel));
+            b.add(&XorPeerAddress(peer));
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A Send indication carrying `data` to `peer`.
+    pub async fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let mut buf = BytesMut::new();
+        let mut b = MessageBuilder::new(
+            &mut buf,
+            Method::Send,
+            Class::Indication,
+            TransactionId::random(),
+        );
+        b.add(&XorPeerAddress(peer));
+        b.add(&Data(data));
+        b.finish();
+        self.send_raw(&buf).await
+    }
+
+    /// ChannelData on `channel` (padded on TCP).
+    pub async fn send_channel_data(&mut self, channel: u16, data: &[u8]) -> io::Result<()> {
+        let mut buf = BytesMut::with_capacity(data.len() + 8);
+        ChannelData {
+            channel,
+            payload: data,
+        }
+        .write(&mut buf, self.is_stream());
+        self.send_raw(&buf).await
+    }
+
+    /// The next relayed data (Data indication or ChannelData), waiting up to
+    /// `timeout`.
+    pub async fn recv_data(&mut self, timeout: Duration) -> Result<Received, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.received.pop_front() {
+                return Ok(r);
+            }
+            match tokio::time::timeout_at(deadline, self.recv_raw()).await {
+                Ok(Ok(bytes)) => {
+                    self.take_data(&bytes);
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(ClientError::Timeout),
+            }
+        }
+    }
+
+    /// Sends raw bytes as they are (for tests of malformed input).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.send_raw(bytes).await
+    }
+}

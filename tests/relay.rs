@@ -1,0 +1,272 @@
+//! Integration over real loopback sockets: Binding over UDP and TCP, TCP framing,
+//! and relaying through allocations with the in-repo client.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferroturn::client::{AllocateOptions, Client, Received};
+use ferroturn::stun::attr::{Family, XorMappedAddress};
+use ferroturn::stun::{Class, Message, MessageBuilder, Method, TransactionId};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+fn binding_request() -> (BytesMut, TransactionId) {
+    let tid = TransactionId::random();
+    let mut buf = BytesMut::new();
+    MessageBuilder::new(&mut buf, Method::Binding, Class::Request, tid).finish();
+    (buf, tid)
+}
+
+#[tokio::test]
+async fn binding_over_udp_and_tcp() {
+    let srv = server("127.0.0.1:0");
+    let mut udp = Client::udp(srv.udp[0]).await.unwrap();
+    assert_eq!(udp.binding().await.unwrap(), udp.local_addr().unwrap());
+    let mut tcp = Client::tcp(srv.tcp[0]).await.unwrap();
+    assert_eq!(tcp.binding().await.unwrap(), tcp.local_addr().unwrap());
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn binding_over_ipv6() {
+    let srv = server("[::1]:0");
+    let mut udp = Client::udp(srv.udp[0]).await.unwrap();
+    assert_eq!(udp.binding().await.unwrap(), udp.local_addr().unwrap());
+    srv.stop().unwrap();
+}
+
+async fn read_message(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = [0u8; 20];
+    stream.read_exact(&mut head).await.unwrap();
+    let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+    let mut rest = vec![0u8; len];
+    stream.read_exact(&mut rest).await.unwrap();
+    [head.to_vec(), rest].concat()
+}
+
+#[tokio::test]
+async fn tcp_framing_several_messages_per_segment_and_split_messages() {
+    let srv = server("127.0.0.1:0");
+    let mut s = TcpStream::connect(srv.tcp[0]).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    // Three requests in one write.
+    let reqs: Vec<_> = (0..3).map(|_| binding_request()).collect();
+    let joined: Vec<u8> = reqs.iter().flat_map(|(b, _)| b.to_vec()).collect();
+    s.write_all(&joined).await.unwrap();
+    for (_, tid) in &reqs {
+        let resp = read_message(&mut s).await;
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!(m.transaction_id(), *tid);
+        assert_eq!(
+            m.get::<XorMappedAddress>().unwrap().unwrap().0,
+            s.local_addr().unwrap()
+        );
+    }
+    // One request, one byte per segment.
+    let (req, tid) = binding_request();
+    for b in req.iter() {
+        s.write_all(&[*b]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let m_bytes = read_message(&mut s).await;
+    assert_eq!(Message::parse(&m_bytes).unwrap().transaction_id(), tid);
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn tcp_stream_that_is_not_stun_is_closed() {
+    let srv = server("127.0.0.1:0");
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc][..],
+    ] {
+        let mut s = TcpStream::connect(srv.tcp[0]).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(n, Ok(0) | Err(_)), "expected close, got {n:?}");
+    }
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn malformed_datagrams_get_no_answer_and_indications_are_silent() {
+    let srv = server("127.0.0.1:0");
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(srv.udp[0]).await.unwrap();
+    let (mut req, _) = binding_request();
+    req[4] ^= 0xff; // bad magic cookie
+    sock.send(&req).await.unwrap();
+    sock.send(b"\x00\x01\x00\x04hello").await.unwrap();
+    let tid = TransactionId::random();
+    let mut ind = BytesMut::new();
+    MessageBuilder::new(&mut ind, Method::Binding, Class::Indication, tid).finish();
+    sock.send(&ind).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let r = tokio::time::timeout(Duration::from_millis(300), sock.recv(&mut buf)).await;
+    assert!(r.is_err(), "malformed input or an indication was answered");
+    // The server is still serving.
+    let mut c = Client::udp(srv.udp[0]).await.unwrap();
+    c.binding().await.unwrap();
+    srv.stop().unwrap();
+}
+
+/// Allocate, permission, Send → Data, ChannelBind, ChannelData both ways, against a
+/// UDP echo peer.
+async fn relay_round_trips(mut c: Client, peer_bind: &str, family: Option<Family>) {
+    let peer = echo_peer(peer_bind, 1000).await;
+    let alloc = c
+        .allocate_with(&AllocateOptions {
+            family,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(alloc.relayed.len(), 1);
+    assert_eq!(alloc.relayed[0].is_ipv4(), peer.is_ipv4());
+    assert_eq!(alloc.lifetime, 600);
+    c.create_permission(&[peer]).await.unwrap();
+    for i in 0..20u8 {
+        let payload = vec![i; 1 + i as usize * 7];
+        c.send_indication(peer, &payload).await.unwrap();
+        match c.recv_data(WAIT).await.unwrap() {
+            Received::Data { peer: from, data } => {
+                assert_eq!(from, peer);
+                assert_eq!(data, payload);
+            }
+            other => panic!("expected a Data indication, got {other:?}"),
+        }
+    }
+    c.channel_bind(0x4001, peer).await.unwrap();
+    for i in 0..50u8 {
+        let payload = vec![i ^ 0x5a; 1 + (i as usize * 13) % 1200];
+        c.send_channel_data(0x4001, &payload).await.unwrap();
+        match c.recv_data(WAIT).await.unwrap() {
+            Received::Channel { channel, data } => {
+                assert_eq!(channel, 0x4001);
+                assert_eq!(data, payload);
+            }
+            other => panic!("expected ChannelData, got {other:?}"),
+        }
+    }
+    assert_eq!(c.refresh(0).await.unwrap(), 0);
+    // After deletion, nothing is relayed any more.
+    c.send_channel_data(0x4001, b"late").await.unwrap();
+    assert!(c.recv_data(Duration::from_millis(300)).await.is_err());
+}
+
+#[tokio::test]
+async fn relay_over_udp_client_transport() {
+    let srv = server("127.0.0.1:0");
+    let c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    relay_round_trips(c, "127.0.0.1:0", None).await;
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn relay_over_tcp_client_transport() {
+    let srv = server("127.0.0.1:0");
+    let c = Client::tcp(srv.tcp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    relay_round_trips(c, "127.0.0.1:0", None).await;
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn ipv6_relay_on_loopback() {
+    let srv = server("[::1]:0");
+    let c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    relay_round_trips(c, "[::1]:0", Some(Family::V6)).await;
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn two_clients_relay_to_each_other_through_one_server() {
+    let srv = server("127.0.0.1:0");
+    let mut a = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    let mut b = Client::tcp(srv.tcp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    let ra = a.allocate().await.unwrap().relayed[0];
+    let rb = b.allocate().await.unwrap().relayed[0];
+    a.create_permission(&[rb]).await.unwrap();
+    b.create_permission(&[ra]).await.unwrap();
+    a.channel_bind(0x4000, rb).await.unwrap();
+    a.send_channel_data(0x4000, b"hello b").await.unwrap();
+    assert_eq!(
+        b.recv_data(WAIT).await.unwrap(),
+        Received::Data {
+            peer: ra,
+            data: b"hello b".to_vec()
+        }
+    );
+    b.send_indication(ra, b"hello a").await.unwrap();
+    assert_eq!(
+        a.recv_data(WAIT).await.unwrap(),
+        Received::Channel {
+            channel: 0x4000,
+            data: b"hello a".to_vec()
+        }
+    );
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn default_policy_denies_loopback_and_metadata_peers_on_the_wire() {
+    let mut opts = options("127.0.0.1:0");
+    opts.core.allow_peers.clear();
+    let srv = ferroturn::net::start(opts).unwrap();
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    for peer in [
+        "127.0.0.1:9",
+        "[::ffff:127.0.0.1]:9",
+        "0.0.0.0:9",
+        "[::1]:9",
+        "169.254.169.254:80",
+    ] {
+        let err = c
+            .create_permission(&[peer.parse().unwrap()])
+            .await
+            .unwrap_err();
+        // Policy comes before the family check: ::1 on an IPv4 allocation is 403.
+        assert_eq!(err.code(), Some(403), "{peer}: {err}");
+    }
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused() {
+    let srv = server("127.0.0.1:0");
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, "wrong");
+    assert_eq!(c.allocate().await.unwrap_err().code(), Some(401));
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials("mallory", PASS);
+    assert_eq!(c.allocate().await.unwrap_err().code(), Some(401));
+    srv.stop().unwrap();
+}
