@@ -6,9 +6,18 @@ use bytes::{BufMut, BytesMut};
 /// Size of the ChannelData header.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 
-/// The channel numbers a client may bind (RFC 8656 §12).
+/// The channel numbers a client may bind. RFC 8656 §12 narrowed the range to
+/// 0x4000–0x4FFF; RFC 5766 allowed 0x4000–0x7FFF, and RFC 5766 clients (coturn's
+/// own tools, libre/restund, pion before v2) still pick numbers above 0x4FFF. A
+/// server loses nothing by accepting them: the first two bits still mark
+/// ChannelData, and only the client's own demultiplexing (RFC 7983) cares about
+/// the narrower range. So the server accepts the RFC 5766 range, as coturn and
+/// pion do.
 pub const CHANNEL_MIN: u16 = 0x4000;
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// The last channel number RFC 8656 allows.
+pub const CHANNEL_MAX_RFC8656: u16 = 0x4FFF;
+/// The last channel number accepted (RFC 5766 range).
+pub const CHANNEL_MAX: u16 = 0x7FFF;
 
 /// Why a buffer is not a valid ChannelData message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
