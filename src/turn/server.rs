@@ -906,10 +906,13 @@ impl<B: RelayBinder> Server<B> {
             0
         } else {
             let lifetime = self.grant_lifetime(now, requested, auth.expiry);
+            let expires = now + Duration::from_secs(u64::from(lifetime));
             if let Some(a) = self.table.get_mut(id) {
-                a.expires = now + Duration::from_secs(u64::from(lifetime));
+                a.expires = expires;
                 a.credential_expiry = auth.expiry;
             }
+            // A shorter lifetime moves the deadline earlier than the queued one.
+            self.table.schedule(id, expires);
             lifetime
         };
         let mut r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
