@@ -597,7 +597,17 @@ impl<B: RelayBinder> Server<B> {
             return self.error(out, msg, 437, Some(auth.key));
         }
         let (relays, lifetime, client) = (a.relays, a.granted_lifetime, a.tuple.client);
-        self.allocate_success(out, msg, auth, &relays, lifetime, None, None, client)
+        let (token, family_error) = (a.reservation_token, a.address_error);
+        self.allocate_success(
+            out,
+            msg,
+            auth,
+            &relays,
+            lifetime,
+            token,
+            family_error,
+            client,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -827,6 +837,8 @@ impl<B: RelayBinder> Server<B> {
             credential_expiry: auth.expiry,
             allocate_tid: msg.transaction_id(),
             granted_lifetime: lifetime,
+            reservation_token: new_token,
+            address_error: family_error,
             permissions: Vec::new(),
             channels: Vec::new(),
             dont_fragment,

@@ -204,6 +204,8 @@ mod tests {
             credential_expiry: None,
             allocate_tid: TransactionId([0; 12]),
             granted_lifetime: 600,
+            reservation_token: None,
+            address_error: None,
             permissions: Vec::new(),
             channels: Vec::new(),
             dont_fragment: false,

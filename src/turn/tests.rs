@@ -1831,3 +1831,35 @@ fn malformed_and_unexpected_messages_are_dropped() {
     assert_eq!(h.drops(DropReason::NoAllocation), 1);
     assert_eq!(channel_data::CHANNEL_DATA_HEADER_LEN, 4);
 }
+
+#[test]
+fn retransmitted_allocate_repeats_token_and_address_error() {
+    let mut h = H::new();
+    h.srv.binder_mut().fail_v6 = Some(BindError::FamilyUnavailable);
+    let mut c = Client::alice("192.0.2.10:1000");
+    let tid = TransactionId::random();
+    let attrs = |b: &mut MessageBuilder| {
+        b.add(&RequestedTransport(PROTOCOL_UDP));
+        b.add(&EvenPort { reserve: true });
+    };
+    let first = h.call_tid(&mut c, Method::Allocate, tid, attrs);
+    first.expect_success();
+    assert!(first.msg().get::<ReservationToken>().is_some());
+    let again = h.request(c.tuple, &c.build(Method::Allocate, tid, &attrs));
+    assert_eq!(again, first);
+
+    let mut d = Client::alice("192.0.2.10:1001");
+    let tid = TransactionId::random();
+    let attrs = |b: &mut MessageBuilder| {
+        b.add(&RequestedTransport(PROTOCOL_UDP));
+        b.add(&AdditionalAddressFamily(Family::V6));
+    };
+    let first = h.call_tid(&mut d, Method::Allocate, tid, attrs);
+    assert_eq!(
+        first.msg().get::<AddressErrorCode>().unwrap().unwrap().code,
+        440
+    );
+    let again = h.request(d.tuple, &d.build(Method::Allocate, tid, &attrs));
+    assert_eq!(again, first);
+    assert_eq!(h.srv.binder().calls.len(), 3);
+}
