@@ -1863,3 +1863,73 @@ fn retransmitted_allocate_repeats_token_and_address_error() {
     assert_eq!(again, first);
     assert_eq!(h.srv.binder().calls.len(), 3);
 }
+
+#[test]
+fn peer_data_without_headroom_or_tailroom_is_dropped() {
+    let mut h = H::new();
+    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
+    let rid = h.relay_id(relay);
+    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let mut buf = vec![0u8; PEER_HEADROOM + 8 + PEER_TAILROOM];
+    let o = h.srv.handle_peer(
+        h.now,
+        rid,
+        sa(PEER_A),
+        &mut buf,
+        PEER_HEADROOM - 1,
+        PEER_HEADROOM + 4,
+    );
+    assert_eq!(o, PeerOutput::None);
+    let o = h.srv.handle_peer(
+        h.now,
+        rid,
+        sa(PEER_A),
+        &mut buf,
+        PEER_HEADROOM,
+        PEER_HEADROOM + 8 + 1,
+    );
+    assert_eq!(o, PeerOutput::None);
+    assert_eq!(h.drops(DropReason::Malformed), 2);
+    let o = h.srv.handle_peer(
+        h.now,
+        rid,
+        sa(PEER_A),
+        &mut buf,
+        PEER_HEADROOM,
+        PEER_HEADROOM + 8,
+    );
+    assert!(matches!(o, PeerOutput::ToClient { .. }));
+}
+
+#[test]
+fn close_all_releases_allocations_and_reservations() {
+    let mut h = H::new();
+    allocated(&mut h, "192.0.2.10:1000");
+    let mut c = Client::alice("192.0.2.10:1001");
+    h.allocate_with(&mut c, |b| {
+        b.add(&EvenPort { reserve: true });
+    })
+    .expect_success();
+    assert_eq!(h.srv.binder().open.len(), 3);
+    h.events();
+    h.srv.close_all(h.now);
+    assert!(h.srv.binder().open.is_empty());
+    assert_eq!(h.srv.binder().released.len(), 3);
+    assert_eq!(h.shared.quota.total(), 0);
+    assert!((50000..=50009).all(|p| !h.shared.live.is_live(p)));
+    let ev = h.events();
+    assert_eq!(ev.len(), 2);
+    assert!(ev.iter().all(|e| matches!(
+        e,
+        Event::AllocationClosed {
+            reason: CloseReason::Shutdown,
+            ..
+        }
+    )));
+    // Queue entries left behind are stale: an early wake-up that does nothing.
+    while let Some(t) = h.srv.poll_timeout() {
+        h.at(t - h.t0);
+        assert!(h.events().is_empty());
+    }
+    assert_eq!(h.srv.binder().released.len(), 3);
+}
