@@ -1038,6 +1038,11 @@ impl<B: RelayBinder> Server<B> {
         if peers.peek().is_none() {
             return self.error(out, msg, 400, key);
         }
+        // Forget what has expired before counting against quotas, whether or not
+        // the housekeeping timer has run yet.
+        if let Some(a) = self.table.get_mut(id) {
+            a.sweep(now);
+        }
         let Some(alloc) = self.table.get(id) else {
             return self.error(out, msg, 437, key);
         };
@@ -1096,6 +1101,11 @@ impl<B: RelayBinder> Server<B> {
         };
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
             return self.error(out, msg, 400, key);
+        }
+        // A binding past its cool-down must neither conflict nor be refreshed in
+        // place (that would keep its old peer), timer or not.
+        if let Some(a) = self.table.get_mut(id) {
+            a.sweep(now);
         }
         let Some(alloc) = self.table.get(id) else {
             return self.error(out, msg, 437, key);

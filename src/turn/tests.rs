@@ -1933,3 +1933,29 @@ fn close_all_releases_allocations_and_reservations() {
     }
     assert_eq!(h.srv.binder().released.len(), 3);
 }
+
+#[test]
+fn cool_down_and_permission_quota_do_not_depend_on_timer_punctuality() {
+    // The driver's timer may fire late: requests arriving first must already see
+    // expired state as expired.
+    let mut cfg = base_config();
+    cfg.max_permissions_per_allocation = 1;
+    let mut h = H::with_config(cfg);
+    let mut c = Client::alice("192.0.2.10:1000");
+    h.allocate_with(&mut c, |b| {
+        b.add(&Lifetime(3600));
+    })
+    .expect_success();
+    h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
+    // Permission for PEER_A expired at 300 s; no timer has run.
+    h.advance(secs(300));
+    h.create_permission(&mut c, &[sa(PEER_B)]).expect_success();
+    // The channel's cool-down ended at 600 + 300 s; still no timer.
+    h.advance(secs(600));
+    h.channel_bind(&mut c, 0x4000, sa(PEER_B)).expect_success();
+    let (o, _) = h.send_raw(c.tuple, &channel_data_msg(0x4000, b"x", false));
+    match o {
+        Output::ToPeer { peer, .. } => assert_eq!(peer, sa(PEER_B)),
+        o => panic!("expected ToPeer, got {o:?}"),
+    }
+}
