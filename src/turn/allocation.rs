@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{FiveTuple, RelayId};
+use crate::stun::attr::Family;
 use crate::stun::TransactionId;
 
 /// How long an expired channel number and peer stay tied to each other before
@@ -67,6 +68,10 @@ pub struct Allocation {
     /// retransmission gets the same success response.
     pub allocate_tid: TransactionId,
     pub granted_lifetime: u32,
+    /// The RESERVATION-TOKEN and ADDRESS-ERROR-CODE (family, code) of that
+    /// response, which a retransmission must repeat too.
+    pub reservation_token: Option<[u8; 8]>,
+    pub address_error: Option<(Family, u16)>,
     pub permissions: Vec<Permission>,
     pub channels: Vec<Channel>,
     pub dont_fragment: bool,

@@ -14,6 +14,9 @@ pub mod quota;
 pub mod server;
 pub mod table;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::{IpAddr, SocketAddr};
 
 pub use server::{Output, PeerOutput, Server, ServerConfig, Shared};

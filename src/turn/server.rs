@@ -597,7 +597,17 @@ impl<B: RelayBinder> Server<B> {
             return self.error(out, msg, 437, Some(auth.key));
         }
         let (relays, lifetime, client) = (a.relays, a.granted_lifetime, a.tuple.client);
-        self.allocate_success(out, msg, auth, &relays, lifetime, None, None, client)
+        let (token, family_error) = (a.reservation_token, a.address_error);
+        self.allocate_success(
+            out,
+            msg,
+            auth,
+            &relays,
+            lifetime,
+            token,
+            family_error,
+            client,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -827,6 +837,8 @@ impl<B: RelayBinder> Server<B> {
             credential_expiry: auth.expiry,
             allocate_tid: msg.transaction_id(),
             granted_lifetime: lifetime,
+            reservation_token: new_token,
+            address_error: family_error,
             permissions: Vec::new(),
             channels: Vec::new(),
             dont_fragment,
@@ -906,10 +918,13 @@ impl<B: RelayBinder> Server<B> {
             0
         } else {
             let lifetime = self.grant_lifetime(now, requested, auth.expiry);
+            let expires = now + Duration::from_secs(u64::from(lifetime));
             if let Some(a) = self.table.get_mut(id) {
-                a.expires = now + Duration::from_secs(u64::from(lifetime));
+                a.expires = expires;
                 a.credential_expiry = auth.expiry;
             }
+            // A shorter lifetime moves the deadline earlier than the queued one.
+            self.table.schedule(id, expires);
             lifetime
         };
         let mut r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
@@ -1023,6 +1038,11 @@ impl<B: RelayBinder> Server<B> {
         if peers.peek().is_none() {
             return self.error(out, msg, 400, key);
         }
+        // Forget what has expired before counting against quotas, whether or not
+        // the housekeeping timer has run yet.
+        if let Some(a) = self.table.get_mut(id) {
+            a.sweep(now);
+        }
         let Some(alloc) = self.table.get(id) else {
             return self.error(out, msg, 437, key);
         };
@@ -1083,6 +1103,11 @@ impl<B: RelayBinder> Server<B> {
         };
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
             return self.error(out, msg, 400, key);
+        }
+        // A binding past its cool-down must neither conflict nor be refreshed in
+        // place (that would keep its old peer), timer or not.
+        if let Some(a) = self.table.get_mut(id) {
+            a.sweep(now);
         }
         let Some(alloc) = self.table.get(id) else {
             return self.error(out, msg, 437, key);

@@ -1,10 +1,14 @@
 //! The allocation table: allocations in a slab, indexed by 5-tuple and by relay
 //! socket, with one expiry queue for all of them.
 //!
-//! The queue holds one entry per allocation and deadline; an entry whose deadline no
-//! longer matches the allocation's (because it was refreshed, or the allocation was
-//! freed and its slot reused, which bumps the generation) is skipped when it comes
-//! up. That keeps every timer in one `BinaryHeap` instead of a task per timer.
+//! Each allocation has at most one live queue entry: the earliest deadline it is
+//! queued for, remembered in its slot. Scheduling a later deadline than the queued
+//! one is a no-op (the earlier entry fires first and the caller re-queues the next
+//! deadline then); scheduling an earlier one pushes a new entry and makes the old one
+//! stale. A stale entry (its deadline no longer the slot's, or the slot freed and
+//! reused, which bumps the generation) is skipped when it comes up. That keeps every
+//! timer in one `BinaryHeap` instead of a task per timer, and the heap's size bounded
+//! by the number of deadline moves rather than growing with every request.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -24,6 +28,8 @@ pub struct AllocId {
 struct Slot {
     generation: u32,
     alloc: Option<Allocation>,
+    /// The deadline of this allocation's live queue entry, if it has one.
+    queued: Option<Instant>,
 }
 
 /// All allocations of one shard.
@@ -34,7 +40,6 @@ pub struct Table {
     by_tuple: HashMap<FiveTuple, AllocId>,
     by_relay: HashMap<RelayId, AllocId>,
     queue: BinaryHeap<Reverse<(Instant, AllocId)>>,
-    /// The deadline each live allocation is queued for.
     len: usize,
 }
 
@@ -55,6 +60,7 @@ impl Table {
                 self.slots.push(Slot {
                     generation: 0,
                     alloc: None,
+                    queued: None,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -68,7 +74,9 @@ impl Table {
         for r in alloc.relays.iter().flatten() {
             self.by_relay.insert(r.id, id);
         }
-        self.queue.push(Reverse((alloc.next_deadline(), id)));
+        let deadline = alloc.next_deadline();
+        self.queue.push(Reverse((deadline, id)));
+        slot.queued = Some(deadline);
         slot.alloc = Some(alloc);
         self.len += 1;
         id
@@ -96,8 +104,19 @@ impl Table {
     }
 
     /// Queues `deadline` for `id`: call after anything that may have moved the
-    /// allocation's next deadline earlier.
+    /// allocation's next deadline earlier. A no-op when an entry at or before
+    /// `deadline` is queued already.
     pub fn schedule(&mut self, id: AllocId, deadline: Instant) {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.generation != id.generation || slot.alloc.is_none() {
+            return;
+        }
+        if slot.queued.is_some_and(|q| q <= deadline) {
+            return;
+        }
+        slot.queued = Some(deadline);
         self.queue.push(Reverse((deadline, id)));
     }
 
@@ -109,6 +128,7 @@ impl Table {
         }
         let alloc = slot.alloc.take()?;
         slot.generation = slot.generation.wrapping_add(1);
+        slot.queued = None;
         self.free.push(id.index);
         self.by_tuple.remove(&alloc.tuple);
         for r in alloc.relays.iter().flatten() {
@@ -125,14 +145,19 @@ impl Table {
     }
 
     /// Pops the next allocation whose queued deadline is due at `now`, skipping
-    /// entries for freed slots. The caller sweeps it and re-queues or removes it.
+    /// stale entries. The allocation is then no longer queued: the caller sweeps it
+    /// and re-queues or removes it.
     pub fn pop_due(&mut self, now: Instant) -> Option<AllocId> {
         while let Some(Reverse((t, id))) = self.queue.peek().copied() {
             if t > now {
                 return None;
             }
             self.queue.pop();
-            if self.get(id).is_some() {
+            let Some(slot) = self.slots.get_mut(id.index as usize) else {
+                continue;
+            };
+            if slot.generation == id.generation && slot.alloc.is_some() && slot.queued == Some(t) {
+                slot.queued = None;
                 return Some(id);
             }
         }
@@ -152,5 +177,80 @@ impl Table {
                 )
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::stun::TransactionId;
+    use crate::turn::allocation::Traffic;
+    use crate::turn::Transport;
+
+    fn alloc(now: Instant, port: u16) -> Allocation {
+        let a: SocketAddr = ([192, 0, 2, 1], port).into();
+        Allocation {
+            tuple: FiveTuple {
+                transport: Transport::Udp,
+                client: a,
+                server: ([192, 0, 2, 2], 3478).into(),
+            },
+            username: "u".into(),
+            relays: [None, None],
+            expires: now + Duration::from_secs(600),
+            credential_expiry: None,
+            allocate_tid: TransactionId([0; 12]),
+            granted_lifetime: 600,
+            reservation_token: None,
+            address_error: None,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+            dont_fragment: false,
+            created: now,
+            traffic: Traffic::default(),
+            peers_seen: 0,
+        }
+    }
+
+    #[test]
+    fn one_live_queue_entry_per_allocation() {
+        let t0 = Instant::now();
+        let mut t = Table::default();
+        let id = t.insert(alloc(t0, 1));
+        let d = t0 + Duration::from_secs(300);
+        // Scheduling the same or a later deadline again adds nothing.
+        for _ in 0..100 {
+            t.schedule(id, d);
+            t.schedule(id, t0 + Duration::from_secs(900));
+        }
+        assert_eq!(t.queue.len(), 2);
+        assert_eq!(t.next_deadline(), Some(d));
+        assert_eq!(t.pop_due(d), Some(id));
+        // The stale 600 s entry is skipped once the allocation is unqueued.
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(600)), None);
+        assert!(t.queue.is_empty());
+        // Re-queued, then moved earlier: only the earlier entry is live.
+        t.schedule(id, t0 + Duration::from_secs(800));
+        t.schedule(id, t0 + Duration::from_secs(700));
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(800)), Some(id));
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(800)), None);
+    }
+
+    #[test]
+    fn entries_of_a_freed_slot_never_reach_its_new_tenant() {
+        let t0 = Instant::now();
+        let mut t = Table::default();
+        let old = t.insert(alloc(t0, 1));
+        t.remove(old);
+        t.schedule(old, t0);
+        let new = t.insert(alloc(t0, 2));
+        assert_eq!(new.index, old.index);
+        assert_ne!(new.generation, old.generation);
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(599)), None);
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(600)), Some(new));
+        assert_eq!(t.by_tuple(&alloc(t0, 1).tuple), None);
     }
 }
