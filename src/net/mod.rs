@@ -73,8 +73,14 @@ impl Running {
     }
 }
 
-/// Binds UDP and TCP for `addr` on `shards` sockets each. With port 0, the port the
-/// first UDP socket gets is used for all of them (retrying when TCP finds it taken).
+/// Binds UDP and TCP for `addr` on `shards` sockets each. With port 0, one port is
+/// chosen for UDP, TCP and every shard (retrying when TCP finds it taken).
+///
+/// SO_REUSEPORT would also let a second ferroturn (or anything else of the same
+/// user) bind the same address and silently take a share of the clients. So the
+/// address is first probed with sockets that do not set it: those fail with
+/// "address in use" when anything holds the port, and are closed again before the
+/// shard sockets are bound.
 fn bind_listen(
     addr: SocketAddr,
     shards: usize,
@@ -82,14 +88,17 @@ fn bind_listen(
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
-        let first = sockets::udp_listener(addr)?;
-        let port = first.local_addr()?.port();
-        let concrete = SocketAddr::new(addr.ip(), port);
         let bound = (|| {
-            let mut udp = vec![first.try_clone()?];
-            for _ in 1..shards {
-                udp.push(sockets::udp_listener(concrete)?);
-            }
+            let probe_udp = sockets::exclusive_udp(addr)?;
+            let concrete = SocketAddr::new(
+                addr.ip(),
+                probe_udp.local_addr()?.as_socket().map_or(0, |a| a.port()),
+            );
+            let probe_tcp = sockets::exclusive_tcp(concrete)?;
+            drop((probe_udp, probe_tcp));
+            let udp = (0..shards)
+                .map(|_| sockets::udp_listener(concrete))
+                .collect::<io::Result<Vec<_>>>()?;
             let tcp = (0..shards)
                 .map(|_| sockets::tcp_listener(concrete))
                 .collect::<io::Result<Vec<_>>>()?;
@@ -221,6 +230,19 @@ impl NetOptions {
 /// Runs the server for `config` until SIGINT or SIGTERM, then shuts down cleanly:
 /// every shard closes its allocations and relay sockets before the call returns.
 pub fn serve(config: crate::config::Config) -> io::Result<()> {
+    // Signal handlers go in first, on this thread's runtime, which is the only one
+    // with a signal driver: shard runtimes have I/O and time only, so none of them
+    // can swallow the wake-up.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        io::Result::Ok((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
     let running = start(NetOptions::from_config(&config))?;
     for a in &running.udp {
         tracing::info!(transport = "udp", address = %a, "listening");
@@ -229,20 +251,13 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
         tracing::info!(transport = "tcp", address = %a, "listening");
     }
     let stop = running.stopper();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let name = tokio::select! {
+    let name = rt.block_on(async {
+        tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down");
-        io::Result::Ok(())
-    })?;
+        }
+    });
+    tracing::info!(signal = name, "shutting down");
     let _ = stop.send(true);
     running.join()
 }

@@ -30,6 +30,22 @@ pub fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// A UDP socket without SO_REUSEPORT: binding it fails if anything holds `addr`.
+pub fn exclusive_udp(addr: SocketAddr) -> io::Result<Socket> {
+    let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// A TCP socket without SO_REUSEPORT (SO_REUSEADDR only, so TIME_WAIT does not
+/// count): binding it fails if anything listens on `addr`.
+pub fn exclusive_tcp(addr: SocketAddr) -> io::Result<Socket> {
+    let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
 /// A TCP listener socket with SO_REUSEPORT and SO_REUSEADDR (restart without
 /// waiting out TIME_WAIT).
 pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
