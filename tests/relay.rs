@@ -270,3 +270,42 @@ async fn wrong_password_is_refused() {
     assert_eq!(c.allocate().await.unwrap_err().code(), Some(401));
     srv.stop().unwrap();
 }
+
+/// EVEN-PORT with R = 1 reserves the next port; the RESERVATION-TOKEN comes back
+/// from another source port, which SO_REUSEPORT may hand to another shard. Over six
+/// rounds with two shards, a shard-local token table fails with probability
+/// 1 - 2^-6; the shared table must always succeed.
+#[tokio::test]
+async fn reservation_token_is_redeemed_whichever_shard_gets_it() {
+    let srv = server("127.0.0.1:0");
+    for _ in 0..6 {
+        let mut a = Client::udp(srv.udp[0])
+            .await
+            .unwrap()
+            .credentials(USER, PASS);
+        let first = a
+            .allocate_with(&AllocateOptions {
+                even_port: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(first.relayed[0].port() % 2, 0);
+        let token = first.reservation_token.expect("a RESERVATION-TOKEN");
+        let mut b = Client::udp(srv.udp[0])
+            .await
+            .unwrap()
+            .credentials(USER, PASS);
+        let second = b
+            .allocate_with(&AllocateOptions {
+                reservation_token: Some(token),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(second.relayed[0].port(), first.relayed[0].port() + 1);
+        a.refresh(0).await.unwrap();
+        b.refresh(0).await.unwrap();
+    }
+    srv.stop().unwrap();
+}

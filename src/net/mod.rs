@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::turn::auth::{ChainStore, CredentialStore, NonceKey, RestSecrets, StaticUsers};
 use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
+use crate::turn::reservations::Reservations;
 use crate::turn::{ServerConfig, Shared};
 use relay::PortBudget;
 use shard::ShardSockets;
@@ -165,10 +166,11 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             opts.max_allocations,
         )),
         live: Arc::new(LiveRelayPorts::default()),
+        reservations: Arc::new(Reservations::default()),
     };
     let budget = Arc::new(PortBudget {
-        in_use: Default::default(),
         max: opts.max_relay_ports,
+        ..Default::default()
     });
 
     let (tx, rx) = watch::channel(false);

@@ -5,12 +5,13 @@
 //! return to the pool when the socket closes: the kernel is the pool, which keeps
 //! shards from needing a shared port table.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use tokio::net::UdpSocket;
@@ -28,11 +29,20 @@ struct Slot {
     reader: Option<AbortHandle>,
 }
 
-/// Relay-port accounting shared by all shards (the `max-relay-ports` quota).
+/// What the binders of all shards share: relay-port accounting (the
+/// `max-relay-ports` quota) and the parked sockets of reserved ports, which any
+/// shard may adopt when the RESERVATION-TOKEN comes back to it.
 #[derive(Debug, Default)]
 pub struct PortBudget {
     pub in_use: AtomicU32,
     pub max: u32,
+    pub parked: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
+}
+
+impl PortBudget {
+    fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, std::net::UdpSocket>> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Opens relay sockets for one shard's core.
@@ -163,14 +173,51 @@ impl RelayBinder for Binder {
                 _ => BindError::Exhausted,
             });
         };
-        let opened = self.open(first).and_then(|(id, addr)| {
-            let reserved = second.map(|s| self.open(s)).transpose()?;
-            Ok(Bound { id, addr, reserved })
-        });
-        opened.map_err(|_| {
-            self.budget.in_use.fetch_sub(need, Ordering::Relaxed);
-            BindError::Exhausted
-        })
+        let reserved = match second.map(|s| s.local_addr().map(|a| (a, s))).transpose() {
+            Ok(r) => r,
+            Err(_) => {
+                self.budget.in_use.fetch_sub(need, Ordering::Relaxed);
+                return Err(BindError::Exhausted);
+            }
+        };
+        match self.open(first) {
+            Ok((id, addr)) => {
+                let reserved = reserved.map(|(a, s)| {
+                    self.budget.parked().insert(a, s);
+                    a
+                });
+                Ok(Bound { id, addr, reserved })
+            }
+            Err(_) => {
+                self.budget.in_use.fetch_sub(need, Ordering::Relaxed);
+                Err(BindError::Exhausted)
+            }
+        }
+    }
+
+    fn adopt(&mut self, addr: SocketAddr) -> Result<Bound, BindError> {
+        let socket = self
+            .budget
+            .parked()
+            .remove(&addr)
+            .ok_or(BindError::Exhausted)?;
+        match self.open(socket) {
+            Ok((id, addr)) => Ok(Bound {
+                id,
+                addr,
+                reserved: None,
+            }),
+            Err(_) => {
+                self.budget.in_use.fetch_sub(1, Ordering::Relaxed);
+                Err(BindError::Exhausted)
+            }
+        }
+    }
+
+    fn discard(&mut self, addr: SocketAddr) {
+        if self.budget.parked().remove(&addr).is_some() {
+            self.budget.in_use.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn release(&mut self, id: RelayId) {

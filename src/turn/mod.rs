@@ -11,6 +11,7 @@ pub mod auth;
 pub mod live;
 pub mod policy;
 pub mod quota;
+pub mod reservations;
 pub mod server;
 pub mod table;
 
@@ -74,8 +75,11 @@ pub struct Bound {
     pub id: RelayId,
     /// The local address the socket is bound to.
     pub addr: SocketAddr,
-    /// For [`PortRequest::EvenPair`]: the reserved socket on the next port.
-    pub reserved: Option<(RelayId, SocketAddr)>,
+    /// For [`PortRequest::EvenPair`]: the address of the reserved socket on the
+    /// next port. It is parked, not yet relaying, and may be adopted by any
+    /// shard's binder ([`RelayBinder::adopt`]): the Allocate that redeems the token
+    /// can arrive on another shard.
+    pub reserved: Option<SocketAddr>,
 }
 
 /// Why a relay socket could not be opened.
@@ -102,4 +106,8 @@ pub trait RelayBinder {
     ) -> Result<Bound, BindError>;
     /// Closes a relay socket; its port returns to the pool.
     fn release(&mut self, id: RelayId);
+    /// Takes over the parked socket reserved at `addr` and starts relaying on it.
+    fn adopt(&mut self, addr: SocketAddr) -> Result<Bound, BindError>;
+    /// Closes the parked socket reserved at `addr` (its reservation expired).
+    fn discard(&mut self, addr: SocketAddr);
 }

@@ -10,7 +10,6 @@
 //! the Data-indication prefix into headroom the driver left before the payload
 //! ([`PEER_HEADROOM`]) and returns the range to send.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use super::auth::{CredentialStore, Lookup, NonceCheck, NonceKey};
 use super::live::LiveRelayPorts;
 use super::policy::{canonical_ip, PeerPolicy};
 use super::quota::{QuotaError, QuotaTracker};
+use super::reservations::Reservations;
 use super::table::{AllocId, Table};
 use super::{BindError, FiveTuple, PortRequest, RelayBinder, RelayId};
 use crate::stun::attr::{self, *};
@@ -219,12 +219,6 @@ const MAX_CREDENTIAL_CANDIDATES: usize = 8;
 
 const MAX_QUEUED_EVENTS: usize = 65_536;
 
-struct Reservation {
-    relay: RelayId,
-    addr: SocketAddr,
-    expires: Instant,
-}
-
 /// A request that passed the long-term credential check.
 struct Authed<'m> {
     username: &'m str,
@@ -241,6 +235,7 @@ pub struct Shared {
     pub nonces: Arc<NonceKey>,
     pub quota: Arc<QuotaTracker>,
     pub live: Arc<LiveRelayPorts>,
+    pub reservations: Arc<Reservations>,
 }
 
 /// The core of one shard.
@@ -253,7 +248,10 @@ pub struct Server<B: RelayBinder> {
     live: Arc<LiveRelayPorts>,
     binder: B,
     table: Table,
-    reservations: HashMap<[u8; 8], Reservation>,
+    /// Tokens this shard issued, with their expiry: this shard discards them when
+    /// they run out unredeemed (the table itself is in [`Shared`]).
+    issued_tokens: Vec<([u8; 8], Instant)>,
+    reservations: Arc<Reservations>,
     /// `Instant` and unix seconds at one moment, so that wall-clock seconds can be
     /// derived from the injected `now`.
     wall_base: (Instant, u64),
@@ -341,7 +339,8 @@ impl<B: RelayBinder> Server<B> {
             live: shared.live.clone(),
             binder,
             table: Table::default(),
-            reservations: HashMap::new(),
+            issued_tokens: Vec::new(),
+            reservations: shared.reservations.clone(),
             wall_base: (now, unix_now),
             stats: Stats::default(),
             events: Vec::new(),
@@ -693,7 +692,7 @@ impl<B: RelayBinder> Server<B> {
         server: SocketAddr,
         port: PortRequest,
         df: bool,
-    ) -> Result<(Relay, Option<(RelayId, SocketAddr)>), BindError> {
+    ) -> Result<(Relay, Option<SocketAddr>), BindError> {
         let ip = self
             .relay_ip(family, server)
             .ok_or(BindError::FamilyUnavailable)?;
@@ -760,24 +759,23 @@ impl<B: RelayBinder> Server<B> {
         let mut new_token = None;
         let mut family_error = None;
         if let Some(t) = token {
-            match self.reservations.remove(&t) {
-                Some(res) if res.expires > now => {
-                    relays[0] = Some(Relay {
-                        id: res.relay,
-                        local: res.addr,
-                        advertised: self.advertise(res.addr),
-                    });
+            let adopted = match self.reservations.take(&t) {
+                Some((addr, expires)) if expires > now => self.binder.adopt(addr).ok(),
+                Some((addr, _)) => {
+                    self.discard_reserved(addr);
+                    None
                 }
-                Some(res) => {
-                    self.release_relay(res.relay, res.addr);
-                    self.quota.release(auth.username);
-                    return self.error(out, msg, 508, key);
-                }
-                None => {
-                    self.quota.release(auth.username);
-                    return self.error(out, msg, 508, key);
-                }
-            }
+                None => None,
+            };
+            let Some(bound) = adopted else {
+                self.quota.release(auth.username);
+                return self.error(out, msg, 508, key);
+            };
+            relays[0] = Some(Relay {
+                id: bound.id,
+                local: bound.addr,
+                advertised: self.advertise(bound.addr),
+            });
         } else {
             let port = match even_port {
                 None => PortRequest::Any,
@@ -789,17 +787,12 @@ impl<B: RelayBinder> Server<B> {
                 Ok((relay, reserved)) => {
                     self.live.set(relay.local.port(), true);
                     relays[0] = Some(relay);
-                    if let Some((rid, raddr)) = reserved {
+                    if let Some(raddr) = reserved {
                         let t: [u8; 8] = rand::random();
+                        let expires = now + RESERVATION_LIFETIME;
                         self.live.set(raddr.port(), true);
-                        self.reservations.insert(
-                            t,
-                            Reservation {
-                                relay: rid,
-                                addr: raddr,
-                                expires: now + RESERVATION_LIFETIME,
-                            },
-                        );
+                        self.reservations.insert(t, raddr, expires);
+                        self.issued_tokens.push((t, expires));
                         new_token = Some(t);
                     }
                 }
@@ -859,6 +852,11 @@ impl<B: RelayBinder> Server<B> {
             family_error,
             tuple.client,
         )
+    }
+
+    fn discard_reserved(&mut self, addr: SocketAddr) {
+        self.live.set(addr.port(), false);
+        self.binder.discard(addr);
     }
 
     fn release_relay(&mut self, id: RelayId, addr: SocketAddr) {
@@ -1296,14 +1294,16 @@ impl<B: RelayBinder> Server<B> {
         for id in ids {
             self.close(now, id, CloseReason::Shutdown);
         }
-        for (_, r) in std::mem::take(&mut self.reservations) {
-            self.release_relay(r.relay, r.addr);
+        for (t, _) in std::mem::take(&mut self.issued_tokens) {
+            if let Some((addr, _)) = self.reservations.take(&t) {
+                self.discard_reserved(addr);
+            }
         }
     }
 
     /// When the core next needs [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let res = self.reservations.values().map(|r| r.expires).min();
+        let res = self.issued_tokens.iter().map(|(_, e)| *e).min();
         match (self.table.next_deadline(), res) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1324,16 +1324,14 @@ impl<B: RelayBinder> Server<B> {
             let next = a.next_deadline();
             self.table.schedule(id, next);
         }
-        if self.reservations.values().any(|r| r.expires <= now) {
-            let expired: Vec<[u8; 8]> = self
-                .reservations
-                .iter()
-                .filter(|(_, r)| r.expires <= now)
-                .map(|(t, _)| *t)
-                .collect();
-            for t in expired {
-                if let Some(r) = self.reservations.remove(&t) {
-                    self.release_relay(r.relay, r.addr);
+        if self.issued_tokens.iter().any(|(_, e)| *e <= now) {
+            let (expired, live): (Vec<_>, Vec<_>) =
+                self.issued_tokens.iter().partition(|(_, e)| *e <= now);
+            self.issued_tokens = live;
+            for (t, _) in expired {
+                // Gone already when it was redeemed, possibly by another shard.
+                if let Some((addr, _)) = self.reservations.take(&t) {
+                    self.discard_reserved(addr);
                 }
             }
         }

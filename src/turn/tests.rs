@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use super::auth::{rest_password, ChainStore, CredentialStore, NonceKey, RestSecrets, StaticUsers};
 use super::live::LiveRelayPorts;
 use super::quota::QuotaTracker;
+use super::reservations::Reservations;
 use super::server::{CloseReason, DropReason, Event, Shared, PEER_HEADROOM, PEER_TAILROOM};
 use super::{
     BindError, Bound, FiveTuple, Output, PeerOutput, PortRequest, RelayBinder, RelayId, Server,
@@ -59,6 +60,8 @@ struct FakeBinder {
     fail_v6: Option<BindError>,
     /// (ip, port request, dont_fragment) of every bind call.
     calls: Vec<(IpAddr, PortRequest, bool)>,
+    /// Reserved sockets waiting to be adopted.
+    parked: Vec<(RelayId, SocketAddr)>,
 }
 
 impl FakeBinder {
@@ -71,6 +74,7 @@ impl FakeBinder {
             fail_v4: None,
             fail_v6: None,
             calls: Vec::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -113,11 +117,39 @@ impl RelayBinder for FakeBinder {
         let p = pick.ok_or(BindError::Exhausted)?;
         let addr = SocketAddr::new(ip, p);
         let id = self.open_one(addr);
+        // The reserved socket is parked: listed in `open` (it holds its port) but
+        // not relaying until adopted.
         let reserved = (port == PortRequest::EvenPair).then(|| {
             let raddr = SocketAddr::new(ip, p + 1);
-            (self.open_one(raddr), raddr)
+            let rid = self.open_one(raddr);
+            self.parked.push((rid, raddr));
+            raddr
         });
         Ok(Bound { id, addr, reserved })
+    }
+
+    fn adopt(&mut self, addr: SocketAddr) -> Result<Bound, BindError> {
+        let i = self
+            .parked
+            .iter()
+            .position(|(_, a)| *a == addr)
+            .ok_or(BindError::Exhausted)?;
+        let (id, addr) = self.parked.remove(i);
+        Ok(Bound {
+            id,
+            addr,
+            reserved: None,
+        })
+    }
+
+    fn discard(&mut self, addr: SocketAddr) {
+        let i = self
+            .parked
+            .iter()
+            .position(|(_, a)| *a == addr)
+            .expect("discarded an address that is not parked");
+        let (id, _) = self.parked.remove(i);
+        self.release(id);
     }
 
     fn release(&mut self, id: RelayId) {
@@ -170,6 +202,7 @@ impl H {
             nonces: Arc::new(NonceKey::from_bytes([7; 32])),
             quota: Arc::new(quota),
             live: Arc::new(LiveRelayPorts::default()),
+            reservations: Arc::new(Reservations::default()),
         };
         let binder = FakeBinder::new(cfg.relay_ports.clone());
         let srv = Server::new(Arc::new(cfg), &shared, binder, t0, UNIX0);
