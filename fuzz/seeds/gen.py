@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Regenerates the seed inputs in this directory (they are committed; run this only
+after changing an input format). Usage: python3 fuzz/seeds/gen.py"""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(bytes(data))
+
+
+with open(os.path.join(ROOT, "tests", "data", "rfc5769_vectors.json")) as f:
+    vectors = {v["name"]: bytes.fromhex(v["hex"]) for v in json.load(f)["vectors"]}
+
+# stun_message: the RFC 5769 vectors, and a Binding request with no attributes.
+for name, msg in vectors.items():
+    write("stun_message", name, msg)
+write("stun_message", "binding_request", struct.pack(">HHI", 1, 0, 0x2112A442) + b"\x01" * 12)
+
+# channel_data_framing: byte 0 = number of split sizes, then the sizes, then the stream.
+cd = struct.pack(">HH", 0x4001, 5) + b"hello" + b"\0\0\0"
+two = vectors["sample_request"] + vectors["sample_ipv4_response"]
+write("channel_data_framing", "channel_data", bytes([0]) + cd)
+write("channel_data_framing", "tcp_two_messages", bytes([3, 0, 6, 19]) + two)
+write("channel_data_framing", "tcp_mixed", bytes([2, 2, 31]) + vectors["sample_ipv6_response"] + cd + two)
+
+
+# turn_core: config byte, then ops (see fuzz_targets/turn_core.rs for the encoding).
+def req(ci, sel, attrs, user=0, nonce=0, flags=0, tid=1, adv=0):
+    out = [0, adv, ci, sel, user, nonce, flags] + [tid] * 12 + [len(attrs)]
+    for a in attrs:
+        out += a
+    return out
+
+
+RT_UDP = [0]
+LIFETIME0 = [128, 0, 0, 0, 0]
+
+
+def peer(i):
+    return [3, i]
+
+
+def chan(i):
+    return [5, i]
+
+
+def data(b):
+    return [12] + list(struct.pack(">H", len(b))) + list(b)
+
+
+def chandata(ci, ch, payload, pad=False):
+    return [4, 0, ci, ch | (0x40 if pad else 0)] + list(struct.pack(">H", len(payload))) + list(payload)
+
+
+def peer_dgram(relay_sel, frm, payload, adv=0):
+    return [5, adv, relay_sel, frm, 0] + list(struct.pack(">H", len(payload))) + list(payload)
+
+
+udp = [0x01]
+udp += req(0, 0, [RT_UDP], flags=0x04)            # Allocate without credentials: 401
+udp += req(0, 0, [RT_UDP], flags=0x01, tid=2)     # Allocate (with FINGERPRINT)
+udp += req(0, 0, [RT_UDP], flags=0x02)            # retransmitted Allocate
+udp += req(0, 3, [peer(0)], tid=3)                # CreatePermission
+udp += req(0, 4, [chan(0), peer(0)], tid=4)       # ChannelBind 0x4000
+udp += req(0, 6, [peer(0), data(b"hello")])       # Send indication
+udp += chandata(0, 0, b"ping")                    # ChannelData
+udp += peer_dgram(0, 0, b"pong")                  # from the peer, over the channel
+udp += peer_dgram(0, 1, b"nope")                  # from a peer without permission
+udp += [7, 0xC0 | 6]                              # six minutes later: permission expiry
+udp += req(0, 2, [LIFETIME0], tid=5)              # Refresh 0: delete
+write("turn_core", "udp_lifecycle", udp)
+
+tcp = [0x0F]
+tcp += req(2, 0, [RT_UDP, [7 + 14 * 9]], tid=6)   # Allocate with EVEN-PORT R=1
+tcp += req(1, 0, [RT_UDP, [10, 0]], tid=7)        # Allocate with the RESERVATION-TOKEN
+tcp += req(2, 3, [peer(0), peer(2)], tid=8)       # CreatePermission, two peers
+tcp += req(2, 4, [chan(1), peer(0)], tid=9)
+tcp += chandata(2, 1, b"stream", pad=True)
+tcp += peer_dgram(0, 0, b"back")
+tcp += req(3, 0, [RT_UDP, [9, 2]], user=1, tid=10)  # IPv6 client, ADDITIONAL-ADDRESS-FAMILY
+tcp += [8, 0, 2]                                  # the TCP connection closes
+tcp += [7, 0xC0 | 63]                             # everything expires
+write("turn_core", "tcp_even_port_dual_stack", tcp)
+
+bad = [0x22]
+bad += req(0, 0, [RT_UDP], nonce=2 | 0x40)        # stale nonce: 438
+bad += req(0, 0, [RT_UDP], user=3)                # wrong password: 401
+bad += req(5, 0, [RT_UDP], tid=11)                # wildcard server address: 440
+bad += [3, 0, 0, 0, 20] + list(vectors["sample_request"][:20])  # raw Binding-ish datagram
+write("turn_core", "errors", bad)

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# The one command that runs every check of ferroturn, locally and in CI:
+#
+#   scripts/test.sh            format, lints, the test suite, a short fuzz run
+#   scripts/test.sh --quick    the test suite only
+#
+# Environment:
+#   SKIP_FUZZ=1        skip the fuzz step
+#   FUZZ_SECONDS=N     fuzz each target for N seconds (default 20)
+#   CARGO_TARGET_DIR   as usual for the main crate; the fuzz build always goes to
+#                      fuzz/target (or FUZZ_TARGET_DIR), it uses other compiler flags
+#
+# It installs what the suite needs when it is missing, and nothing else: the coturn
+# package for turnutils_stunclient / turnutils_uclient / turnutils_peer (its
+# turnserver service is never started or enabled), and cargo-fuzz for the fuzz step.
+# Safe to run again and again: every install is skipped when already done.
+set -euo pipefail
+
+usage() {
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+quick=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            echo "scripts/test.sh: unknown argument '$arg' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fuzz_seconds=${FUZZ_SECONDS:-20}
+if ! [[ $fuzz_seconds =~ ^[0-9]+$ ]] || [ "$fuzz_seconds" -lt 1 ]; then
+    echo "FUZZ_SECONDS must be a positive whole number of seconds, not '$fuzz_seconds'" >&2
+    exit 2
+fi
+run_fuzz=1
+if [ "$quick" = 1 ] || [ "${SKIP_FUZZ:-0}" = 1 ]; then
+    run_fuzz=0
+fi
+
+step_names=()
+step_times=()
+step_results=()
+failed=()
+
+# Runs one step: a header, the command, its time and result. A failing step does not
+# stop the others (one CI run shows every problem); the script fails at the end.
+run_step() {
+    local name=$1
+    shift
+    printf '\n==== %s ====\n' "$name"
+    local started=$SECONDS rc=0
+    "$@" || rc=$?
+    step_names+=("$name")
+    step_times+=("$((SECONDS - started))")
+    if [ "$rc" -eq 0 ]; then
+        step_results+=(ok)
+    else
+        step_results+=("FAILED (exit $rc)")
+        failed+=("$name")
+        printf '\n---- step failed: %s (exit %s) ----\n' "$name" "$rc" >&2
+    fi
+}
+
+summary() {
+    local status=$?
+    if [ "${#step_names[@]}" -gt 0 ]; then
+        printf '\n==== summary ====\n'
+        local i
+        for i in "${!step_names[@]}"; do
+            printf '%5ss  %-45s %s\n' "${step_times[$i]}" "${step_names[$i]}" "${step_results[$i]}"
+        done
+    fi
+    if [ "$status" -eq 0 ]; then
+        printf '\nscripts/test.sh: all %s steps passed in %ss\n' "${#step_names[@]}" "$SECONDS"
+    else
+        printf '\nscripts/test.sh: FAILED after %ss\n' "$SECONDS" >&2
+    fi
+}
+trap summary EXIT
+
+die() {
+    echo "scripts/test.sh: $*" >&2
+    exit 1
+}
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+# --- system packages ---------------------------------------------------------------
+
+install_coturn_tools() {
+    local missing=()
+    local tool
+    for tool in turnutils_stunclient turnutils_uclient turnutils_peer; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "coturn tools present: $(command -v turnutils_stunclient)"
+        return
+    fi
+    echo "missing ${missing[*]}: installing the coturn package"
+    command -v apt-get >/dev/null 2>&1 ||
+        die "apt-get is not available; install coturn (for ${missing[*]}) by hand"
+
+    # Keep the package's maintainer scripts from starting turnserver: invoke-rc.d and
+    # deb-systemd-invoke ask /usr/sbin/policy-rc.d, and 101 means "not allowed".
+    # Only a policy file this script created is removed again.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# written by ferroturn scripts/test.sh while installing coturn\nexit 101\n' |
+            as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        made_policy=1
+    fi
+    local rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends coturn || rc=$?
+    fi
+    if [ "$made_policy" = 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    [ "$rc" -eq 0 ] || die "installing coturn failed (apt-get exit $rc)"
+
+    # We installed it, so its service is ours to keep off: not enabled at boot, and
+    # not running (it cannot have been running before the package existed).
+    if command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable coturn >/dev/null 2>&1 || true
+        if [ -d /run/systemd/system ] && systemctl is-active --quiet coturn 2>/dev/null; then
+            as_root systemctl stop coturn
+        fi
+    fi
+    for tool in "${missing[@]}"; do
+        command -v "$tool" >/dev/null 2>&1 || die "coturn is installed but $tool is still missing"
+    done
+}
+
+install_cargo_fuzz() {
+    if cargo fuzz --version >/dev/null 2>&1; then
+        echo "cargo-fuzz present: $(cargo fuzz --version)"
+        return
+    fi
+    echo "cargo-fuzz missing: cargo install cargo-fuzz --locked"
+    cargo install cargo-fuzz --locked
+}
+
+need_cargo_tool() {
+    cargo "$1" --version >/dev/null 2>&1 ||
+        die "'cargo $1' is not available: install the $2 component of the Rust toolchain"
+}
+
+# --- steps ---------------------------------------------------------------------------
+
+step_fmt() {
+    need_cargo_tool fmt rustfmt || return
+    cargo fmt --all -- --check || return
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+}
+
+step_clippy() {
+    need_cargo_tool clippy clippy || return
+    cargo clippy --all-targets -- -D warnings || return
+    # The fuzz crate is its own workspace; lint it too (a plain build, no sanitizer).
+    CARGO_TARGET_DIR="$fuzz_target_dir" \
+        cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+}
+
+step_tests() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --no-fail-fast
+    else
+        echo "(cargo-nextest not installed: using cargo test)"
+        cargo test --workspace --no-fail-fast
+    fi
+}
+
+# libFuzzer needs -Zsanitizer=... and friends, which stable rustc accepts only with
+# RUSTC_BOOTSTRAP=1: set for the cargo fuzz commands only, never for the others.
+cargo_fuzz() {
+    env RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$fuzz_target_dir" cargo fuzz "$@"
+}
+
+step_fuzz_one() {
+    local t=$1
+    local log="$fuzz_target_dir/fuzz-$t.log"
+    local seeds=()
+    mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t" "$fuzz_target_dir"
+    if [ -d "fuzz/seeds/$t" ]; then
+        seeds=("fuzz/seeds/$t")
+    fi
+    if cargo_fuzz run "$t" "fuzz/corpus/$t" "${seeds[@]}" -- \
+        -max_total_time="$fuzz_seconds" -timeout=20 >"$log" 2>&1; then
+        grep -E '^#[0-9]+[[:space:]]+DONE' "$log" || tail -n 5 "$log"
+    else
+        tail -n 80 "$log"
+        echo "fuzz target $t failed; full log: $log" >&2
+        echo "crash input in fuzz/artifacts/$t; fuzz/README.md says how to replay and minimise it" >&2
+        return 1
+    fi
+}
+
+fuzz_target_dir=${FUZZ_TARGET_DIR:-$repo/fuzz/target}
+
+printf '==== setup ====\n'
+command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
+cargo --version
+install_coturn_tools
+if [ "$run_fuzz" = 1 ]; then
+    install_cargo_fuzz
+fi
+
+if [ "$quick" = 0 ]; then
+    run_step "cargo fmt --check" step_fmt
+    run_step "cargo clippy --all-targets -D warnings" step_clippy
+fi
+run_step "tests (nextest, else cargo test)" step_tests
+if [ "$run_fuzz" = 1 ]; then
+    run_step "fuzz build" cargo_fuzz build
+    if [ "${step_results[${#step_results[@]} - 1]}" = ok ]; then
+        mapfile -t targets < <(cargo_fuzz list)
+        [ "${#targets[@]}" -gt 0 ] || die "cargo fuzz list found no fuzz targets"
+        for t in "${targets[@]}"; do
+            run_step "fuzz $t (${fuzz_seconds}s)" step_fuzz_one "$t"
+        done
+    fi
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf '\nfailed steps:\n' >&2
+    printf '  %s\n' "${failed[@]}" >&2
+    exit 1
+fi
