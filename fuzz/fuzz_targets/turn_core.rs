@@ -40,6 +40,7 @@ use ferroturn::stun::{Class, Message, MessageBuilder, Method, TransactionId};
 use ferroturn::turn::auth::{NonceKey, StaticUsers};
 use ferroturn::turn::live::LiveRelayPorts;
 use ferroturn::turn::quota::QuotaTracker;
+use ferroturn::turn::reservations::Reservations;
 use ferroturn::turn::server::{Event, PEER_HEADROOM, PEER_TAILROOM};
 use ferroturn::turn::{
     BindError, Bound, FiveTuple, Output, PeerOutput, PortRequest, RelayBinder, RelayId, Server,
@@ -148,7 +149,9 @@ impl<'a> Input<'a> {
 struct FakeBinder {
     open: BTreeMap<RelayId, SocketAddr>,
     used: BTreeSet<u16>,
-    ever: BTreeSet<u16>,
+    ever: BTreeSet<SocketAddr>,
+    /// Reserved sockets waiting for their token: open, not relaying.
+    parked: BTreeMap<SocketAddr, RelayId>,
     next_id: u32,
     cursor: u16,
     capacity: usize,
@@ -160,6 +163,7 @@ impl FakeBinder {
             open: BTreeMap::new(),
             used: BTreeSet::new(),
             ever: BTreeSet::new(),
+            parked: BTreeMap::new(),
             next_id: 0,
             cursor: *RELAY_PORTS.start(),
             capacity,
@@ -183,7 +187,7 @@ impl FakeBinder {
         self.next_id += 1;
         let addr = SocketAddr::new(ip, port);
         self.used.insert(port);
-        self.ever.insert(port);
+        self.ever.insert(addr);
         self.open.insert(id, addr);
         (id, addr)
     }
@@ -213,8 +217,29 @@ impl RelayBinder for FakeBinder {
             .filter(|c| RELAY_PORTS.contains(c))
             .unwrap_or(*RELAY_PORTS.start());
         let (id, addr) = self.open_port(ip, p);
-        let reserved = pair.then(|| self.open_port(ip, p + 1));
+        let reserved = pair.then(|| {
+            let (rid, raddr) = self.open_port(ip, p + 1);
+            self.parked.insert(raddr, rid);
+            raddr
+        });
         Ok(Bound { id, addr, reserved })
+    }
+
+    fn adopt(&mut self, addr: SocketAddr) -> Result<Bound, BindError> {
+        let id = self.parked.remove(&addr).ok_or(BindError::Exhausted)?;
+        Ok(Bound {
+            id,
+            addr,
+            reserved: None,
+        })
+    }
+
+    fn discard(&mut self, addr: SocketAddr) {
+        let id = self
+            .parked
+            .remove(&addr)
+            .unwrap_or_else(|| panic!("discard of {addr}, which is not parked"));
+        self.release(id);
     }
 
     fn release(&mut self, id: RelayId) {
@@ -291,6 +316,7 @@ impl Harness {
                 QuotaTracker::new(0, 0)
             }),
             live: Arc::new(LiveRelayPorts::default()),
+            reservations: Arc::new(Reservations::default()),
         };
         let now = Instant::now();
         let server = Server::new(
@@ -797,8 +823,13 @@ impl Harness {
         assert_eq!(self.server.allocations(), 0);
         let b = self.server.binder();
         assert!(b.open.is_empty(), "relay sockets leaked: {:?}", b.open);
+        assert!(
+            b.parked.is_empty(),
+            "reserved sockets leaked: {:?}",
+            b.parked
+        );
         for &p in &b.ever {
-            assert!(!self.shared.live.is_live(p), "port {p} still marked live");
+            assert!(!self.shared.live.is_live(p), "relay {p} still marked live");
         }
     }
 

@@ -4,11 +4,14 @@
 //! it is another allocation's relay socket (client-to-client relaying through one
 //! server). Anything else on this host (a DNS resolver, a database, the listeners) is
 //! off limits. The check runs per Send indication, so it is a plain atomic bitmap of
-//! the 65,536 ports: 8 KiB, read with one relaxed load.
+//! the 65,536 ports per address family (an IPv4 and an IPv6 relay may share a port
+//! number): 16 KiB, read with one relaxed load.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A bitmap of relay ports that have a live relay socket on some relay IP.
+/// Bitmaps of relay ports that have a live relay socket on some relay IP, one for
+/// IPv4 and one for IPv6.
 pub struct LiveRelayPorts {
     bits: Box<[AtomicU64]>,
 }
@@ -16,9 +19,14 @@ pub struct LiveRelayPorts {
 impl Default for LiveRelayPorts {
     fn default() -> Self {
         Self {
-            bits: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            bits: (0..2048).map(|_| AtomicU64::new(0)).collect(),
         }
     }
+}
+
+fn slot(addr: SocketAddr) -> (usize, u16) {
+    let family = if addr.is_ipv4() { 0 } else { 1024 };
+    (family + usize::from(addr.port()) / 64, addr.port() % 64)
 }
 
 impl std::fmt::Debug for LiveRelayPorts {
@@ -28,8 +36,9 @@ impl std::fmt::Debug for LiveRelayPorts {
 }
 
 impl LiveRelayPorts {
-    pub fn set(&self, port: u16, live: bool) {
-        let (word, bit) = (usize::from(port) / 64, port % 64);
+    /// Marks the relay port of `addr` (in its family) live or not.
+    pub fn set(&self, addr: SocketAddr, live: bool) {
+        let (word, bit) = slot(addr);
         if live {
             self.bits[word].fetch_or(1 << bit, Ordering::Relaxed);
         } else {
@@ -37,8 +46,9 @@ impl LiveRelayPorts {
         }
     }
 
-    pub fn is_live(&self, port: u16) -> bool {
-        let (word, bit) = (usize::from(port) / 64, port % 64);
+    /// Whether a relay socket of `addr`'s family is live on `addr`'s port.
+    pub fn is_live(&self, addr: SocketAddr) -> bool {
+        let (word, bit) = slot(addr);
         self.bits[word].load(Ordering::Relaxed) & (1 << bit) != 0
     }
 }
@@ -48,15 +58,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn set_and_clear() {
+    fn set_and_clear_per_family() {
         let l = LiveRelayPorts::default();
+        let v4 = |p: u16| SocketAddr::from(([192, 0, 2, 1], p));
+        let v6 = |p: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], p));
         for p in [0u16, 63, 64, 49152, 65535] {
-            assert!(!l.is_live(p));
-            l.set(p, true);
-            assert!(l.is_live(p));
+            assert!(!l.is_live(v4(p)));
+            l.set(v4(p), true);
+            assert!(l.is_live(v4(p)));
+            assert!(!l.is_live(v6(p)), "families are separate");
         }
-        l.set(64, false);
-        assert!(!l.is_live(64));
-        assert!(l.is_live(63));
+        l.set(v6(64), true);
+        l.set(v4(64), false);
+        assert!(!l.is_live(v4(64)));
+        assert!(l.is_live(v6(64)));
+        assert!(l.is_live(v4(63)));
     }
 }

@@ -785,12 +785,12 @@ impl<B: RelayBinder> Server<B> {
             let primary = requested_family.unwrap_or(Family::V4);
             match self.bind_relay(primary, tuple.server, port, dont_fragment) {
                 Ok((relay, reserved)) => {
-                    self.live.set(relay.local.port(), true);
+                    self.live.set(relay.local, true);
                     relays[0] = Some(relay);
                     if let Some(raddr) = reserved {
                         let t: [u8; 8] = rand::random();
                         let expires = now + RESERVATION_LIFETIME;
-                        self.live.set(raddr.port(), true);
+                        self.live.set(raddr, true);
                         self.reservations.insert(t, raddr, expires);
                         self.issued_tokens.push((t, expires));
                         new_token = Some(t);
@@ -808,7 +808,7 @@ impl<B: RelayBinder> Server<B> {
             if additional {
                 match self.bind_relay(Family::V6, tuple.server, PortRequest::Any, dont_fragment) {
                     Ok((relay, _)) => {
-                        self.live.set(relay.local.port(), true);
+                        self.live.set(relay.local, true);
                         relays[1] = Some(relay);
                     }
                     Err(BindError::Exhausted) => family_error = Some((Family::V6, 508)),
@@ -855,12 +855,12 @@ impl<B: RelayBinder> Server<B> {
     }
 
     fn discard_reserved(&mut self, addr: SocketAddr) {
-        self.live.set(addr.port(), false);
+        self.live.set(addr, false);
         self.binder.discard(addr);
     }
 
     fn release_relay(&mut self, id: RelayId, addr: SocketAddr) {
-        self.live.set(addr.port(), false);
+        self.live.set(addr, false);
         self.binder.release(id);
     }
 
@@ -999,7 +999,7 @@ impl<B: RelayBinder> Server<B> {
             return None;
         }
         let live_relay =
-            self.cfg.relay_ports.contains(&internal.port()) && self.live.is_live(internal.port());
+            self.cfg.relay_ports.contains(&internal.port()) && self.live.is_live(internal);
         if via_external {
             return live_relay.then_some(internal);
         }

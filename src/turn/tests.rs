@@ -1132,13 +1132,13 @@ fn port_range_exhaustion_is_508_and_ports_return_to_the_pool() {
     for i in 0..10 {
         let (c, relay) = allocated(&mut h, &format!("192.0.2.10:{}", 2000 + i));
         assert_eq!(relay.port(), 50000 + i);
-        assert!(h.shared.live.is_live(relay.port()));
+        assert!(h.shared.live.is_live(relay));
         clients.push(c);
     }
     let mut late = Client::alice("192.0.2.10:3000");
     h.allocate(&mut late).expect_error(508);
     h.refresh(&mut clients[3], Some(0)).expect_success();
-    assert!(!h.shared.live.is_live(50003));
+    assert!(!h.shared.live.is_live(SocketAddr::new(ip(RELAY_V4), 50003)));
     assert_eq!(h.srv.binder().released, vec![RelayId(4)]);
     let r = h.allocate(&mut late);
     r.expect_success();
@@ -1200,7 +1200,7 @@ fn allocation_expires_exactly_at_the_granted_lifetime() {
     assert_eq!(h.srv.allocations(), 0);
     assert_eq!(h.srv.binder().released, vec![rid]);
     assert!(h.srv.binder().open.is_empty());
-    assert!(!h.shared.live.is_live(relay.port()));
+    assert!(!h.shared.live.is_live(relay));
     assert_eq!(h.shared.quota.total(), 0);
     let ev = h.events();
     assert_eq!(ev.len(), 1);
@@ -1568,7 +1568,7 @@ fn even_port_with_reservation_and_token() {
     let relay = r.relayed1();
     assert_eq!(relay.port(), 50002);
     let token = *r.msg().get::<ReservationToken>().unwrap().unwrap().0;
-    assert!(h.shared.live.is_live(50003));
+    assert!(h.shared.live.is_live(SocketAddr::new(ip(RELAY_V4), 50003)));
     let mut d = Client::alice("192.0.2.10:1001");
     let r = h.allocate_with(&mut d, |b| {
         b.add(&ReservationToken(&token));
@@ -1605,7 +1605,7 @@ fn unused_reservation_is_released_after_its_lifetime() {
     assert_eq!(h.srv.poll_timeout(), Some(h.t0 + secs(30)));
     h.at(secs(30));
     assert_eq!(h.srv.binder().open.len(), 1);
-    assert!(!h.shared.live.is_live(50001));
+    assert!(!h.shared.live.is_live(SocketAddr::new(ip(RELAY_V4), 50001)));
     let mut d = Client::alice("192.0.2.10:1001");
     h.allocate_with(&mut d, |b| {
         b.add(&ReservationToken(&token));
@@ -1766,7 +1766,7 @@ fn connection_closed_deletes_a_tcp_allocation() {
     assert_eq!(h.srv.allocations(), 1);
     h.srv.connection_closed(h.now, tuple);
     assert_eq!(h.srv.allocations(), 0);
-    assert!(!h.shared.live.is_live(relay.port()));
+    assert!(!h.shared.live.is_live(relay));
     assert_eq!(h.shared.quota.total(), 0);
     match h.events().as_slice() {
         [Event::AllocationClosed {
@@ -1790,7 +1790,7 @@ fn external_ip_is_advertised_and_hairpin_goes_to_the_private_address() {
     assert_eq!(relay_a, SocketAddr::new(public, 50000));
     assert_eq!(relay_b, SocketAddr::new(public, 50001));
     let private_b = SocketAddr::new(ip(RELAY_V4), relay_b.port());
-    assert!(h.shared.live.is_live(relay_b.port()));
+    assert!(h.shared.live.is_live(relay_b));
     // A may talk to B's advertised relayed address.
     h.create_permission(&mut a, &[relay_b]).expect_success();
     let msg = send_indication(TransactionId::random(), relay_b, b"hi");
@@ -1950,7 +1950,9 @@ fn close_all_releases_allocations_and_reservations() {
     assert!(h.srv.binder().open.is_empty());
     assert_eq!(h.srv.binder().released.len(), 3);
     assert_eq!(h.shared.quota.total(), 0);
-    assert!((50000..=50009).all(|p| !h.shared.live.is_live(p)));
+    assert!((50000..=50009).all(|p| [ip(RELAY_V4), ip(RELAY_V6)]
+        .iter()
+        .all(|i| !h.shared.live.is_live(SocketAddr::new(*i, p)))));
     let ev = h.events();
     assert_eq!(ev.len(), 2);
     assert!(ev.iter().all(|e| matches!(
