@@ -86,6 +86,10 @@ summary() {
     else
         printf '\nscripts/test.sh: FAILED after %ss\n' "$SECONDS" >&2
     fi
+    # The last line: the test counts, in the plain form CI reads.
+    if [ -n "$tests_passed" ]; then
+        printf 'tests: %s passed, %s failed\n' "$tests_passed" "${tests_failed:-0}"
+    fi
 }
 trap summary EXIT
 
@@ -185,13 +189,26 @@ step_clippy() {
         cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 }
 
+# Counts of the test step, for the closing line.
+tests_passed=""
+tests_failed=""
+
 step_tests() {
+    local log rc=0
+    log=$(mktemp)
     if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run --workspace --no-fail-fast
+        cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$log" || rc=$?
+        # "Summary [ 23.7s] 171 tests run: 171 passed, 0 skipped" (+ ", N failed")
+        tests_passed=$(grep -oE '[0-9]+ passed' "$log" | tail -1 | grep -oE '[0-9]+' || true)
+        tests_failed=$(grep -E 'tests run:' "$log" | grep -oE '[0-9]+ failed' | tail -1 | grep -oE '[0-9]+' || true)
     else
         echo "(cargo-nextest not installed: using cargo test)"
-        cargo test --workspace --no-fail-fast
+        cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || rc=$?
+        tests_passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}' || true)
+        tests_failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}' || true)
     fi
+    rm -f "$log"
+    return "$rc"
 }
 
 # libFuzzer needs -Zsanitizer=... and friends, which stable rustc accepts only with
