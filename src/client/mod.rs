@@ -493,6 +493,14 @@ impl Client {
         }
     }
 
+    /// The UDP socket, for driving raw traffic after setup (benchmarks, tests).
+    pub fn into_udp_socket(self) -> Option<UdpSocket> {
+        match self.conn {
+            Conn::Udp(s) => Some(s),
+            Conn::Tcp { .. } => None,
+        }
+    }
+
     /// Sends raw bytes as they are (for tests of malformed input).
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.send_raw(bytes).await

@@ -116,10 +116,10 @@ impl State {
                     segment_size: None,
                     src_ip: l.local.ip().is_unspecified().then_some(tuple.server.ip()),
                 };
-                // A full socket buffer drops the datagram, as the network would.
-                let _ = l.socket.try_io(tokio::io::Interest::WRITABLE, || {
-                    l.state.try_send((&*l.socket).into(), &t)
-                });
+                // Straight to sendmsg, not gated on readiness tokio has seen: a UDP
+                // send never needs to wait, and a full socket buffer drops the
+                // datagram, as the network would.
+                let _ = l.state.try_send((&*l.socket).into(), &t);
             }
             Transport::Tcp | Transport::Tls => {
                 if let Some(c) = conns.get(tuple) {
@@ -146,11 +146,20 @@ impl State {
                 if let (Some(sock), Some(payload)) =
                     (self.server.binder().socket(relay), data.get(start..end))
                 {
-                    let _ = sock.try_send_to(payload, peer);
+                    send_udp(sock, payload, peer);
                 }
             }
         }
     }
+}
+
+/// Sends a datagram with a direct `sendto`. Tokio's `try_send_to` refuses until the
+/// reactor has seen the socket become writable, which for a relay socket opened a
+/// moment ago may not have happened yet: the first datagram out of a fresh
+/// allocation would be dropped. A full buffer still drops it (EAGAIN), as the
+/// network would.
+fn send_udp(sock: &UdpSocket, payload: &[u8], to: SocketAddr) {
+    let _ = socket2::SockRef::from(sock).send_to(payload, &to.into());
 }
 
 /// Starts reader tasks for relay sockets the core opened since the last call.

@@ -1,0 +1,105 @@
+//! The relay data path allocates nothing per packet.
+//!
+//! A counting global allocator counts every heap allocation in this process while
+//! 2,000 ChannelData round trips go client → ferroturn → UDP echo peer → ferroturn →
+//! client through the real drivers (UDP listener, core, relay socket, relay reader).
+//! During that phase the client and the peer use fixed buffers, so what is counted is
+//! the server's. A handful of allocations (a timer wheel slot, a tracing span) may
+//! happen once; one per packet would show up as thousands.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferroturn::client::Client;
+use ferroturn::stun::ChannelData;
+use support::*;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const ROUND_TRIPS: u64 = 2000;
+
+#[tokio::test(flavor = "current_thread")]
+async fn relaying_channel_data_does_not_allocate_per_packet() {
+    let srv = server("127.0.0.1:0");
+    // An echo peer on a plain thread with one fixed buffer.
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..ROUND_TRIPS + 10 {
+            let Ok((n, from)) = peer.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = peer.send_to(&buf[..n], from);
+        }
+    });
+
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    c.channel_bind(0x4000, peer_addr).await.unwrap();
+    let sock = c.into_udp_socket().unwrap();
+    let mut frame = BytesMut::new();
+    ChannelData {
+        channel: 0x4000,
+        payload: &[0x5a; 100],
+    }
+    .write(&mut frame, false);
+    let mut buf = [0u8; 2048];
+
+    // Warm up: the first packets may grow buffers and start the relay reader.
+    for _ in 0..10 {
+        sock.send(&frame).await.unwrap();
+        tokio::time::timeout(WAIT, sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..ROUND_TRIPS {
+        sock.send(&frame).await.unwrap();
+        let n = tokio::time::timeout(WAIT, sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], &frame[..]);
+    }
+    let during = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!("heap allocations during {ROUND_TRIPS} relayed round trips: {during}");
+    assert!(
+        during < ROUND_TRIPS / 20,
+        "{during} allocations for {ROUND_TRIPS} round trips: the relay path allocates per packet"
+    );
+    srv.stop().unwrap();
+    let _ = echo.join();
+}
