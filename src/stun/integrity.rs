@@ -6,7 +6,7 @@
 //! copy of the message is made. MAC comparison is constant time.
 
 use hmac::{Hmac, Mac};
-use md5::{Digest, Md5};
+use md5::{digest, Digest, Md5};
 use precis_profiles::precis_core::profile::PrecisFastInvocation;
 use precis_profiles::OpaqueString;
 use sha1::Sha1;
@@ -36,27 +36,26 @@ fn opaque(s: &str) -> std::borrow::Cow<'_, str> {
     OpaqueString::enforce(s).unwrap_or(std::borrow::Cow::Borrowed(s))
 }
 
-/// MD5(username ":" realm ":" OpaqueString(password)): the classic long-term key.
-pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    let mut h = Md5::new();
+/// DIGEST(username ":" realm ":" OpaqueString(password)): the long-term key for the
+/// password algorithm whose hash is `D` (RFC 8489 §9.2.2, §18.5.1).
+fn long_term_key<D: Digest>(username: &str, realm: &str, password: &str) -> digest::Output<D> {
+    let mut h = D::new();
     h.update(username.as_bytes());
     h.update(b":");
     h.update(realm.as_bytes());
     h.update(b":");
     h.update(opaque(password).as_bytes());
-    h.finalize().into()
+    h.finalize()
 }
 
-/// SHA-256(username ":" realm ":" OpaqueString(password)): the key for password
-/// algorithm SHA-256 (RFC 8489 §18.5.1.2).
+/// The classic long-term key, with MD5 (password algorithm 0x0001).
+pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16] {
+    long_term_key::<Md5>(username, realm, password).into()
+}
+
+/// The long-term key for password algorithm SHA-256 (0x0002).
 pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(opaque(password).as_bytes());
-    h.finalize().into()
+    long_term_key::<Sha256>(username, realm, password).into()
 }
 
 /// USERHASH value: SHA-256(OpaqueString(username) ":" OpaqueString(realm))
