@@ -5,6 +5,7 @@
 //! UDP and TCP and by every shard. It then starts one shard thread per core
 //! ([`shard`]); each owns its sockets and its core.
 
+pub mod credentials;
 pub mod relay;
 pub mod shard;
 pub mod sockets;
@@ -16,11 +17,12 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
-use crate::turn::auth::{ChainStore, CredentialStore, NonceKey, RestSecrets, StaticUsers};
+use crate::turn::auth::NonceKey;
 use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
 use crate::turn::{ServerConfig, Shared};
+use credentials::LiveCredentials;
 use relay::PortBudget;
 use shard::ShardSockets;
 
@@ -44,6 +46,9 @@ pub struct Running {
     /// The UDP and TCP addresses actually bound (port 0 resolved).
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// The credentials the shards check against (a store poller replaces its
+    /// snapshot).
+    pub credentials: Arc<LiveCredentials>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -113,20 +118,6 @@ fn bind_listen(
     Err(last_err.unwrap_or_else(|| io::Error::other("could not bind")))
 }
 
-/// Builds the credential chain: users from the configuration, then REST secrets.
-pub fn credentials(
-    realm: &str,
-    users: &[(String, String)],
-    secrets: &[String],
-) -> Arc<dyn CredentialStore> {
-    let mut chain = ChainStore::default();
-    chain.push(Box::new(StaticUsers::new(&[realm], users)));
-    if !secrets.is_empty() {
-        chain.push(Box::new(RestSecrets::new(secrets)));
-    }
-    Arc::new(chain)
-}
-
 /// Binds every listener and starts the shards.
 pub fn start(opts: NetOptions) -> io::Result<Running> {
     let shards = match opts.threads {
@@ -158,8 +149,9 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     let cfg = Arc::new(core);
     let nonces = NonceKey::generate()
         .map_err(|e| io::Error::other(format!("no OS randomness for the nonce key: {e}")))?;
+    let creds = Arc::new(LiveCredentials::new(&cfg.realm, &opts.users, &opts.secrets));
     let shared = Shared {
-        creds: credentials(&cfg.realm, &opts.users, &opts.secrets),
+        creds: credentials::shared(&creds),
         nonces: Arc::new(nonces),
         quota: Arc::new(QuotaTracker::new(
             opts.max_allocations_per_user,
@@ -185,6 +177,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     Ok(Running {
         udp: udp_addrs,
         tcp: tcp_addrs,
+        credentials: creds,
         shutdown: tx,
         threads,
     })

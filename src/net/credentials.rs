@@ -1,0 +1,240 @@
+//! The credentials a running server checks against: users and REST secrets from
+//! the configuration, plus, when a store is configured, the users, secrets and
+//! revocations of the store, held in memory as one snapshot.
+//!
+//! No lookup ever waits on a database: a poller loads a new snapshot when the
+//! store's generation counter moves and swaps it in whole. A request sees either the
+//! old snapshot or the new one, never a mix.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::turn::auth::{CredentialStore, Lookup, RestSecrets, StaticUsers, UserKeys};
+
+/// One user as the store holds it: keys, never the password.
+#[derive(Clone, Debug)]
+pub struct KeyedUser {
+    pub realm: String,
+    pub name: String,
+    pub keys: UserKeys,
+    pub userhash: [u8; 32],
+}
+
+/// What the store contributes, as loaded at one generation.
+#[derive(Debug, Default)]
+pub struct StoreContents {
+    pub generation: i64,
+    pub users: Vec<KeyedUser>,
+    pub secrets: Vec<String>,
+    /// Revoked REST usernames and when their credential would have expired.
+    pub revocations: Vec<(String, u64)>,
+}
+
+/// The snapshot lookups read.
+struct View {
+    generation: i64,
+    /// realm → name → keys (nested so a lookup by `&str` allocates nothing).
+    users: HashMap<Box<str>, HashMap<Box<str>, UserKeys>>,
+    userhashes: HashMap<[u8; 32], (Box<str>, Box<str>)>,
+    /// Configuration secrets first, then the store's.
+    rest: RestSecrets,
+    revoked: HashMap<Box<str>, u64>,
+}
+
+/// Configuration credentials plus the latest store snapshot.
+pub struct LiveCredentials {
+    config_users: StaticUsers,
+    config_secrets: Vec<String>,
+    view: RwLock<Arc<View>>,
+    /// False while the store cannot be read: new allocations are then refused (the
+    /// snapshot may be stale), while existing ones keep refreshing from it.
+    healthy: AtomicBool,
+}
+
+impl std::fmt::Debug for LiveCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCredentials")
+            .field("generation", &self.generation())
+            .field("healthy", &self.is_healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveCredentials {
+    /// Credentials from the configuration alone; `replace` adds a store's.
+    pub fn new(realm: &str, users: &[(String, String)], secrets: &[String]) -> Self {
+        let this = Self {
+            config_users: StaticUsers::new(&[realm], users),
+            config_secrets: secrets.to_vec(),
+            view: RwLock::new(Arc::new(View {
+                generation: -1,
+                users: HashMap::new(),
+                userhashes: HashMap::new(),
+                rest: RestSecrets::new(secrets),
+                revoked: HashMap::new(),
+            })),
+            healthy: AtomicBool::new(true),
+        };
+        this.replace(StoreContents {
+            generation: -1,
+            ..Default::default()
+        });
+        this
+    }
+
+    /// Swaps in the store's contents at a new generation.
+    pub fn replace(&self, contents: StoreContents) {
+        let mut users: HashMap<Box<str>, HashMap<Box<str>, UserKeys>> = HashMap::new();
+        let mut userhashes = HashMap::new();
+        for u in contents.users {
+            userhashes.insert(
+                u.userhash,
+                (u.realm.as_str().into(), u.name.as_str().into()),
+            );
+            users
+                .entry(u.realm.into())
+                .or_default()
+                .insert(u.name.into(), u.keys);
+        }
+        let secrets: Vec<&str> = self
+            .config_secrets
+            .iter()
+            .map(String::as_str)
+            .chain(contents.secrets.iter().map(String::as_str))
+            .collect();
+        let view = View {
+            generation: contents.generation,
+            users,
+            userhashes,
+            rest: RestSecrets::new(&secrets),
+            revoked: contents
+                .revocations
+                .into_iter()
+                .map(|(u, e)| (u.into(), e))
+                .collect(),
+        };
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+    }
+
+    fn current(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The store generation of the current snapshot (-1 before the first load).
+    pub fn generation(&self) -> i64 {
+        self.current().generation
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The username a USERHASH stands for, among configured and stored users.
+    pub fn username_for_hash(&self, userhash: &[u8; 32], realm: &str) -> Option<String> {
+        let view = self.current();
+        view.userhashes
+            .get(userhash)
+            .filter(|(r, _)| &**r == realm)
+            .map(|(_, n)| n.to_string())
+    }
+}
+
+impl CredentialStore for LiveCredentials {
+    fn lookup(&self, username: &str, realm: &str, now_unix: u64) -> Lookup {
+        self.lookup_candidate(username, realm, now_unix, 0)
+    }
+
+    /// Candidates in order: the configured user, the stored user, then one per REST
+    /// secret (configuration secrets first). A revoked REST username is `Revoked`.
+    fn lookup_candidate(&self, username: &str, realm: &str, now_unix: u64, index: usize) -> Lookup {
+        let mut index = index;
+        if let Lookup::Found(keys, exp) = self.config_users.lookup(username, realm, now_unix) {
+            if index == 0 {
+                return Lookup::Found(keys, exp);
+            }
+            index -= 1;
+        }
+        let view = self.current();
+        if let Some(keys) = view.users.get(realm).and_then(|m| m.get(username)) {
+            if index == 0 {
+                return Lookup::Found(keys.clone(), None);
+            }
+            index -= 1;
+        }
+        match view.rest.lookup_candidate(username, realm, now_unix, index) {
+            Lookup::Found(..) if view.revoked.contains_key(username) => Lookup::Revoked,
+            other => other,
+        }
+    }
+}
+
+/// A shared handle, as the core wants it.
+pub fn shared(creds: &Arc<LiveCredentials>) -> Arc<dyn CredentialStore> {
+    creds.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::turn::auth::rest_password;
+
+    fn user(realm: &str, name: &str, password: &str) -> KeyedUser {
+        KeyedUser {
+            realm: realm.into(),
+            name: name.into(),
+            keys: UserKeys::derive(name, realm, password),
+            userhash: crate::stun::integrity::userhash(name, realm),
+        }
+    }
+
+    #[test]
+    fn config_then_store_then_rest_with_revocation() {
+        let c = LiveCredentials::new("r", &[("alice".into(), "a".into())], &["s1".into()]);
+        assert!(matches!(c.lookup("bob", "r", 0), Lookup::Unknown));
+        c.replace(StoreContents {
+            generation: 3,
+            users: vec![user("r", "bob", "b"), user("r", "alice", "stored")],
+            secrets: vec!["s2".into()],
+            revocations: vec![("2000000000:eve".into(), 2_000_000_000)],
+        });
+        assert_eq!(c.generation(), 3);
+        // Config alice first, then stored alice as a second candidate.
+        let Lookup::Found(k0, _) = c.lookup_candidate("alice", "r", 0, 0) else {
+            panic!()
+        };
+        let Lookup::Found(k1, _) = c.lookup_candidate("alice", "r", 0, 1) else {
+            panic!()
+        };
+        assert_eq!(k0, UserKeys::derive("alice", "r", "a"));
+        assert_eq!(k1, UserKeys::derive("alice", "r", "stored"));
+        assert!(matches!(c.lookup("bob", "r", 0), Lookup::Found(..)));
+        assert!(matches!(c.lookup("bob", "other", 0), Lookup::Unknown));
+        // REST: both secrets are candidates, the store's second.
+        let name = "2000000000:carol";
+        let Lookup::Found(k, Some(2_000_000_000)) = c.lookup_candidate(name, "r", 0, 1) else {
+            panic!()
+        };
+        assert_eq!(k, UserKeys::derive(name, "r", &rest_password(b"s2", name)));
+        assert!(matches!(
+            c.lookup("2000000000:eve", "r", 0),
+            Lookup::Revoked
+        ));
+        assert_eq!(
+            c.username_for_hash(&crate::stun::integrity::userhash("bob", "r"), "r")
+                .as_deref(),
+            Some("bob")
+        );
+        // A later snapshot without bob: bob is gone at once.
+        c.replace(StoreContents {
+            generation: 4,
+            ..Default::default()
+        });
+        assert!(matches!(c.lookup("bob", "r", 0), Lookup::Unknown));
+        assert!(matches!(c.lookup("alice", "r", 0), Lookup::Found(..)));
+    }
+}
