@@ -171,6 +171,10 @@ impl CredentialStore for LiveCredentials {
             other => other,
         }
     }
+
+    fn accepts_new_allocations(&self) -> bool {
+        self.is_healthy()
+    }
 }
 
 /// A shared handle, as the core wants it.

@@ -114,6 +114,14 @@ pub trait CredentialStore: Send + Sync {
             Lookup::Unknown
         }
     }
+
+    /// Whether new allocations may be created now. A store whose backing
+    /// database is unreachable answers `false`: its cached view may be stale,
+    /// so new logins are refused, while requests on existing allocations keep
+    /// authenticating from the cache and relaying never stops.
+    fn accepts_new_allocations(&self) -> bool {
+        true
+    }
 }
 
 macro_rules! forward_store {
@@ -130,6 +138,9 @@ macro_rules! forward_store {
                 index: usize,
             ) -> Lookup {
                 (**self).lookup_candidate(username, realm, now_unix, index)
+            }
+            fn accepts_new_allocations(&self) -> bool {
+                (**self).accepts_new_allocations()
             }
         }
     )*};

@@ -180,6 +180,8 @@ pub enum CloseReason {
     Expired,
     Deleted,
     ConnectionClosed,
+    /// The credential was removed or revoked (see `recheck_credentials`).
+    Revoked,
     Shutdown,
 }
 
@@ -749,6 +751,10 @@ impl<B: RelayBinder> Server<B> {
         if additional && requested_family.is_some() {
             return self.error(out, msg, 400, key);
         }
+        if !self.creds.accepts_new_allocations() {
+            tracing::warn!("credential store unavailable: refusing a new allocation");
+            return self.error(out, msg, 500, key);
+        }
         match self.quota.acquire(auth.username) {
             Ok(()) => {}
             Err(QuotaError::User) => return self.error(out, msg, 486, key),
@@ -1299,6 +1305,29 @@ impl<B: RelayBinder> Server<B> {
                 self.discard_reserved(addr);
             }
         }
+    }
+
+    /// Ends every allocation whose credential no longer resolves: the user was
+    /// removed or the REST credential revoked. Call it when the credentials
+    /// change; a changed password does not end anything (the next request must
+    /// simply use the new one). Returns how many allocations ended.
+    pub fn recheck_credentials(&mut self, now: Instant) -> usize {
+        let unix = self.unix(now);
+        let gone: Vec<AllocId> = self
+            .table
+            .iter()
+            .filter(|(_, a)| {
+                !matches!(
+                    self.creds.lookup(&a.username, &self.cfg.realm, unix),
+                    Lookup::Found(..)
+                )
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for &id in &gone {
+            self.close(now, id, CloseReason::Revoked);
+        }
+        gone.len()
     }
 
     /// When the core next needs [`handle_timeout`](Self::handle_timeout).

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::auth::{rest_password, ChainStore, CredentialStore, NonceKey, RestSecrets, StaticUsers};
+use super::auth::{
+    rest_password, ChainStore, CredentialStore, Lookup, NonceKey, RestSecrets, StaticUsers,
+    UserKeys,
+};
 use super::live::LiveRelayPorts;
 use super::quota::QuotaTracker;
 use super::reservations::Reservations;
@@ -1994,4 +1997,89 @@ fn cool_down_and_permission_quota_do_not_depend_on_timer_punctuality() {
         Output::ToPeer { peer, .. } => assert_eq!(peer, sa(PEER_B)),
         o => panic!("expected ToPeer, got {o:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Live credential changes
+// ---------------------------------------------------------------------------
+
+/// A credential store whose users can be removed and whose backing database can
+/// be "down", as the live store of a running server can.
+#[derive(Default)]
+struct MutableUsers {
+    users: std::sync::Mutex<Vec<(String, String)>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl CredentialStore for MutableUsers {
+    fn lookup(&self, username: &str, realm: &str, _now_unix: u64) -> Lookup {
+        let users = self.users.lock().unwrap();
+        match users.iter().find(|(u, _)| u == username) {
+            Some((u, p)) => Lookup::Found(UserKeys::derive(u, realm, p), None),
+            None => Lookup::Unknown,
+        }
+    }
+
+    fn accepts_new_allocations(&self) -> bool {
+        !self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn mutable_users() -> Arc<MutableUsers> {
+    let m = MutableUsers::default();
+    m.users.lock().unwrap().extend([
+        ("alice".to_owned(), "alice-pw".to_owned()),
+        ("bob".to_owned(), "bob-pw".to_owned()),
+    ]);
+    Arc::new(m)
+}
+
+#[test]
+fn removed_user_loses_its_allocation_on_recheck_and_others_stay() {
+    let store = mutable_users();
+    let mut h = H::with(base_config(), store.clone(), QuotaTracker::new(0, 0));
+    let (mut a, _) = allocated(&mut h, "192.0.2.10:1000");
+    let mut b = Client::new("bob", "bob-pw", "192.0.2.10:1001");
+    h.allocate(&mut b).expect_success();
+    h.events();
+    // Nothing changed: nothing ends.
+    assert_eq!(h.srv.recheck_credentials(h.now), 0);
+    store.users.lock().unwrap().retain(|(u, _)| u != "alice");
+    assert_eq!(h.srv.recheck_credentials(h.now), 1);
+    let ev = h.events();
+    assert!(matches!(
+        &ev[..],
+        [Event::AllocationClosed {
+            reason: CloseReason::Revoked,
+            username,
+            ..
+        }] if &**username == "alice"
+    ));
+    assert_eq!(h.srv.allocations(), 1);
+    assert_eq!(h.shared.quota.total(), 1);
+    // Alice's next request is refused: her allocation is gone and so is she.
+    h.refresh(&mut a, Some(600)).expect_error(401);
+    h.refresh(&mut b, Some(600)).expect_success();
+}
+
+#[test]
+fn store_outage_refuses_new_allocations_but_existing_ones_refresh() {
+    let store = mutable_users();
+    let mut h = H::with(base_config(), store.clone(), QuotaTracker::new(0, 0));
+    let (mut a, _) = allocated(&mut h, "192.0.2.10:1000");
+    store.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut b = Client::new("bob", "bob-pw", "192.0.2.10:1001");
+    h.allocate(&mut b).expect_error(500);
+    assert_eq!(h.srv.allocations(), 1);
+    assert_eq!(
+        h.shared.quota.total(),
+        1,
+        "the refused allocation took no quota"
+    );
+    h.refresh(&mut a, Some(600)).expect_success();
+    store
+        .down
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut b = Client::new("bob", "bob-pw", "192.0.2.10:1002");
+    h.allocate(&mut b).expect_success();
 }
