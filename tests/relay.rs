@@ -309,3 +309,66 @@ async fn reservation_token_is_redeemed_whichever_shard_gets_it() {
     }
     srv.stop().unwrap();
 }
+
+/// A user who disappears from the credentials loses their allocation at once: the
+/// shards recheck when the credential generation moves, and relaying stops.
+#[tokio::test]
+async fn removing_a_user_ends_their_allocation_in_a_running_server() {
+    use ferroturn::net::credentials::{KeyedUser, StoreContents};
+    use ferroturn::turn::auth::UserKeys;
+
+    let srv = server("127.0.0.1:0");
+    let stored = |generation: i64, with_carol: bool| StoreContents {
+        generation,
+        users: if with_carol {
+            vec![KeyedUser {
+                realm: REALM.into(),
+                name: "carol".into(),
+                keys: UserKeys::derive("carol", REALM, "carol-pw"),
+                userhash: ferroturn::stun::integrity::userhash("carol", REALM),
+            }]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    srv.credentials.replace(stored(1, true));
+    srv.credentials_changed.send(1).unwrap();
+
+    let peer = echo_peer("127.0.0.1:0", 100).await;
+    let mut carol = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials("carol", "carol-pw");
+    let mut alice = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    for c in [&mut carol, &mut alice] {
+        c.allocate().await.unwrap();
+        c.channel_bind(0x4000, peer).await.unwrap();
+        c.send_channel_data(0x4000, b"before").await.unwrap();
+        assert!(matches!(
+            c.recv_data(WAIT).await.unwrap(),
+            Received::Channel { .. }
+        ));
+    }
+
+    srv.credentials.replace(stored(2, false));
+    srv.credentials_changed.send(2).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    carol.send_channel_data(0x4000, b"after").await.unwrap();
+    assert!(
+        carol.recv_data(Duration::from_millis(300)).await.is_err(),
+        "carol still relays"
+    );
+    assert_eq!(carol.refresh(600).await.unwrap_err().code(), Some(401));
+    // Alice is untouched.
+    alice.send_channel_data(0x4000, b"after").await.unwrap();
+    assert!(matches!(
+        alice.recv_data(WAIT).await.unwrap(),
+        Received::Channel { .. }
+    ));
+    srv.stop().unwrap();
+}

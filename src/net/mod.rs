@@ -24,7 +24,7 @@ use crate::turn::reservations::Reservations;
 use crate::turn::{ServerConfig, Shared};
 use credentials::LiveCredentials;
 use relay::PortBudget;
-use shard::ShardSockets;
+use shard::{ShardParams, ShardSockets};
 
 /// Everything the network layer needs to run.
 #[derive(Clone, Debug)]
@@ -49,6 +49,9 @@ pub struct Running {
     /// The credentials the shards check against (a store poller replaces its
     /// snapshot).
     pub credentials: Arc<LiveCredentials>,
+    /// Tells the shards that `credentials` changed (the new generation), so that
+    /// they end allocations whose credential is gone.
+    pub credentials_changed: watch::Sender<i64>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -166,18 +169,28 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     });
 
     let (tx, rx) = watch::channel(false);
+    let (generation_tx, generation_rx) = watch::channel(creds.generation());
     let mut threads = Vec::new();
-    for (i, sockets) in per_shard.into_iter().enumerate() {
-        let (cfg, shared, budget, rx) = (cfg.clone(), shared.clone(), budget.clone(), rx.clone());
+    for (index, sockets) in per_shard.into_iter().enumerate() {
+        let params = ShardParams {
+            index,
+            cfg: cfg.clone(),
+            shared: shared.clone(),
+            budget: budget.clone(),
+            sockets,
+            shutdown: rx.clone(),
+            credentials: generation_rx.clone(),
+        };
         let t = std::thread::Builder::new()
-            .name(format!("ferroturn-shard-{i}"))
-            .spawn(move || shard::run(i, cfg, shared, budget, sockets, rx))?;
+            .name(format!("ferroturn-shard-{index}"))
+            .spawn(move || shard::run(params))?;
         threads.push(t);
     }
     Ok(Running {
         udp: udp_addrs,
         tcp: tcp_addrs,
         credentials: creds,
+        credentials_changed: generation_tx,
         shutdown: tx,
         threads,
     })

@@ -425,17 +425,50 @@ fn log_events(server: &mut Server<Binder>) {
     }
 }
 
+/// What a shard thread is handed.
+pub struct ShardParams {
+    pub index: usize,
+    pub cfg: Arc<ServerConfig>,
+    pub shared: Shared,
+    pub budget: Arc<PortBudget>,
+    pub sockets: ShardSockets,
+    /// Flips to true to stop the shard.
+    pub shutdown: watch::Receiver<bool>,
+    /// The credentials' generation: when it moves, allocations whose credential
+    /// is gone are ended.
+    pub credentials: watch::Receiver<i64>,
+}
+
+/// Ends allocations whose credential vanished, each time the credentials change.
+async fn recheck_on_change(shard: ShardRef, mut generation: watch::Receiver<i64>) {
+    while generation.changed().await.is_ok() {
+        let mut s = shard.borrow_mut();
+        let ended = s.server.recheck_credentials(Instant::now());
+        if ended > 0 {
+            tracing::info!(
+                allocations = ended,
+                "credentials removed or revoked: allocations ended"
+            );
+        }
+        log_events(&mut s.server);
+    }
+}
+
 /// Runs one shard until `shutdown` flips to true.
-pub fn run(
-    index: usize,
-    cfg: Arc<ServerConfig>,
-    shared: Shared,
-    budget: Arc<PortBudget>,
-    sockets: ShardSockets,
-    mut shutdown: watch::Receiver<bool>,
-) -> io::Result<()> {
+pub fn run(params: ShardParams) -> io::Result<()> {
+    let ShardParams {
+        index,
+        cfg,
+        shared,
+        budget,
+        sockets,
+        mut shutdown,
+        credentials,
+    } = params;
+    // I/O and time only: the main thread's runtime alone has a signal driver.
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
@@ -468,6 +501,7 @@ pub fn run(
             tokio::task::spawn_local(tcp_acceptor(shard.clone(), l));
         }
         tokio::task::spawn_local(timer(shard.clone()));
+        tokio::task::spawn_local(recheck_on_change(shard.clone(), credentials));
         tracing::debug!(shard = index, "shard running");
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
