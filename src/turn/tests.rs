@@ -2138,6 +2138,9 @@ fn cool_down_and_permission_quota_do_not_depend_on_timer_punctuality() {
 /// The PASSWORD-ALGORITHMS every challenge carries: SHA-256, then MD5.
 const OFFERED: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
 
+/// A named change to what a well-behaved client would send.
+type Tamper = (&'static str, fn(&mut Sec));
+
 fn allocate_attrs(b: &mut MessageBuilder) {
     b.add(&RequestedTransport(PROTOCOL_UDP));
 }
@@ -2301,7 +2304,7 @@ fn with_both_integrity_attributes_only_the_sha256_one_counts() {
 #[test]
 fn bid_down_attempts_are_400() {
     let mut h = H::new();
-    let tamper: [(&str, fn(&mut Sec)); 9] = [
+    let tamper: [Tamper; 9] = [
         ("list without SHA-256", |s| {
             s.algorithms_override = Some(vec![0, 1, 0, 0]);
             s.algorithm = Some((ALGORITHM_MD5, Vec::new()));
@@ -2457,7 +2460,7 @@ fn unknown_userhash_is_the_same_401_as_an_unknown_user() {
 #[test]
 fn malformed_or_ambiguous_user_identification_is_400() {
     let mut h = H::new();
-    let cases: [(&str, fn(&mut Sec)); 2] = [
+    let cases: [Tamper; 2] = [
         ("USERHASH of 31 bytes", |s| s.userhash = Some(vec![7; 31])),
         ("USERHASH and USERNAME", |s| {
             s.userhash = Some(userhash("alice", REALM).to_vec());
