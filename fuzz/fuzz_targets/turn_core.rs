@@ -8,13 +8,17 @@
 //! `PEER_HEADROOM`/`PEER_TAILROOM` layout), a timeout, a closed stream, a shutdown.
 //! Building the requests in the harness (with a valid nonce and MESSAGE-INTEGRITY)
 //! lets the fuzzer reach allocations, permissions, channels and the data path, which
-//! random bytes alone never would.
+//! random bytes alone never would. The flags also pick the RFC 8489 §9.2 security
+//! features: the SHA-256 password algorithm (with PASSWORD-ALGORITHMS echoed, or
+//! tampered with as a bid-down would), MESSAGE-INTEGRITY-SHA256, and USERHASH.
 //!
 //! Invariants:
 //! - ranges the core returns are inside the buffers, and carry exactly the payload;
 //! - replies parse as STUN, echo method and transaction ID, carry FINGERPRINT when
-//!   the request did, and carry a MESSAGE-INTEGRITY that verifies under the user's key
-//!   (and on every success to an authenticated method);
+//!   the request did, and carry integrity (MESSAGE-INTEGRITY or
+//!   MESSAGE-INTEGRITY-SHA256, the kind the request used, never both) that verifies
+//!   under the key the request was signed with (and on every success to an
+//!   authenticated method);
 //! - a datagram that is not STUN never gets a reply;
 //! - relayed data reaches the client as valid ChannelData or a valid Data indication;
 //! - data goes out only on relay sockets that are open, of the peer's family, and
@@ -35,9 +39,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ferroturn::stun::attr::{self, *};
 use ferroturn::stun::channel_data::{padded_len, ChannelData};
-use ferroturn::stun::integrity::long_term_key_md5;
+use ferroturn::stun::integrity::{long_term_key_md5, long_term_key_sha256, userhash};
 use ferroturn::stun::{Class, Message, MessageBuilder, Method, TransactionId};
-use ferroturn::turn::auth::{NonceKey, StaticUsers};
+use ferroturn::turn::auth::{
+    NonceKey, StaticUsers, FEATURE_PASSWORD_ALGORITHMS, FEATURE_USERNAME_ANONYMITY,
+};
 use ferroturn::turn::live::LiveRelayPorts;
 use ferroturn::turn::quota::QuotaTracker;
 use ferroturn::turn::reservations::Reservations;
@@ -53,6 +59,9 @@ const USERS: [(&str, &str); 2] = [("alice", "alice-pw"), ("bob", "bob-pw")];
 const UNIX0: u64 = 1_700_000_000;
 const MAX_OPS: usize = 256;
 const RELAY_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// The features the server advertises in its nonces, and its PASSWORD-ALGORITHMS.
+const FEATURES: u32 = FEATURE_PASSWORD_ALGORITHMS | FEATURE_USERNAME_ANONYMITY;
+const OFFERED: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
 
 const SERVER_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const SERVER_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
@@ -258,6 +267,7 @@ struct Harness {
     clients: [FiveTuple; 6],
     peers: Vec<SocketAddr>,
     keys: [[u8; 16]; 2],
+    sha_keys: [[u8; 32]; 2],
     now: Instant,
     t0: Instant,
     external: bool,
@@ -333,6 +343,7 @@ impl Harness {
             clients: clients(),
             peers: fixed_peers().to_vec(),
             keys: USERS.map(|(u, p)| long_term_key_md5(u, REALM, p)),
+            sha_keys: USERS.map(|(u, p)| long_term_key_sha256(u, REALM, p)),
             now,
             t0: now,
             external,
@@ -403,13 +414,25 @@ impl Harness {
         let with_auth = flags & 0x04 == 0 && class == Class::Request;
         let fingerprint = flags & 0x01 != 0;
 
-        let (username, key) = match user % 4 {
-            0 => (USERS[0].0, Some(self.keys[0])),
-            1 => (USERS[1].0, Some(self.keys[1])),
-            2 => ("mallory", None),
+        // flags 0x10: SHA-256 password algorithm; 0x20: MESSAGE-INTEGRITY-SHA256;
+        // 0x40: USERHASH instead of USERNAME; 0x80: tamper with the negotiation.
+        let sha256 = flags & 0x10 != 0;
+        let mac_sha256 = flags & 0x20 != 0;
+        let by_hash = flags & 0x40 != 0;
+        let tamper = flags & 0x80 != 0;
+        let (username, key): (&str, Option<Vec<u8>>) = match (user % 4, sha256) {
+            (0, false) => (USERS[0].0, Some(self.keys[0].to_vec())),
+            (1, false) => (USERS[1].0, Some(self.keys[1].to_vec())),
+            (0, true) => (USERS[0].0, Some(self.sha_keys[0].to_vec())),
+            (1, true) => (USERS[1].0, Some(self.sha_keys[1].to_vec())),
+            (2, _) => ("mallory", None),
             _ => (USERS[0].0, None),
         };
-        let wrong_key = long_term_key_md5(username, REALM, "wrong");
+        let wrong_key = if sha256 {
+            long_term_key_sha256(username, REALM, "wrong").to_vec()
+        } else {
+            long_term_key_md5(username, REALM, "wrong").to_vec()
+        };
         let nonce_client = if nonce_sel & 0x80 != 0 {
             self.clients[(ci + 1) % self.clients.len()].client
         } else {
@@ -418,15 +441,17 @@ impl Harness {
         let nonce: Vec<u8> = match nonce_sel % 4 {
             0 | 1 => self
                 .nonces
-                .issue(self.unix(), nonce_client, 0)
+                .issue(self.unix(), nonce_client, FEATURES)
                 .as_bytes()
                 .to_vec(),
+            // Older nonces, with or without the security features (the server only
+            // issues them with, but the rules for either must hold).
             2 => self
                 .nonces
                 .issue(
                     self.unix().saturating_sub(u64::from(nonce_sel) * 10),
                     nonce_client,
-                    0,
+                    if nonce_sel & 0x40 != 0 { 0 } else { FEATURES },
                 )
                 .as_bytes()
                 .to_vec(),
@@ -440,8 +465,16 @@ impl Harness {
 
         let mut buf = BytesMut::new();
         let mut b = MessageBuilder::new(&mut buf, method, class, tid);
+        let hash = userhash(username, REALM);
+        let add_user = |b: &mut MessageBuilder<'_>| {
+            if by_hash {
+                b.add(&Userhash(&hash));
+            } else {
+                b.add(&Username(username));
+            }
+        };
         if with_auth && flags & 0x08 != 0 {
-            b.add(&Username(username));
+            add_user(&mut b);
         }
         let mut sent_data: Option<Vec<u8>> = None;
         let count = inp.byte() % 8;
@@ -519,18 +552,44 @@ impl Harness {
         }
         if with_auth {
             if flags & 0x08 == 0 {
-                b.add(&Username(username));
+                add_user(&mut b);
             }
             b.add(&Realm(realm));
             b.add(&attr::Nonce(&nonce));
-            b.add_message_integrity(&key.unwrap_or(wrong_key));
+            if sha256 || tamper {
+                let algorithm = if sha256 {
+                    ALGORITHM_SHA256
+                } else {
+                    ALGORITHM_MD5
+                };
+                // Tampering: a list without SHA-256, as a bid-down attacker would
+                // leave it, or (with SHA-256) no list at all.
+                let list: Option<&[u8]> = match (tamper, sha256) {
+                    (false, _) => Some(&OFFERED),
+                    (true, false) => Some(&[0, 1, 0, 0]),
+                    (true, true) => None,
+                };
+                b.add(&PasswordAlgorithm {
+                    algorithm,
+                    params: &[],
+                });
+                if let Some(l) = list {
+                    b.add(&PasswordAlgorithms(l));
+                }
+            }
+            let k = key.as_deref().unwrap_or(&wrong_key);
+            if mac_sha256 {
+                b.add_message_integrity_sha256(k);
+            } else {
+                b.add_message_integrity(k);
+            }
         }
         if fingerprint {
             b.add_fingerprint();
         }
         b.finish();
 
-        let authed_key = key.filter(|_| with_auth && realm == REALM);
+        let authed_key = key.filter(|_| with_auth && realm == REALM && !tamper);
         let before = self.server.allocations();
         let output = self
             .server
@@ -561,7 +620,7 @@ impl Harness {
         &mut self,
         request: &[u8],
         fingerprint: bool,
-        key: Option<[u8; 16]>,
+        key: Option<Vec<u8>>,
     ) -> ReplyInfo {
         let req = Message::parse(request).expect("a reply only answers a STUN message");
         assert_eq!(req.class(), Class::Request, "only requests are answered");
@@ -576,10 +635,24 @@ impl Harness {
         if fingerprint {
             r.verify_fingerprint().expect("reply FINGERPRINT verifies");
         }
-        if r.has_integrity() {
-            let k = key.expect("MESSAGE-INTEGRITY on a reply to an unauthenticated request");
-            r.verify_integrity(&k)
-                .expect("reply MESSAGE-INTEGRITY verifies");
+        assert!(
+            !(r.has_integrity() && r.has_integrity_sha256()),
+            "reply carries both integrity attributes"
+        );
+        if r.has_integrity() || r.has_integrity_sha256() {
+            let k = key.expect("integrity on a reply to an unauthenticated request");
+            assert_eq!(
+                r.has_integrity_sha256(),
+                req.has_integrity_sha256(),
+                "reply integrity is not the kind the request used"
+            );
+            if r.has_integrity_sha256() {
+                r.verify_integrity_sha256(&k)
+                    .expect("reply MESSAGE-INTEGRITY-SHA256 verifies");
+            } else {
+                r.verify_integrity(&k)
+                    .expect("reply MESSAGE-INTEGRITY verifies");
+            }
         }
         let success = r.class() == Class::Success;
         if success {
@@ -587,7 +660,10 @@ impl Harness {
                 Method::Binding => {
                     assert!(matches!(r.get::<XorMappedAddress>(), Some(Ok(_))));
                 }
-                _ => assert!(r.has_integrity(), "TURN success without MESSAGE-INTEGRITY"),
+                _ => assert!(
+                    r.has_integrity() || r.has_integrity_sha256(),
+                    "TURN success without integrity"
+                ),
             }
         } else {
             let Some(Ok(e)) = r.get::<ErrorCode>() else {

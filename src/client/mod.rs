@@ -5,6 +5,11 @@
 //! 438 → retry with the fresh nonce), retransmits requests over UDP with a bounded
 //! back-off, and keeps relayed data that arrives while it waits for a response so
 //! that nothing is lost.
+//!
+//! By default it is a classic (RFC 5389) client: USERNAME, the MD5 key and
+//! MESSAGE-INTEGRITY. [`Client::with_sha256`] and [`Client::with_userhash`] turn on
+//! the RFC 8489 §9.2 security features: the SHA-256 password algorithm with
+//! MESSAGE-INTEGRITY-SHA256, and USERHASH instead of USERNAME.
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,8 +23,9 @@ use tokio::net::{TcpStream, UdpSocket};
 use crate::stun::attr::*;
 use crate::stun::channel_data::ChannelData;
 use crate::stun::framing::{next_frame, Frame};
-use crate::stun::integrity::long_term_key_md5;
+use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256, userhash};
 use crate::stun::{Class, Message, MessageBuilder, Method, TransactionId};
+use crate::turn::auth::{nonce_features, FEATURE_PASSWORD_ALGORITHMS, FEATURE_USERNAME_ANONYMITY};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +94,36 @@ pub struct Client {
     password: String,
     realm: Option<String>,
     nonce: Option<Vec<u8>>,
+    /// PASSWORD-ALGORITHMS of the last 401/438, echoed byte for byte when
+    /// negotiating (RFC 8489 §9.2.4 refuses anything else as a bid-down).
+    offered_algorithms: Option<Vec<u8>>,
+    /// Security features the current nonce advertises (its cookie bits).
+    nonce_features: u32,
+    /// Negotiate SHA-256 and sign with MESSAGE-INTEGRITY-SHA256.
+    sha256: bool,
+    /// Send USERHASH instead of USERNAME.
+    userhash: bool,
     received: VecDeque<Received>,
     /// Per-attempt wait for a response over UDP (doubles each retransmission).
     pub rto: Duration,
     /// Total time to wait for a response.
     pub timeout: Duration,
+}
+
+/// A long-term key (RFC 8489 §9.2.2), by password algorithm.
+#[derive(Clone, Copy)]
+enum Key {
+    Md5([u8; 16]),
+    Sha256([u8; 32]),
+}
+
+impl Key {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Md5(k) => k,
+            Key::Sha256(k) => k,
+        }
+    }
 }
 
 /// A response: owned bytes, parsed on demand.
@@ -140,6 +171,10 @@ impl Client {
             password: String::new(),
             realm: None,
             nonce: None,
+            offered_algorithms: None,
+            nonce_features: 0,
+            sha256: false,
+            userhash: false,
             received: VecDeque::new(),
             rto: Duration::from_millis(250),
             timeout: Duration::from_secs(5),
@@ -150,6 +185,24 @@ impl Client {
     pub fn credentials(mut self, username: &str, password: &str) -> Self {
         self.username = username.to_owned();
         self.password = password.to_owned();
+        self
+    }
+
+    /// Use the SHA-256 password algorithm (RFC 8489 §9.2.3): echo the server's
+    /// PASSWORD-ALGORITHMS, send PASSWORD-ALGORITHM SHA-256, sign requests with
+    /// MESSAGE-INTEGRITY-SHA256 under the SHA-256 long-term key and expect responses
+    /// signed the same way. If the server's challenge does not offer SHA-256 the
+    /// request fails with [`ClientError::Protocol`] rather than quietly falling back
+    /// to MD5: a client that asked for SHA-256 wants to know.
+    pub fn with_sha256(mut self) -> Self {
+        self.sha256 = true;
+        self
+    }
+
+    /// Send USERHASH instead of USERNAME (RFC 8489 §9.2, username anonymity). Fails
+    /// with [`ClientError::Protocol`] if the server's nonce does not offer it.
+    pub fn with_userhash(mut self) -> Self {
+        self.userhash = true;
         self
     }
 
@@ -275,9 +328,33 @@ impl Client {
         }
     }
 
-    fn key(&self) -> Option<[u8; 16]> {
+    /// The long-term key for the realm the server named: SHA-256 or MD5, as chosen.
+    fn key(&self) -> Option<Key> {
         let realm = self.realm.as_ref()?;
-        Some(long_term_key_md5(&self.username, realm, &self.password))
+        Some(if self.sha256 {
+            Key::Sha256(long_term_key_sha256(&self.username, realm, &self.password))
+        } else {
+            Key::Md5(long_term_key_md5(&self.username, realm, &self.password))
+        })
+    }
+
+    /// Refuses to go on when the server's challenge lacks a feature this client was
+    /// told to use (see [`with_sha256`](Self::with_sha256)).
+    fn check_features(&self) -> Result<(), ClientError> {
+        if self.sha256 {
+            let offers_sha256 = self.offered_algorithms.as_deref().is_some_and(|v| {
+                PasswordAlgorithms(v)
+                    .iter()
+                    .any(|a| a.algorithm == ALGORITHM_SHA256 && a.params.is_empty())
+            });
+            if self.nonce_features & FEATURE_PASSWORD_ALGORITHMS == 0 || !offers_sha256 {
+                return Err(ClientError::Protocol("the server does not offer SHA-256"));
+            }
+        }
+        if self.userhash && self.nonce_features & FEATURE_USERNAME_ANONYMITY == 0 {
+            return Err(ClientError::Protocol("the server does not offer USERHASH"));
+        }
+        Ok(())
     }
 
     /// Builds and sends an authenticated request, handling 401 and 438 by retrying
@@ -295,12 +372,29 @@ impl Client {
             attrs(&mut b);
             let key = self.key();
             if let (Some(key), Some(realm), Some(nonce)) =
-                (key, self.realm.clone(), self.nonce.clone())
+                (key, self.realm.as_deref(), self.nonce.as_deref())
             {
-                b.add(&Username(&self.username));
-                b.add(&Realm(&realm));
-                b.add(&Nonce(&nonce));
-                b.add_message_integrity(&key);
+                self.check_features()?;
+                if self.userhash {
+                    b.add(&Userhash(&userhash(&self.username, realm)));
+                } else {
+                    b.add(&Username(&self.username));
+                }
+                b.add(&Realm(realm));
+                b.add(&Nonce(nonce));
+                match (key, self.offered_algorithms.as_deref()) {
+                    (Key::Sha256(k), Some(offered)) => {
+                        b.add(&PasswordAlgorithm {
+                            algorithm: ALGORITHM_SHA256,
+                            params: &[],
+                        });
+                        b.add(&PasswordAlgorithms(offered));
+                        b.add_message_integrity_sha256(&k);
+                    }
+                    _ => {
+                        b.add_message_integrity(key.as_bytes());
+                    }
+                }
             }
             b.add_fingerprint();
             b.finish();
@@ -308,7 +402,13 @@ impl Client {
             let m = resp.message();
             if m.class() == Class::Success {
                 if let Some(key) = key {
-                    if m.verify_integrity(&key).is_err() {
+                    // The same kind of integrity attribute as the request (RFC 8489
+                    // §9.2.5), under the same key.
+                    let ok = match key {
+                        Key::Sha256(k) => m.verify_integrity_sha256(&k).is_ok(),
+                        Key::Md5(k) => m.verify_integrity(&k).is_ok(),
+                    };
+                    if !ok {
                         return Err(ClientError::Protocol(
                             "response MESSAGE-INTEGRITY does not verify",
                         ));
@@ -334,6 +434,11 @@ impl Client {
                 {
                     self.realm = Some(r.to_owned());
                     self.nonce = Some(n.to_vec());
+                    self.nonce_features = nonce_features(n);
+                    self.offered_algorithms = m
+                        .get::<PasswordAlgorithms>()
+                        .and_then(Result::ok)
+                        .map(|a| a.0.to_vec());
                     continue;
                 }
             }

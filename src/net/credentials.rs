@@ -175,6 +175,13 @@ impl CredentialStore for LiveCredentials {
     fn accepts_new_allocations(&self) -> bool {
         self.is_healthy()
     }
+
+    /// Configured users first, then stored ones (the same order as `lookup`).
+    fn lookup_userhash(&self, userhash: &[u8; 32], realm: &str, now_unix: u64) -> Option<String> {
+        self.config_users
+            .lookup_userhash(userhash, realm, now_unix)
+            .or_else(|| self.username_for_hash(userhash, realm))
+    }
 }
 
 /// A shared handle, as the core wants it.

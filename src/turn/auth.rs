@@ -12,7 +12,7 @@
 //! * [`NonceKey`] issues and verifies stateless nonces, so the server keeps
 //!   no per-client nonce table (which an attacker could otherwise fill).
 
-use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256};
+use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256, userhash};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -122,6 +122,25 @@ pub trait CredentialStore: Send + Sync {
     fn accepts_new_allocations(&self) -> bool {
         true
     }
+
+    /// The username whose USERHASH (RFC 8489 §14.4,
+    /// `SHA-256(OpaqueString(username) ":" OpaqueString(realm))`) is
+    /// `userhash` in `realm`, for requests that hide the username
+    /// ("username anonymity", RFC 8489 §9.2). The core then looks the
+    /// returned name up as if it had arrived in USERNAME.
+    ///
+    /// The default knows no hashes: a hash cannot be inverted, so only a
+    /// store that can enumerate its users (and precompute their hashes)
+    /// can answer. [`RestSecrets`] therefore cannot: its usernames are
+    /// minted elsewhere and unbounded, so REST clients must send USERNAME.
+    fn lookup_userhash(
+        &self,
+        _userhash: &[u8; 32],
+        _realm: &str,
+        _now_unix: u64,
+    ) -> Option<String> {
+        None
+    }
 }
 
 macro_rules! forward_store {
@@ -142,6 +161,14 @@ macro_rules! forward_store {
             fn accepts_new_allocations(&self) -> bool {
                 (**self).accepts_new_allocations()
             }
+            fn lookup_userhash(
+                &self,
+                userhash: &[u8; 32],
+                realm: &str,
+                now_unix: u64,
+            ) -> Option<String> {
+                (**self).lookup_userhash(userhash, realm, now_unix)
+            }
         }
     )*};
 }
@@ -159,6 +186,9 @@ pub struct StaticUsers {
     /// realm → username → keys. Nested maps so lookups by `&str` need no
     /// allocation.
     by_realm: HashMap<Box<str>, HashMap<Box<str>, UserKeys>>,
+    /// realm → USERHASH → username, precomputed so that a request carrying
+    /// USERHASH costs one map lookup, not a hash per configured user.
+    by_userhash: HashMap<Box<str>, HashMap<[u8; 32], Box<str>>>,
 }
 
 impl StaticUsers {
@@ -172,19 +202,26 @@ impl StaticUsers {
         P: AsRef<str>,
     {
         let mut by_realm = HashMap::with_capacity(realms.len());
+        let mut by_userhash = HashMap::with_capacity(realms.len());
         for realm in realms {
             let realm = realm.as_ref();
             let mut map = HashMap::with_capacity(users.len());
+            let mut hashes = HashMap::with_capacity(users.len());
             for (user, password) in users {
                 let user = user.as_ref();
                 map.insert(
                     Box::from(user),
                     UserKeys::derive(user, realm, password.as_ref()),
                 );
+                hashes.insert(userhash(user, realm), Box::from(user));
             }
             by_realm.insert(Box::from(realm), map);
+            by_userhash.insert(Box::from(realm), hashes);
         }
-        StaticUsers { by_realm }
+        StaticUsers {
+            by_realm,
+            by_userhash,
+        }
     }
 
     /// Number of distinct usernames (per realm).
@@ -204,6 +241,13 @@ impl CredentialStore for StaticUsers {
             Some(keys) => Lookup::Found(keys.clone(), None),
             None => Lookup::Unknown,
         }
+    }
+
+    fn lookup_userhash(&self, userhash: &[u8; 32], realm: &str, _now_unix: u64) -> Option<String> {
+        self.by_userhash
+            .get(realm)
+            .and_then(|m| m.get(userhash))
+            .map(|u| String::from(&**u))
     }
 }
 
@@ -371,6 +415,16 @@ impl CredentialStore for ChainStore {
         }
         Lookup::Unknown
     }
+
+    /// The first store that knows the hash names the user. The keys then
+    /// come from [`lookup`](CredentialStore::lookup) over the whole chain,
+    /// so an earlier store still shadows a same-named user in a later one,
+    /// exactly as with USERNAME.
+    fn lookup_userhash(&self, userhash: &[u8; 32], realm: &str, now_unix: u64) -> Option<String> {
+        self.stores
+            .iter()
+            .find_map(|s| s.lookup_userhash(userhash, realm, now_unix))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -381,6 +435,45 @@ impl CredentialStore for ChainStore {
 /// security features (password algorithms, username anonymity) in the
 /// next 4 base64 characters (24 bits).
 pub const NONCE_COOKIE: &[u8; 9] = b"obMatJos2";
+
+/// Security feature "Password algorithms" (RFC 8489 §18.1 bit 0): the
+/// server negotiates the password algorithm with PASSWORD-ALGORITHMS, and
+/// the bid-down checks of §9.2.4 apply.
+///
+/// Bit numbering: the printed §18.1 says bit 0 is the *leftmost* bit of
+/// the 24, but verified erratum 6290 reverses that (bit 0 is the
+/// *rightmost*), and the RFC's own example (Appendix B.1, a request with
+/// USERHASH, nonce `obMatJos2AAAC…`, i.e. only bit 1 set) only makes sense
+/// with the corrected numbering. libjuice and others follow the erratum; so
+/// do we. Both bits set therefore encode as `obMatJos2AAAD`.
+pub const FEATURE_PASSWORD_ALGORITHMS: u32 = 1 << 0;
+/// Security feature "Username anonymity" (RFC 8489 §18.1 bit 1): the client
+/// may send USERHASH instead of USERNAME. See
+/// [`FEATURE_PASSWORD_ALGORITHMS`] for the bit numbering.
+pub const FEATURE_USERNAME_ANONYMITY: u32 = 1 << 1;
+
+/// The security features a nonce advertises: the 24 bits after the nonce
+/// cookie, or 0 for a nonce without the cookie (or with a cookie whose 4
+/// feature characters are not base64).
+///
+/// Only meaningful for a nonce that [`NonceKey::verify`] accepted: the MAC
+/// covers the cookie, so the bits of a verified nonce are the ones the
+/// server issued and a man in the middle cannot have cleared them (the
+/// bid-down protection of RFC 8489 §9.2.1). A client reads the bits of the
+/// nonce a server sent it with the same function.
+pub fn nonce_features(nonce: &[u8]) -> u32 {
+    let Some(chars) = nonce
+        .strip_prefix(&NONCE_COOKIE[..])
+        .and_then(|rest| rest.get(..4))
+    else {
+        return 0;
+    };
+    let mut bits = [0u8; 3];
+    match STANDARD.decode_slice(chars, &mut bits) {
+        Ok(3) => u32::from_be_bytes([0, bits[0], bits[1], bits[2]]),
+        _ => 0,
+    }
+}
 
 /// Capacity of [`Nonce`]; far below the 763-byte NONCE limit and enough
 /// for cookie (13) + body (32).
@@ -526,15 +619,16 @@ impl NonceKey {
 
     /// Issue a nonce for `client` at `now_unix`.
     ///
-    /// `features` is the RFC 8489 §9.2 security-feature set. Only its low
-    /// 24 bits are used. When they are non-zero the nonce starts with the
-    /// nonce cookie `obMatJos2` followed by the 24 bits as 4 base64
-    /// characters, big-endian (`features` bit 23 is the first bit of the
-    /// first character; mapping the RFC's feature numbering onto these
-    /// bits is left to the issue that adds security features). The
-    /// cookie is covered by the MAC so a
-    /// man in the middle cannot strip or alter the advertised features.
-    /// Pass 0 until the security-feature support lands.
+    /// `features` is the RFC 8489 §9.2 security-feature set, e.g.
+    /// [`FEATURE_PASSWORD_ALGORITHMS`] `|` [`FEATURE_USERNAME_ANONYMITY`].
+    /// Only its low 24 bits are used. When they are non-zero the nonce
+    /// starts with the nonce cookie `obMatJos2` followed by the 24 bits as
+    /// 4 base64 characters, big-endian (`features` bit 23 is the first bit
+    /// of the first character, feature bit 0 the last; see
+    /// [`FEATURE_PASSWORD_ALGORITHMS`] on the numbering). The cookie is
+    /// covered by the MAC so a man in the middle cannot strip or alter the
+    /// advertised features. With 0 the nonce has no cookie, as a server
+    /// without the security features would send.
     pub fn issue(&self, now_unix: u64, client: SocketAddr, features: u32) -> Nonce {
         let mut nonce = Nonce {
             buf: [0; NONCE_MAX_LEN],
@@ -989,6 +1083,82 @@ mod tests {
         assert_eq!(k.verify(&b, T0, client(), LIFE), NonceCheck::Invalid);
         // Bits above 24 are ignored.
         assert_eq!(k.issue(T0, client(), 0xff00_0000), k.issue(T0, client(), 0));
+    }
+
+    #[test]
+    fn nonce_cookie_encodes_the_two_security_features_as_the_rfc_does() {
+        let both = FEATURE_PASSWORD_ALGORITHMS | FEATURE_USERNAME_ANONYMITY;
+        let n = key().issue(T0, client(), both);
+        // 24 bits 0x000003: bits 0 and 1, counted from the right (erratum 6290).
+        assert_eq!(&n.as_bytes()[..13], b"obMatJos2AAAD");
+        assert_eq!(nonce_features(n.as_bytes()), both);
+        assert_eq!(
+            key().verify(n.as_bytes(), T0, client(), LIFE),
+            NonceCheck::Valid
+        );
+        // Each bit alone.
+        let pa = key().issue(T0, client(), FEATURE_PASSWORD_ALGORITHMS);
+        assert_eq!(&pa.as_bytes()[..13], b"obMatJos2AAAB");
+        assert_eq!(nonce_features(pa.as_bytes()), FEATURE_PASSWORD_ALGORITHMS);
+        // RFC 8489 Appendix B.1: a USERHASH request whose nonce advertises
+        // username anonymity only.
+        assert_eq!(
+            nonce_features(b"obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA"),
+            FEATURE_USERNAME_ANONYMITY
+        );
+        // No cookie, a short or non-base64 cookie: no features.
+        let plain = key().issue(T0, client(), 0);
+        assert_eq!(nonce_features(plain.as_bytes()), 0);
+        assert_eq!(nonce_features(b"obMatJos2AA"), 0);
+        assert_eq!(nonce_features(b"obMatJos2!!!!abc"), 0);
+        assert_eq!(nonce_features(b""), 0);
+        // The highest feature bit.
+        assert_eq!(nonce_features(b"obMatJos2gAAA"), 0x80_0000);
+    }
+
+    #[test]
+    fn userhash_lookups() {
+        use crate::stun::integrity::userhash;
+        let s = StaticUsers::new(
+            &[REALM, "other.example"],
+            &[("alice", "wonderland"), ("bob", "builder")],
+        );
+        let h = userhash("alice", REALM);
+        assert_eq!(s.lookup_userhash(&h, REALM, 0).as_deref(), Some("alice"));
+        // The hash covers the realm.
+        assert_eq!(s.lookup_userhash(&h, "other.example", 0), None);
+        assert_eq!(
+            s.lookup_userhash(&userhash("alice", "other.example"), "other.example", 0)
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(s.lookup_userhash(&userhash("carol", REALM), REALM, 0), None);
+        assert_eq!(s.lookup_userhash(&[0; 32], REALM, 0), None);
+        // REST secrets cannot invert a hash.
+        let rest = RestSecrets::new(&["north"]);
+        assert_eq!(
+            rest.lookup_userhash(&userhash("1700000000:alice", REALM), REALM, 0),
+            None
+        );
+        // A chain asks each store; smart pointers and trait objects forward.
+        let chain = ChainStore::new(vec![
+            Box::new(rest),
+            Box::new(Fixed(Lookup::Revoked)),
+            Box::new(s),
+        ]);
+        assert_eq!(
+            chain
+                .lookup_userhash(&userhash("bob", REALM), REALM, 0)
+                .as_deref(),
+            Some("bob")
+        );
+        let arc: Arc<dyn CredentialStore> = Arc::new(chain);
+        assert_eq!(arc.lookup_userhash(&h, REALM, 0).as_deref(), Some("alice"));
+        let boxed: Box<dyn CredentialStore> = Box::new(arc.clone());
+        assert_eq!(
+            boxed.lookup_userhash(&h, REALM, 0).as_deref(),
+            Some("alice")
+        );
     }
 
     #[test]

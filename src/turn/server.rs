@@ -10,6 +10,7 @@
 //! the Data-indication prefix into headroom the driver left before the payload
 //! ([`PEER_HEADROOM`]) and returns the range to send.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -19,7 +20,10 @@ use bytes::BytesMut;
 use ipnet::IpNet;
 
 use super::allocation::{Allocation, Relay, Traffic};
-use super::auth::{CredentialStore, Lookup, NonceCheck, NonceKey};
+use super::auth::{
+    nonce_features, CredentialStore, Lookup, NonceCheck, NonceKey, FEATURE_PASSWORD_ALGORITHMS,
+    FEATURE_USERNAME_ANONYMITY,
+};
 use super::live::LiveRelayPorts;
 use super::policy::{canonical_ip, PeerPolicy};
 use super::quota::{QuotaError, QuotaTracker};
@@ -221,11 +225,104 @@ const MAX_CREDENTIAL_CANDIDATES: usize = 8;
 
 const MAX_QUEUED_EVENTS: usize = 65_536;
 
+/// The security features every nonce advertises (RFC 8489 §9.2): password
+/// algorithm negotiation (with bid-down protection) and USERHASH.
+const NONCE_FEATURES: u32 = FEATURE_PASSWORD_ALGORITHMS | FEATURE_USERNAME_ANONYMITY;
+
+/// The PASSWORD-ALGORITHMS value of every 401 and 438, in the server's order of
+/// preference: SHA-256, then MD5, both without parameters (RFC 8489 §14.12,
+/// §18.5). A client that negotiates must echo exactly these bytes (§9.2.4).
+const OFFERED_ALGORITHMS: [u8; 8] = [
+    0x00, 0x02, 0x00, 0x00, // SHA-256, no parameters
+    0x00, 0x01, 0x00, 0x00, // MD5, no parameters
+];
+
+/// The long-term key a request was verified with. Which of the user's two keys it
+/// is follows from the password algorithm (RFC 8489 §9.2.2), not from the integrity
+/// attribute: either key may key either MAC.
+#[derive(Clone, Copy)]
+enum LongTermKey {
+    Md5([u8; 16]),
+    Sha256([u8; 32]),
+}
+
+impl LongTermKey {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            LongTermKey::Md5(k) => k,
+            LongTermKey::Sha256(k) => k,
+        }
+    }
+}
+
+/// How responses to an authenticated request are protected (RFC 8489 §9.2.5 via
+/// §9.1.4): with the key the request was verified with, in the same kind of
+/// integrity attribute the request was verified by. `Copy` and on the stack, so
+/// signing a response allocates nothing.
+#[derive(Clone, Copy)]
+struct ReplyKey {
+    key: LongTermKey,
+    /// MESSAGE-INTEGRITY-SHA256 rather than MESSAGE-INTEGRITY.
+    sha256_mac: bool,
+}
+
+/// The password algorithm of a request (RFC 8489 §18.5).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PasswordAlgo {
+    Md5,
+    Sha256,
+}
+
+/// Who a request claims to be: a USERNAME, or a USERHASH still to be resolved.
+enum Claimed<'m> {
+    Name(&'m str),
+    Hash(&'m [u8; 32]),
+}
+
 /// A request that passed the long-term credential check.
 struct Authed<'m> {
-    username: &'m str,
-    key: [u8; 16],
+    /// The USERNAME as sent, or the name a USERHASH resolved to (owned then), so
+    /// that 441 checks and quotas see the same user either way.
+    username: Cow<'m, str>,
+    key: ReplyKey,
     expiry: Option<u64>,
+}
+
+/// The password algorithm a request uses, or `None` when the request must be
+/// refused with 400 (RFC 8489 §9.2.4, the bid-down checks). `features` are those of
+/// the request's nonce, which the caller has already verified as ours.
+///
+/// - Neither PASSWORD-ALGORITHM nor PASSWORD-ALGORITHMS: MD5, as for every client
+///   that predates RFC 8489 (their requests are processed exactly as before).
+/// - Otherwise both must be present and well formed, PASSWORD-ALGORITHMS must be
+///   byte for byte the list the server sent (a man in the middle who removed
+///   SHA-256 from the 401 is caught here, since the nonce, whose MAC covers the
+///   feature bits, says a list was sent), and PASSWORD-ALGORITHM must be one of its
+///   entries, i.e. SHA-256 or MD5 without parameters. Anything else, an unknown
+///   algorithm included, is 400.
+/// - Under a nonce without the password-algorithms bit no list was ever offered,
+///   so either attribute is a protocol error: 400. (Every nonce this server issues
+///   has the bit; this only guards the rule.)
+fn password_algorithm(msg: &Message<'_>, features: u32) -> Option<PasswordAlgo> {
+    let (one, list) = match (
+        msg.get::<PasswordAlgorithm>(),
+        msg.get::<PasswordAlgorithms>(),
+    ) {
+        (None, None) => return Some(PasswordAlgo::Md5),
+        (Some(Ok(one)), Some(Ok(list))) => (one, list),
+        _ => return None,
+    };
+    if features & FEATURE_PASSWORD_ALGORITHMS == 0 || list.0 != OFFERED_ALGORITHMS {
+        return None;
+    }
+    if !list.iter().any(|offered| offered == one) || !one.params.is_empty() {
+        return None;
+    }
+    match one.algorithm {
+        ALGORITHM_MD5 => Some(PasswordAlgo::Md5),
+        ALGORITHM_SHA256 => Some(PasswordAlgo::Sha256),
+        _ => None,
+    }
 }
 
 /// What all shards share: read-mostly credentials, the nonce key (so that a nonce
@@ -265,7 +362,7 @@ pub struct Server<B: RelayBinder> {
 /// request was authenticated, FINGERPRINT when the request had one.
 struct Reply<'o> {
     b: MessageBuilder<'o>,
-    key: Option<[u8; 16]>,
+    key: Option<ReplyKey>,
     fingerprint: bool,
 }
 
@@ -274,7 +371,7 @@ impl<'o> Reply<'o> {
         out: &'o mut BytesMut,
         msg: &Message<'_>,
         class: Class,
-        key: Option<[u8; 16]>,
+        key: Option<ReplyKey>,
         software: Option<&str>,
     ) -> Self {
         out.clear();
@@ -291,7 +388,11 @@ impl<'o> Reply<'o> {
 
     fn finish(mut self) -> Output {
         if let Some(k) = self.key {
-            self.b.add_message_integrity(&k);
+            if k.sha256_mac {
+                self.b.add_message_integrity_sha256(k.key.as_bytes());
+            } else {
+                self.b.add_message_integrity(k.key.as_bytes());
+            }
         }
         if self.fingerprint {
             self.b.add_fingerprint();
@@ -425,7 +526,7 @@ impl<B: RelayBinder> Server<B> {
         out: &mut BytesMut,
         msg: &Message<'_>,
         code: u16,
-        key: Option<[u8; 16]>,
+        key: Option<ReplyKey>,
     ) -> Output {
         let mut r = Reply::new(out, msg, Class::Error, key, self.cfg.software.as_deref());
         r.b.add(&ErrorCode::new(code, reason_phrase(code)));
@@ -450,7 +551,7 @@ impl<B: RelayBinder> Server<B> {
         &self,
         out: &mut BytesMut,
         msg: &Message<'_>,
-        key: Option<[u8; 16]>,
+        key: Option<ReplyKey>,
     ) -> Output {
         let mut r = Reply::new(out, msg, Class::Error, key, self.cfg.software.as_deref());
         r.b.add(&ErrorCode::new(420, reason_phrase(420)));
@@ -458,7 +559,8 @@ impl<B: RelayBinder> Server<B> {
         r.finish()
     }
 
-    /// 401 or 438 with REALM and a fresh NONCE.
+    /// 401 or 438 with REALM, a fresh NONCE advertising the security features, and
+    /// PASSWORD-ALGORITHMS (RFC 8489 §9.2.4 asks for all three in both).
     fn challenge(
         &self,
         now: Instant,
@@ -467,16 +569,27 @@ impl<B: RelayBinder> Server<B> {
         msg: &Message<'_>,
         code: u16,
     ) -> Output {
-        let nonce = self.nonces.issue(self.unix(now), tuple.client, 0);
+        let nonce = self
+            .nonces
+            .issue(self.unix(now), tuple.client, NONCE_FEATURES);
         let mut r = Reply::new(out, msg, Class::Error, None, self.cfg.software.as_deref());
         r.b.add(&ErrorCode::new(code, reason_phrase(code)));
         r.b.add(&Realm(&self.cfg.realm));
         r.b.add(&Nonce(nonce.as_bytes()));
+        // Comprehension-optional: clients that predate RFC 8489 ignore it.
+        r.b.add(&PasswordAlgorithms(&OFFERED_ALGORITHMS));
         r.finish()
     }
 
-    /// The long-term credential check (RFC 8489 §9.2.4). On failure the error
-    /// response is already in `out`.
+    /// The long-term credential check (RFC 8489 §9.2.4), with the security features
+    /// of §9.2: password algorithm negotiation, MESSAGE-INTEGRITY-SHA256 and USERHASH.
+    /// On failure the error response is already in `out`.
+    ///
+    /// Order: no integrity attribute → 401; a missing or malformed USERNAME/USERHASH,
+    /// REALM or NONCE → 400; a nonce that is not ours, or too old → 438; the bid-down
+    /// checks → 400; then the credential lookup and MAC → 401. The nonce is checked
+    /// before the bid-down rules (the RFC lists them first) because those rules
+    /// depend on its feature bits, which can only be trusted once its MAC verified.
     fn authenticate<'m>(
         &self,
         now: Instant,
@@ -484,14 +597,21 @@ impl<B: RelayBinder> Server<B> {
         msg: &Message<'m>,
         out: &mut BytesMut,
     ) -> Result<Authed<'m>, Output> {
-        if !msg.has_integrity() {
+        // RFC 8489 §9.2.4 with §14.6: when both integrity attributes are present only
+        // MESSAGE-INTEGRITY-SHA256 is checked (and the response carries that kind).
+        let sha256_mac = msg.has_integrity_sha256();
+        if !msg.has_integrity() && !sha256_mac {
             return Err(self.challenge(now, tuple, out, msg, 401));
         }
-        let (Some(Ok(Username(username))), Some(Ok(Realm(realm))), Some(Ok(Nonce(nonce)))) = (
-            msg.get::<Username>(),
-            msg.get::<Realm>(),
-            msg.get::<Nonce>(),
-        ) else {
+        // Exactly one of USERNAME and USERHASH: both at once is ambiguous, so 400.
+        let claimed = match (msg.get::<Username>(), msg.get::<Userhash>()) {
+            (Some(Ok(Username(u))), None) => Claimed::Name(u),
+            (None, Some(Ok(Userhash(h)))) => Claimed::Hash(h),
+            _ => return Err(self.error(out, msg, 400, None)),
+        };
+        let (Some(Ok(Realm(realm))), Some(Ok(Nonce(nonce)))) =
+            (msg.get::<Realm>(), msg.get::<Nonce>())
+        else {
             return Err(self.error(out, msg, 400, None));
         };
         let unix = self.unix(now);
@@ -504,37 +624,71 @@ impl<B: RelayBinder> Server<B> {
                 return Err(self.challenge(now, tuple, out, msg, 438))
             }
         }
-        // Unknown users, expired or revoked credentials and a wrong realm cost the
-        // same HMAC as a wrong password and get the same 401, so that neither timing
-        // nor the answer tells an attacker which usernames exist.
+        let features = nonce_features(nonce);
+        let Some(algorithm) = password_algorithm(msg, features) else {
+            return Err(self.error(out, msg, 400, None));
+        };
+        // USERHASH is only defined under a nonce that offered username anonymity.
+        if matches!(claimed, Claimed::Hash(_)) && features & FEATURE_USERNAME_ANONYMITY == 0 {
+            return Err(self.error(out, msg, 400, None));
+        }
+        let verify = |key: &LongTermKey| {
+            if sha256_mac {
+                msg.verify_integrity_sha256(key.as_bytes()).is_ok()
+            } else {
+                msg.verify_integrity(key.as_bytes()).is_ok()
+            }
+        };
+        // Unknown users (by name or by hash), expired or revoked credentials and a
+        // wrong realm cost the same MAC as a wrong password and get the same 401, so
+        // that neither timing nor the answer tells an attacker which usernames exist.
         // Several candidates when REST secrets rotate: the store only learns which
         // secret minted a credential when its MAC checks out.
+        let username: Option<Cow<'m, str>> = if realm != self.cfg.realm {
+            None
+        } else {
+            match claimed {
+                Claimed::Name(u) => Some(Cow::Borrowed(u)),
+                Claimed::Hash(h) => self
+                    .creds
+                    .lookup_userhash(h, &self.cfg.realm, unix)
+                    .map(Cow::Owned),
+            }
+        };
         let mut matched = None;
         let mut tried = 0;
-        if realm == self.cfg.realm {
+        if let Some(name) = &username {
             while tried < MAX_CREDENTIAL_CANDIDATES {
                 let Lookup::Found(keys, expiry) =
                     self.creds
-                        .lookup_candidate(username, &self.cfg.realm, unix, tried)
+                        .lookup_candidate(name, &self.cfg.realm, unix, tried)
                 else {
                     break;
                 };
                 tried += 1;
-                if msg.verify_integrity(&keys.md5).is_ok() {
-                    matched = Some((keys.md5, expiry));
+                let key = match algorithm {
+                    PasswordAlgo::Md5 => LongTermKey::Md5(keys.md5),
+                    PasswordAlgo::Sha256 => LongTermKey::Sha256(keys.sha256),
+                };
+                if verify(&key) {
+                    matched = Some((key, expiry));
                     break;
                 }
             }
         }
         if tried == 0 {
-            let _ = msg.verify_integrity(&[0u8; 16]);
+            let dummy = match algorithm {
+                PasswordAlgo::Md5 => LongTermKey::Md5([0; 16]),
+                PasswordAlgo::Sha256 => LongTermKey::Sha256([0; 32]),
+            };
+            let _ = verify(&dummy);
         }
-        let Some((key, expiry)) = matched else {
+        let (Some((key, expiry)), Some(username)) = (matched, username) else {
             return Err(self.challenge(now, tuple, out, msg, 401));
         };
         Ok(Authed {
             username,
-            key,
+            key: ReplyKey { key, sha256_mac },
             expiry,
         })
     }
@@ -755,7 +909,7 @@ impl<B: RelayBinder> Server<B> {
             tracing::warn!("credential store unavailable: refusing a new allocation");
             return self.error(out, msg, 500, key);
         }
-        match self.quota.acquire(auth.username) {
+        match self.quota.acquire(&auth.username) {
             Ok(()) => {}
             Err(QuotaError::User) => return self.error(out, msg, 486, key),
             Err(QuotaError::Total) => return self.error(out, msg, 508, key),
@@ -774,7 +928,7 @@ impl<B: RelayBinder> Server<B> {
                 None => None,
             };
             let Some(bound) = adopted else {
-                self.quota.release(auth.username);
+                self.quota.release(&auth.username);
                 return self.error(out, msg, 508, key);
             };
             relays[0] = Some(Relay {
@@ -803,7 +957,7 @@ impl<B: RelayBinder> Server<B> {
                     }
                 }
                 Err(e) => {
-                    self.quota.release(auth.username);
+                    self.quota.release(&auth.username);
                     let code = match e {
                         BindError::Exhausted => 508,
                         BindError::FamilyUnavailable => 440,
@@ -830,7 +984,7 @@ impl<B: RelayBinder> Server<B> {
         let lifetime = self.grant_lifetime(now, requested, auth.expiry);
         let alloc = Allocation {
             tuple,
-            username: auth.username.into(),
+            username: (*auth.username).into(),
             relays,
             expires: now + Duration::from_secs(u64::from(lifetime)),
             credential_expiry: auth.expiry,
