@@ -1134,6 +1134,11 @@ impl<B: RelayBinder> Server<B> {
 
     /// The inverse of [`to_internal`](Self::to_internal) for a datagram's source.
     fn to_external(&self, from: SocketAddr) -> SocketAddr {
+        // Runs per peer datagram: without an external IP nothing can change, so
+        // skip the scan of the host's own addresses.
+        if self.cfg.external_ips.is_empty() {
+            return from;
+        }
         if self.cfg.relay_ports.contains(&from.port()) && self.is_own_ip(from.ip()) {
             let adv = self.advertise(from);
             if adv.ip() != from.ip() {
