@@ -12,5 +12,6 @@ pub mod client;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod store;
 pub mod stun;
 pub mod turn;
