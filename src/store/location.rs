@@ -81,6 +81,13 @@ impl StoreLocation {
                     "{url}: no database file after sqlite:"
                 )));
             }
+            if lower.contains(":memory:") || lower.contains("mode=memory") {
+                // Each pooled connection would see its own empty database,
+                // and it would vanish on exit: never what an admin means.
+                return Err(StoreError::BadUrl(format!(
+                    "{url}: an in-memory SQLite database cannot hold a store; use a file"
+                )));
+            }
             return Ok(StoreLocation::Sqlite(SqliteTarget::Url(url.to_owned())));
         }
         if let Some((scheme, _)) = url.split_once("://") {
@@ -193,10 +200,6 @@ mod tests {
             StoreLocation::parse("sqlite:///tmp/x.db"),
             Ok(StoreLocation::Sqlite(SqliteTarget::Url(_)))
         ));
-        assert!(matches!(
-            StoreLocation::parse("sqlite::memory:"),
-            Ok(StoreLocation::Sqlite(SqliteTarget::Url(_)))
-        ));
         assert!(
             StoreLocation::parse("postgres://u:p@db.example/turn").is_ok_and(|l| l.is_postgres())
         );
@@ -215,6 +218,8 @@ mod tests {
             "http://example.com/x",
             "postgres:hunter2",
             "sqlite:",
+            "sqlite::memory:",
+            "sqlite://x.db?mode=memory",
             "postgres://u:hunter2@[::1/turn",
         ] {
             match StoreLocation::parse(bad) {

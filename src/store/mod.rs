@@ -878,3 +878,61 @@ pub fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    /// A server runs store calls in spawned tasks, which need `Send`
+    /// futures; this fails to compile if one stops being `Send`.
+    #[allow(dead_code)]
+    fn futures_are_send(store: &Store) {
+        assert_send(Store::open("x.db"));
+        assert_send(store.generation());
+        assert_send(store.snapshot());
+        assert_send(store.add_user("r", "n", "p"));
+        assert_send(store.remove_user("r", "n"));
+        assert_send(store.set_password("r", "n", "p"));
+        assert_send(store.list_users(None));
+        assert_send(store.add_secret("s"));
+        assert_send(store.remove_secret("s"));
+        assert_send(store.list_secrets());
+        assert_send(store.revoke("1:n", 1));
+        assert_send(store.prune_revocations(1));
+        assert_send(store.close());
+    }
+
+    #[test]
+    fn store_is_shareable() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Store>();
+    }
+
+    #[test]
+    fn argument_checks() {
+        assert!(check_name("alice").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(check_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
+        assert!(check_realm("example.org").is_ok());
+        assert!(check_realm("").is_err());
+        assert!(check_realm(&"r".repeat(128)).is_err());
+        assert!(check_password("").is_err());
+        assert!(check_password(" ").is_ok());
+    }
+
+    #[test]
+    fn scrub_removes_passwords_from_messages() {
+        let url = "postgres://turn:s3cr3t-pw@db/turn";
+        let msg = format!("cannot connect to {url}: password s3cr3t-pw rejected");
+        let scrubbed = scrub(&msg, url);
+        assert!(!scrubbed.contains("s3cr3t-pw"), "{scrubbed}");
+        assert!(
+            scrubbed.contains("postgres://turn:***@db/turn"),
+            "{scrubbed}"
+        );
+    }
+}
