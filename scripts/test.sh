@@ -12,7 +12,9 @@
 #
 # It installs what the suite needs when it is missing, and nothing else: the coturn
 # package for turnutils_stunclient / turnutils_uclient / turnutils_peer (its
-# turnserver service is never started or enabled), and cargo-fuzz for the fuzz step.
+# turnserver service is never started or enabled), the postgresql package for the
+# store tests (which start their own throwaway server; the package's cluster is never
+# started), and cargo-fuzz for the fuzz step.
 # Safe to run again and again: every install is skipped when already done.
 set -euo pipefail
 
@@ -159,6 +161,67 @@ install_coturn_tools() {
     done
 }
 
+# The directory holding initdb, as the store tests look for it (tests/pg/mod.rs):
+# `pg_config --bindir` if initdb is there, else the newest /usr/lib/postgresql/*/bin.
+postgres_bindir() {
+    local dir
+    dir=$(pg_config --bindir 2>/dev/null || true)
+    if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then
+        echo "$dir"
+        return
+    fi
+    for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
+        if [ -x "$dir/initdb" ]; then
+            echo "$dir"
+            return
+        fi
+    done
+}
+
+install_postgresql() {
+    local bindir
+    bindir=$(postgres_bindir)
+    if [ -z "$bindir" ]; then
+        echo "PostgreSQL server binaries (initdb) missing: installing the postgresql package"
+        command -v apt-get >/dev/null 2>&1 ||
+            die "apt-get is not available; install PostgreSQL (initdb, pg_ctl) by hand"
+        # As for coturn: the package's maintainer scripts create a cluster and would
+        # start it; policy-rc.d answering 101 keeps it stopped. The tests start their
+        # own server in a temporary directory and never touch that cluster. Only a
+        # policy file this script created is removed again.
+        local policy=/usr/sbin/policy-rc.d made_policy=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\n# written by ferroturn scripts/test.sh while installing postgresql\nexit 101\n' |
+                as_root tee "$policy" >/dev/null
+            as_root chmod 755 "$policy"
+            made_policy=1
+        fi
+        local rc=0
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+        if [ "$rc" -eq 0 ]; then
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                --no-install-recommends postgresql || rc=$?
+        fi
+        if [ "$made_policy" = 1 ]; then
+            as_root rm -f "$policy"
+        fi
+        [ "$rc" -eq 0 ] || die "installing postgresql failed (apt-get exit $rc)"
+        # We installed it, so its service is ours to keep off at boot.
+        if command -v systemctl >/dev/null 2>&1; then
+            as_root systemctl disable postgresql >/dev/null 2>&1 || true
+        fi
+        bindir=$(postgres_bindir)
+        [ -n "$bindir" ] || die "postgresql is installed but initdb is still missing"
+    fi
+    echo "PostgreSQL server binaries present: $bindir"
+    # initdb refuses to run as root, so as root the tests run the server as the
+    # postgres OS user, which the package normally creates.
+    if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
+        echo "creating the postgres system user (the store tests run PostgreSQL as it)"
+        useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    fi
+}
+
 install_cargo_fuzz() {
     if cargo fuzz --version >/dev/null 2>&1; then
         echo "cargo-fuzz present: $(cargo fuzz --version)"
@@ -242,6 +305,7 @@ printf '==== setup ====\n'
 command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
 cargo --version
 install_coturn_tools
+install_postgresql
 if [ "$run_fuzz" = 1 ]; then
     install_cargo_fuzz
 fi

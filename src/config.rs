@@ -27,6 +27,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::store::{StoreError, StoreLocation};
+
 /// RFC 8489 §14.9 / §14.14: REALM and SOFTWARE are "fewer than 128
 /// characters (which can be as long as 763 bytes)".
 const MAX_TEXT_CHARS: usize = 127;
@@ -164,6 +166,8 @@ pub struct RawConfig {
     pub peers: RawPeers,
     /// `[quota]`
     pub quota: RawQuota,
+    /// `[store]`
+    pub store: RawStore,
     /// Key path (or list key path) -> the flag that set it.
     #[serde(skip)]
     overrides: BTreeMap<String, &'static str>,
@@ -310,6 +314,24 @@ impl Default for RawQuota {
     }
 }
 
+/// `[store]` as written. `Debug` is written by hand: a PostgreSQL URL may
+/// carry a password.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawStore {
+    /// `url`: SQLite path, `sqlite:` URL or `postgres://` URL; empty = no
+    /// store.
+    pub url: String,
+}
+
+impl fmt::Debug for RawStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawStore")
+            .field("url", &crate::store::redact(&self.url))
+            .finish()
+    }
+}
+
 /// Prints `<N redacted>` in place of secret material.
 struct Redacted(usize);
 
@@ -364,10 +386,11 @@ impl RawConfig {
             auth,
             peers,
             quota,
+            store,
             overrides,
             source_file,
         } = self;
-        validate_parts(&server, &relay, &auth, &peers, &quota).map_err(|err| match err {
+        validate_parts(&server, &relay, &auth, &peers, &quota, &store).map_err(|err| match err {
             ConfigError::Invalid { key, message, .. } => {
                 let flag = origin(&overrides, &key);
                 ConfigError::Invalid {
@@ -420,6 +443,17 @@ pub struct Config {
     pub peers: PeerConfig,
     /// Resource limits.
     pub quota: QuotaConfig,
+    /// The credential store, if any.
+    pub store: StoreConfig,
+}
+
+/// Where users, REST secrets and revocations are kept besides the file.
+/// `Debug` (via [`StoreLocation`]) hides a database password.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The store's location; `None` = no store: the server uses only the
+    /// users and secrets of `[auth]`.
+    pub url: Option<StoreLocation>,
 }
 
 /// How to log.
@@ -566,7 +600,7 @@ impl Config {
     /// A one-line, secret-free summary for `check` and the startup log.
     pub fn summary(&self) -> String {
         let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
-        format!(
+        let mut summary = format!(
             "listen [{}], realm {:?}, {} user(s), {} secret(s), relay ports {}-{}, threads {}",
             listen.join(", "),
             self.realm,
@@ -579,7 +613,11 @@ impl Config {
             } else {
                 self.threads.to_string()
             },
-        )
+        );
+        if let Some(store) = &self.store.url {
+            summary.push_str(&format!(", store {store}"));
+        }
+        summary
     }
 }
 
@@ -599,6 +637,7 @@ fn validate_parts(
     auth: &RawAuth,
     peers: &RawPeers,
     quota: &RawQuota,
+    store: &RawStore,
 ) -> Result<Config> {
     let listen = validate_listen(&server.listen)?;
     let realm = validate_text("server.realm", &server.realm)?;
@@ -661,6 +700,8 @@ fn validate_parts(
         )?,
     };
 
+    let store = validate_store(store)?;
+
     Ok(Config {
         listen,
         realm,
@@ -671,6 +712,7 @@ fn validate_parts(
         auth,
         peers,
         quota,
+        store,
     })
 }
 
@@ -900,6 +942,22 @@ pub fn parse_port_range(value: &str) -> Option<(u16, u16)> {
     let min: u16 = min.trim().parse().ok()?;
     let max: u16 = max.trim().parse().ok()?;
     (min >= 1 && min <= max).then_some((min, max))
+}
+
+/// `store.url`: empty means no store; anything else must be a location
+/// [`StoreLocation::parse`] accepts. Nothing connects here.
+fn validate_store(store: &RawStore) -> Result<StoreConfig> {
+    if store.url.is_empty() {
+        return Ok(StoreConfig { url: None });
+    }
+    match StoreLocation::parse(&store.url) {
+        Ok(location) => Ok(StoreConfig {
+            url: Some(location),
+        }),
+        // The message already shows the URL with its password redacted.
+        Err(StoreError::BadUrl(message)) => invalid("store.url", message),
+        Err(other) => invalid("store.url", other.to_string()),
+    }
 }
 
 fn validate_auth(auth: &RawAuth) -> Result<AuthConfig> {

@@ -7,10 +7,12 @@
 //! addresses they came from and went to, and `now`; it hands back what to send and
 //! when it next wants to be woken. Tokio lives only in the drivers under `net`.
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod store;
 pub mod stun;
 pub mod turn;

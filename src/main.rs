@@ -25,6 +25,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
+        Command::User(command) => Ok(ferroturn::admin::user(&command)?),
+        Command::Secret(command) => Ok(ferroturn::admin::secret(&command)?),
+        Command::Credential(command) => Ok(ferroturn::admin::credential(&command)?),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use ferroturn::cli::{Cli, Command as Sub, ServeArgs};
 use ferroturn::config::{Config, ConfigError, ExternalIp, LogFormat, RawConfig};
+use ferroturn::store::StoreLocation;
 
 fn sample_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("turnserver.toml")
@@ -65,6 +66,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.quota.max_permissions_per_allocation, 64);
     assert_eq!(config.quota.max_channels_per_allocation, 64);
     assert_eq!(config.quota.max_relay_ports, 0);
+    assert_eq!(config.store.url, None);
 }
 
 #[test]
@@ -164,6 +166,9 @@ fn every_key_can_be_set() {
         max-permissions-per-allocation = 8
         max-channels-per-allocation = 4096
         max-relay-ports = 500
+
+        [store]
+        url = "postgres://turn:db-pw@db.example:5432/turn"
         "#,
     )
     .expect("valid");
@@ -219,13 +224,72 @@ fn every_key_can_be_set() {
     assert_eq!(config.quota.max_permissions_per_allocation, 8);
     assert_eq!(config.quota.max_channels_per_allocation, 4096);
     assert_eq!(config.quota.max_relay_ports, 500);
+    assert_eq!(
+        config.store.url,
+        Some(
+            StoreLocation::parse("postgres://turn:db-pw@db.example:5432/turn").expect("valid URL")
+        )
+    );
 
     // Debug must not leak credentials.
     let shown = format!("{config:?}");
-    for secret in ["pw-a", "pw-z", "pw-s", "new-secret", "old-secret"] {
+    for secret in ["pw-a", "pw-z", "pw-s", "new-secret", "old-secret", "db-pw"] {
         assert!(!shown.contains(secret), "Debug leaks {secret}: {shown}");
     }
     assert!(shown.contains("alice"));
+}
+
+/// `store.url`: the three accepted forms, and a bad one named by its key
+/// without showing a password.
+#[test]
+fn store_url_forms() {
+    for (url, postgres) in [
+        ("/var/lib/ferroturn/users.db", false),
+        ("users.db", false),
+        ("sqlite:///var/lib/ferroturn/users.db", false),
+        ("postgres://turn@db/turn", true),
+        ("postgresql://turn:pw@db/turn?sslmode=disable", true),
+    ] {
+        let config = Config::from_toml_str(&format!("[store]\nurl = {url:?}\n"))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let location = config.store.url.expect("a store");
+        assert_eq!(location.is_postgres(), postgres, "{url}");
+    }
+    let (key, message) = invalid_key("[store]\nurl = \"mysql://root:hunter2@db/turn\"\n");
+    assert_eq!(key, "store.url");
+    assert!(message.contains("unsupported scheme"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let raw =
+        RawConfig::from_toml_str("[store]\nurl = \"postgres://u:hunter2@db/x\"\n").expect("parses");
+    assert!(!format!("{raw:?}").contains("hunter2"));
+    let config = raw.validate().expect("valid");
+    assert!(!format!("{config:?}").contains("hunter2"));
+    assert!(!config.summary().contains("hunter2"));
+    assert!(config.summary().contains("store postgres://u:***@db/x"));
+}
+
+#[test]
+fn serve_db_flag_overrides_store_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, "[store]\nurl = \"file.db\"\n");
+    let path = path.to_str().expect("utf-8 temp path");
+    let config = serve_args(&["--config", path, "--db", "postgres://db/turn"])
+        .build_config()
+        .expect("valid");
+    assert_eq!(
+        config.store.url,
+        Some(StoreLocation::parse("postgres://db/turn").expect("valid"))
+    );
+    let err = serve_args(&["--db", "ftp://x"])
+        .build_config()
+        .expect_err("bad scheme");
+    assert_eq!(err.key(), Some("store.url"));
+    assert!(
+        err.to_string().starts_with("store.url (from --db): "),
+        "{err}"
+    );
+    let shown = format!("{:?}", serve_args(&["--db", "postgres://u:hunter2@db/x"]));
+    assert!(!shown.contains("hunter2"), "{shown}");
 }
 
 #[test]
@@ -552,6 +616,7 @@ fn unknown_key_in_each_section_is_rejected() {
         ("[auth]\nuser = \"x\"\n", "user"),
         ("[peers]\nallowed = []\n", "allowed"),
         ("[quota]\nmax-allocation = 1\n", "max-allocation"),
+        ("[store]\nuri = \"x.db\"\n", "uri"),
         ("[logging]\nlevel = \"info\"\n", "logging"),
     ];
     for (toml, key) in cases {

@@ -1,0 +1,798 @@
+//! The credential administration commands: `ferroturn user`, `secret` and
+//! `credential`. They work on the store directly, so they need no running
+//! server; a running server notices the change through the store's
+//! generation counter.
+//!
+//! Output rules, so that scripts can use the commands: what was asked for
+//! (a table, JSON, a generated password or secret, a minted credential)
+//! goes to stdout; confirmations and notes go to stderr. Passwords are never
+//! printed except a generated one, once.
+
+use std::fmt;
+use std::io::{self, BufRead as _, IsTerminal as _, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rand::distributions::{Alphanumeric, DistString as _};
+use rand::rngs::OsRng;
+use serde::Serialize;
+
+use crate::cli::{
+    CredentialCommand, MintArgs, PasswordArgs, RevokeArgs, SecretAddArgs, SecretCommand,
+    SecretListArgs, StoreArgs, UserCommand, UserListArgs, UserNameArgs, UserPasswordArgs,
+};
+use crate::config::{Config, ConfigError};
+use crate::store::{unix_now, Store, StoreError, StoreLocation};
+use crate::turn::auth::rest_password;
+
+/// Length of a generated password: 24 alphanumerics, about 143 bits.
+const GENERATED_PASSWORD_LEN: usize = 24;
+/// Length of a generated REST secret: 40 alphanumerics, about 238 bits
+/// (more than HMAC-SHA1's block-size key needs to be unguessable).
+const GENERATED_SECRET_LEN: usize = 40;
+/// Realm when neither `--realm` nor `--config` gives one: the server's
+/// default realm.
+const DEFAULT_REALM: &str = "ferroturn";
+/// Characters of a secret that `secret list` shows without `--show`.
+const MASK_SHOWN_CHARS: usize = 4;
+
+/// Why an admin command failed. Displayed after `error: ` by `main`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// From the store (exists, no such user, unreachable, bad URL, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// From loading `--config`.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad argument or a missing input; the message names it.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading stdin or writing stdout failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+fn usage<T>(message: impl Into<String>) -> Result<T> {
+    Err(AdminError::Usage(message.into()))
+}
+
+fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> AdminError {
+    move |source| AdminError::Io { context, source }
+}
+
+/// Runs `fut` on a small single-threaded runtime: the commands do one
+/// thing at a time, and the server's multi-threaded runtime is not
+/// involved.
+fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the async runtime"))?;
+    Ok(rt.block_on(fut))
+}
+
+// ---------------------------------------------------------------------------
+// Store and configuration lookup
+// ---------------------------------------------------------------------------
+
+/// What `--db` / `--config` resolve to.
+struct Target {
+    /// The loaded configuration, if `--config` was given.
+    config: Option<Config>,
+    /// The store, if one is named.
+    location: Option<StoreLocation>,
+}
+
+impl Target {
+    fn resolve(args: &StoreArgs) -> Result<Target> {
+        let config = match &args.config {
+            Some(path) => Some(Config::load(path)?),
+            None => None,
+        };
+        let location = match &args.db {
+            Some(db) => Some(StoreLocation::parse(db)?),
+            None => config.as_ref().and_then(|c| c.store.url.clone()),
+        };
+        Ok(Target { config, location })
+    }
+
+    /// The store location, or the error every store command gives without
+    /// one.
+    fn require_location(&self) -> Result<StoreLocation> {
+        match &self.location {
+            Some(location) => Ok(location.clone()),
+            None => usage("no store: pass --db URL or set store.url in --config FILE"),
+        }
+    }
+
+    /// `--realm`, else the configuration's realm, else the default.
+    fn realm(&self, flag: Option<&str>) -> String {
+        match (flag, &self.config) {
+            (Some(realm), _) => realm.to_owned(),
+            (None, Some(config)) => config.realm.clone(),
+            (None, None) => DEFAULT_REALM.to_owned(),
+        }
+    }
+}
+
+async fn open(location: StoreLocation) -> Result<Store> {
+    Ok(Store::open_location(location).await?)
+}
+
+// ---------------------------------------------------------------------------
+// user
+// ---------------------------------------------------------------------------
+
+/// `ferroturn user ...`
+pub fn user(command: &UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Add(args) => user_set(args, true),
+        UserCommand::Passwd(args) => user_set(args, false),
+        UserCommand::Remove(args) => user_remove(args),
+        UserCommand::List(args) => user_list(args),
+    }
+}
+
+/// `user add` (`adding`) and `user passwd`.
+fn user_set(args: &UserPasswordArgs, adding: bool) -> Result<()> {
+    let target = Target::resolve(&args.store)?;
+    let location = target.require_location()?;
+    let realm = target.realm(args.realm.as_deref());
+    block_on(async {
+        // Open (and so check) the store before asking for a password that
+        // would be typed twice for nothing.
+        let store = open(location).await?;
+        if !adding {
+            // Same reason: a typo in the name should not cost a prompt.
+            let exists = store
+                .list_users(Some(&realm))
+                .await?
+                .iter()
+                .any(|u| u.name == args.name);
+            if !exists {
+                return Err(StoreError::NoSuchUser {
+                    realm: realm.clone(),
+                    name: args.name.clone(),
+                }
+                .into());
+            }
+        }
+        let password = obtain_password(&args.password, &args.name, &realm)?;
+        let result = if adding {
+            store.add_user(&realm, &args.name, &password.value).await
+        } else {
+            store
+                .set_password(&realm, &args.name, &password.value)
+                .await
+        };
+        store.close().await;
+        result?;
+        if password.generated {
+            print_line(&password.value)?;
+        }
+        note(format_args!(
+            "{} user {:?} in realm {:?}",
+            if adding {
+                "added"
+            } else {
+                "changed the password of"
+            },
+            args.name,
+            realm
+        ));
+        Ok(())
+    })?
+}
+
+fn user_remove(args: &UserNameArgs) -> Result<()> {
+    let target = Target::resolve(&args.store)?;
+    let location = target.require_location()?;
+    let realm = target.realm(args.realm.as_deref());
+    block_on(async {
+        let store = open(location).await?;
+        let result = store.remove_user(&realm, &args.name).await;
+        store.close().await;
+        result?;
+        note(format_args!(
+            "removed user {:?} from realm {:?}",
+            args.name, realm
+        ));
+        Ok(())
+    })?
+}
+
+/// One row of `user list --json`.
+#[derive(Serialize)]
+struct UserJson<'a> {
+    realm: &'a str,
+    name: &'a str,
+    /// Unix seconds.
+    created: i64,
+}
+
+fn user_list(args: &UserListArgs) -> Result<()> {
+    let target = Target::resolve(&args.store)?;
+    let location = target.require_location()?;
+    let users = block_on(async {
+        let store = open(location).await?;
+        let users = store.list_users(args.realm.as_deref()).await;
+        store.close().await;
+        Ok::<_, AdminError>(users?)
+    })??;
+    if args.json {
+        let rows: Vec<UserJson<'_>> = users
+            .iter()
+            .map(|u| UserJson {
+                realm: &u.realm,
+                name: &u.name,
+                created: u.created,
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if users.is_empty() {
+        note(format_args!("no users"));
+        return Ok(());
+    }
+    let rows: Vec<[String; 3]> = users
+        .iter()
+        .map(|u| [u.realm.clone(), u.name.clone(), format_unix(u.created)])
+        .collect();
+    print_table(["REALM", "NAME", "CREATED"], &rows)
+}
+
+/// A password and whether we made it up (then it is printed once).
+struct Password {
+    value: String,
+    generated: bool,
+}
+
+/// Gets the new password from the source the flags name. Without flags a
+/// terminal prompt, asked twice; without a terminal that is an error rather
+/// than a silent read of whatever stdin holds.
+fn obtain_password(args: &PasswordArgs, name: &str, realm: &str) -> Result<Password> {
+    if args.generate {
+        return Ok(Password {
+            value: Alphanumeric.sample_string(&mut OsRng, GENERATED_PASSWORD_LEN),
+            generated: true,
+        });
+    }
+    let value = if args.password_stdin {
+        read_stdin_line("password")?
+    } else {
+        if !io::stdin().is_terminal() {
+            return usage(
+                "no password: stdin is not a terminal, so cannot prompt; pass --password-stdin or --generate",
+            );
+        }
+        let first =
+            rpassword::prompt_password(format!("Password for {name:?} in realm {realm:?}: "))
+                .map_err(io_err("reading the password"))?;
+        let second = rpassword::prompt_password("Repeat password: ")
+            .map_err(io_err("reading the password"))?;
+        if first != second {
+            return usage("the passwords do not match; nothing changed");
+        }
+        first
+    };
+    if value.is_empty() {
+        return usage("the password is empty; nothing changed");
+    }
+    Ok(Password {
+        value,
+        generated: false,
+    })
+}
+
+/// One line from stdin without its line ending (`\n` or `\r\n`). Only the
+/// ending is stripped: spaces may belong to the password.
+fn read_stdin_line(what: &'static str) -> Result<String> {
+    let mut line = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(io_err("reading stdin"))?;
+    if line.ends_with('\n') {
+        line.pop();
+        if line.ends_with('\r') {
+            line.pop();
+        }
+    }
+    if line.is_empty() {
+        return usage(format!("no {what} on stdin (expected one line)"));
+    }
+    Ok(line)
+}
+
+// ---------------------------------------------------------------------------
+// secret
+// ---------------------------------------------------------------------------
+
+/// `ferroturn secret ...`
+pub fn secret(command: &SecretCommand) -> Result<()> {
+    match command {
+        SecretCommand::Add(args) => secret_add(args),
+        SecretCommand::Remove(args) => {
+            let location = Target::resolve(&args.store)?.require_location()?;
+            let id = block_on(async {
+                let store = open(location).await?;
+                let id = store.remove_secret(&args.id_or_secret).await;
+                store.close().await;
+                Ok::<_, AdminError>(id?)
+            })??;
+            note(format_args!("removed secret {id}"));
+            Ok(())
+        }
+        SecretCommand::List(args) => secret_list(args),
+    }
+}
+
+fn secret_add(args: &SecretAddArgs) -> Result<()> {
+    let location = Target::resolve(&args.store)?.require_location()?;
+    block_on(async {
+        let store = open(location).await?;
+        let (secret, generated) = match (&args.secret, args.generate) {
+            (_, true) => (
+                Alphanumeric.sample_string(&mut OsRng, GENERATED_SECRET_LEN),
+                true,
+            ),
+            (Some(secret), false) => (secret.clone(), false),
+            (None, false) if io::stdin().is_terminal() => (
+                rpassword::prompt_password("Secret: ").map_err(io_err("reading the secret"))?,
+                false,
+            ),
+            (None, false) => (read_stdin_line("secret")?, false),
+        };
+        let id = store.add_secret(&secret).await;
+        store.close().await;
+        let id = id?;
+        if generated {
+            print_line(&secret)?;
+        }
+        note(format_args!(
+            "added secret {id}; it is now the newest and mints credentials"
+        ));
+        Ok(())
+    })?
+}
+
+/// One row of `secret list --json`.
+#[derive(Serialize)]
+struct SecretJson {
+    id: i64,
+    /// Masked unless `--show`.
+    secret: String,
+    /// Unix seconds.
+    created: i64,
+}
+
+fn secret_list(args: &SecretListArgs) -> Result<()> {
+    let location = Target::resolve(&args.store)?.require_location()?;
+    let secrets = block_on(async {
+        let store = open(location).await?;
+        let secrets = store.list_secrets().await;
+        store.close().await;
+        Ok::<_, AdminError>(secrets?)
+    })??;
+    let shown = |s: &str| {
+        if args.show {
+            s.to_owned()
+        } else {
+            mask(s)
+        }
+    };
+    if args.json {
+        let rows: Vec<SecretJson> = secrets
+            .iter()
+            .map(|s| SecretJson {
+                id: s.id,
+                secret: shown(&s.secret),
+                created: s.created,
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if secrets.is_empty() {
+        note(format_args!("no secrets"));
+        return Ok(());
+    }
+    let rows: Vec<[String; 3]> = secrets
+        .iter()
+        .map(|s| [s.id.to_string(), format_unix(s.created), shown(&s.secret)])
+        .collect();
+    print_table(["ID", "CREATED", "SECRET"], &rows)
+}
+
+/// The first few characters and `…`: enough to tell secrets apart, not
+/// enough to use one. Short secrets show at most half of themselves.
+pub fn mask(secret: &str) -> String {
+    let chars = secret.chars().count();
+    let shown = MASK_SHOWN_CHARS.min(chars / 2);
+    let mut out: String = secret.chars().take(shown).collect();
+    out.push('…');
+    out
+}
+
+// ---------------------------------------------------------------------------
+// credential
+// ---------------------------------------------------------------------------
+
+/// `ferroturn credential ...`
+pub fn credential(command: &CredentialCommand) -> Result<()> {
+    match command {
+        CredentialCommand::Mint(args) => mint(args),
+        CredentialCommand::Revoke(args) => revoke(args),
+    }
+}
+
+/// A WebRTC `RTCIceServer` entry.
+#[derive(Debug, Serialize)]
+struct IceServer {
+    urls: Vec<String>,
+    username: String,
+    credential: String,
+}
+
+fn mint(args: &MintArgs) -> Result<()> {
+    // Check every argument before touching the store.
+    let ttl = parse_ttl(&args.ttl)?;
+    for url in &args.urls {
+        check_ice_url(url)?;
+    }
+    if args.user.is_empty() || args.user.chars().any(char::is_control) {
+        return usage("--user: must be a non-empty name without control characters");
+    }
+    let target = Target::resolve(&args.store)?;
+    let urls = if args.urls.is_empty() {
+        vec![default_url(target.config.as_ref())]
+    } else {
+        args.urls.clone()
+    };
+    let secret = match (&args.secret, &target.location) {
+        (Some(secret), _) if secret.is_empty() => return usage("--secret: must not be empty"),
+        (Some(secret), _) => secret.clone(),
+        (None, Some(location)) => {
+            let location = location.clone();
+            let newest = block_on(async {
+                let store = open(location).await?;
+                let secrets = store.list_secrets().await;
+                store.close().await;
+                Ok::<_, AdminError>(secrets?)
+            })??
+            .into_iter()
+            .max_by_key(|s| s.id);
+            match newest {
+                Some(s) => s.secret,
+                None => {
+                    return usage(
+                        "the store has no REST secret: add one with `ferroturn secret add` or pass --secret",
+                    )
+                }
+            }
+        }
+        (None, None) => match target
+            .config
+            .as_ref()
+            .and_then(|c| c.auth.secrets.first())
+        {
+            Some(secret) => secret.clone(),
+            None => {
+                return usage(
+                    "no REST secret: pass --secret, or a store (--db URL, or store.url in --config FILE) that has one",
+                )
+            }
+        },
+    };
+    let now = u64::try_from(unix_now()).unwrap_or(0);
+    let Some(expiry) = now.checked_add(ttl.as_secs()) else {
+        return usage(format!("--ttl: {:?} is too long", args.ttl));
+    };
+    let username = format!("{expiry}:{}", args.user);
+    let entry = IceServer {
+        credential: rest_password(secret.as_bytes(), &username),
+        username,
+        urls,
+    };
+    print_json(&entry)?;
+    note(format_args!(
+        "valid until {} ({})",
+        format_unix(i64::try_from(expiry).unwrap_or(i64::MAX)),
+        args.ttl
+    ));
+    Ok(())
+}
+
+fn revoke(args: &RevokeArgs) -> Result<()> {
+    let Some(expiry) = rest_expiry(&args.username) else {
+        return usage(format!(
+            "{:?} is not a TURN REST username: expected EXPIRY:NAME with EXPIRY in unix seconds",
+            args.username
+        ));
+    };
+    let location = Target::resolve(&args.store)?.require_location()?;
+    let until = format_unix(i64::try_from(expiry).unwrap_or(i64::MAX));
+    if i64::try_from(expiry).is_ok_and(|e| e <= unix_now()) {
+        note(format_args!(
+            "{:?} already expired at {until}: the server refuses it anyway; nothing recorded",
+            args.username
+        ));
+        return Ok(());
+    }
+    block_on(async {
+        let store = open(location).await?;
+        let result = store.revoke(&args.username, expiry).await;
+        store.close().await;
+        Ok::<_, AdminError>(result?)
+    })??;
+    note(format_args!("revoked {:?} until {until}", args.username));
+    Ok(())
+}
+
+/// The expiry of a TURN REST username, by the server's own rule: the part
+/// before the first `:` (or all of it), a non-empty run of ASCII digits.
+pub fn rest_expiry(username: &str) -> Option<u64> {
+    let ts = username.split_once(':').map_or(username, |(ts, _)| ts);
+    if ts.is_empty() || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ts.parse().ok()
+}
+
+/// Parses `--ttl`: `90s`, `30m`, `24h`, `7d` or plain seconds; more than
+/// zero.
+pub fn parse_ttl(text: &str) -> Result<Duration> {
+    let bad = || {
+        usage(format!(
+            "--ttl: {text:?} is not a duration: use e.g. 90s, 30m, 24h, 7d or plain seconds"
+        ))
+    };
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], Some(c)),
+        _ => (text, None),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return bad();
+    }
+    let Ok(n) = digits.parse::<u64>() else {
+        return bad();
+    };
+    let scale = match unit {
+        None | Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        Some(_) => return bad(),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => usage("--ttl: must be more than zero"),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => bad(),
+    }
+}
+
+/// A URL for an iceServers entry: `stun:`, `turn:` or `turns:` and a host.
+pub fn check_ice_url(url: &str) -> Result<()> {
+    let rest = ["stun:", "turn:", "turns:"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    match rest {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('?')
+                && !rest.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        Some(_) => usage(format!("--url: {url:?} has no host")),
+        None => usage(format!(
+            "--url: {url:?} must start with stun:, turn: or turns:"
+        )),
+    }
+}
+
+/// `turn:ADDR?transport=udp` for the first listen address of the
+/// configuration, or 127.0.0.1:3478. A wildcard listen address is no
+/// address a client can use, so it becomes loopback of the same family.
+fn default_url(config: Option<&Config>) -> String {
+    let addr = config
+        .and_then(|c| c.listen.first().copied())
+        .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478));
+    let addr = if addr.ip().is_unspecified() {
+        let ip = match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    };
+    format!("turn:{addr}?transport=udp")
+}
+
+// ---------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------
+
+/// A note for the operator on stderr. Best effort: a closed stderr is no
+/// reason to fail a command that already succeeded.
+fn note(args: fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "{args}");
+}
+
+fn print_line(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(io_err("writing to stdout"))
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| AdminError::Usage(format!("cannot format JSON: {e}")))?;
+    print_line(&text)
+}
+
+/// Left-aligned columns separated by two spaces.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        line
+    };
+    let mut text = line(header);
+    for row in rows {
+        text.push('\n');
+        text.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    print_line(&text)
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn format_unix(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_formats() {
+        let secs = |t: &str| parse_ttl(t).map(|d| d.as_secs()).ok();
+        assert_eq!(secs("90s"), Some(90));
+        assert_eq!(secs("30m"), Some(1800));
+        assert_eq!(secs("24h"), Some(86_400));
+        assert_eq!(secs("7d"), Some(604_800));
+        assert_eq!(secs("3600"), Some(3600));
+        for bad in [
+            "",
+            "0",
+            "0h",
+            "h",
+            "-5",
+            "5x",
+            "1.5h",
+            " 5",
+            "5 h",
+            "99999999999999999999",
+            "999999999999999999d",
+            "5hh",
+        ] {
+            match parse_ttl(bad) {
+                Err(AdminError::Usage(msg)) => assert!(msg.starts_with("--ttl: "), "{msg}"),
+                other => panic!("{bad:?} -> {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ice_urls() {
+        for good in [
+            "turn:turn.example.com:3478?transport=udp",
+            "turns:turn.example.com:5349?transport=tcp",
+            "stun:stun.example.com",
+            "turn:[2001:db8::1]:3478",
+        ] {
+            assert!(check_ice_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://x",
+            "turn:",
+            "turn:?transport=udp",
+            "TURNX:a",
+            "",
+            "turn:a b",
+        ] {
+            match check_ice_url(bad) {
+                Err(AdminError::Usage(msg)) => assert!(msg.starts_with("--url: "), "{msg}"),
+                other => panic!("{bad:?} -> {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn default_url_avoids_wildcards() {
+        assert_eq!(default_url(None), "turn:127.0.0.1:3478?transport=udp");
+        let config = Config::default();
+        assert_eq!(
+            default_url(Some(&config)),
+            "turn:127.0.0.1:3478?transport=udp"
+        );
+        let config = Config::from_toml_str("[server]\nlisten = [\"[::]:3479\"]\n").expect("valid");
+        assert_eq!(default_url(Some(&config)), "turn:[::1]:3479?transport=udp");
+        let config =
+            Config::from_toml_str("[server]\nlisten = [\"192.0.2.1:3478\"]\n").expect("valid");
+        assert_eq!(
+            default_url(Some(&config)),
+            "turn:192.0.2.1:3478?transport=udp"
+        );
+    }
+
+    #[test]
+    fn rest_usernames() {
+        assert_eq!(rest_expiry("1700000000:alice"), Some(1_700_000_000));
+        assert_eq!(rest_expiry("1700000000"), Some(1_700_000_000));
+        assert_eq!(rest_expiry("1700000000:a:b"), Some(1_700_000_000));
+        assert_eq!(rest_expiry("alice"), None);
+        assert_eq!(rest_expiry(":alice"), None);
+        assert_eq!(rest_expiry("+17:alice"), None);
+        assert_eq!(rest_expiry("99999999999999999999999:x"), None);
+    }
+
+    #[test]
+    fn masking_never_shows_a_whole_secret() {
+        assert_eq!(mask("abcdefghijklmnop"), "abcd…");
+        assert_eq!(mask("abcdef"), "abc…");
+        assert_eq!(mask("ab"), "a…");
+        assert_eq!(mask("a"), "…");
+        assert_eq!(mask(""), "…");
+        assert_eq!(mask("ééééééééé"), "éééé…");
+    }
+
+    #[test]
+    fn unix_time_formatting() {
+        assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_unix(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_unix(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_unix(-1), "1969-12-31T23:59:59Z");
+    }
+}
