@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod relay;
 pub mod shard;
 pub mod sockets;
+pub mod store_sync;
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,6 +40,9 @@ pub struct NetOptions {
     pub max_allocations_per_user: u32,
     pub max_allocations: u32,
     pub max_relay_ports: u32,
+    /// The credential store, if any: loaded before the listeners start, then
+    /// polled for changes.
+    pub store: Option<crate::store::StoreLocation>,
 }
 
 /// A running server.
@@ -54,6 +58,7 @@ pub struct Running {
     pub credentials_changed: watch::Sender<i64>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    poller: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -71,6 +76,9 @@ impl Running {
     /// Waits for every shard to finish.
     pub fn join(self) -> io::Result<()> {
         let mut result = Ok(());
+        if let Some(p) = self.poller {
+            let _ = p.join();
+        }
         for t in self.threads {
             match t.join() {
                 Ok(Ok(())) => {}
@@ -153,6 +161,9 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     let nonces = NonceKey::generate()
         .map_err(|e| io::Error::other(format!("no OS randomness for the nonce key: {e}")))?;
     let creds = Arc::new(LiveCredentials::new(&cfg.realm, &opts.users, &opts.secrets));
+    if let Some(location) = &opts.store {
+        store_sync::initial_load(location, &creds)?;
+    }
     let shared = Shared {
         creds: credentials::shared(&creds),
         nonces: Arc::new(nonces),
@@ -186,7 +197,17 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             .spawn(move || shard::run(params))?;
         threads.push(t);
     }
+    let poller = match &opts.store {
+        Some(location) => Some(store_sync::spawn(
+            location.clone(),
+            creds.clone(),
+            generation_tx.clone(),
+            rx.clone(),
+        )?),
+        None => None,
+    };
     Ok(Running {
+        poller,
         udp: udp_addrs,
         tcp: tcp_addrs,
         credentials: creds,
@@ -231,6 +252,7 @@ impl NetOptions {
             max_allocations_per_user: config.quota.max_allocations_per_user,
             max_allocations: config.quota.max_allocations,
             max_relay_ports: config.quota.max_relay_ports,
+            store: config.store.url.clone(),
         }
     }
 }

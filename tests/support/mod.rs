@@ -27,6 +27,7 @@ pub fn options(listen: &str) -> NetOptions {
         max_allocations_per_user: 10,
         max_allocations: 0,
         max_relay_ports: 0,
+        store: None,
     }
 }
 

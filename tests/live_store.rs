@@ -1,0 +1,234 @@
+//! A running server follows the credential store: users added, removed and
+//! revoked with the real `ferroturn` CLI take effect without a restart, on SQLite
+//! and on a real PostgreSQL (started by `tests/pg`), and two nodes sharing one
+//! PostgreSQL both see a user added once. A database outage refuses new
+//! allocations but never stops relaying for existing ones.
+
+mod pg;
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferroturn::client::{Client, Received};
+use ferroturn::net::{start, Running};
+use ferroturn::store::StoreLocation;
+use ferroturn::turn::auth::rest_password;
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+/// How long a change may take to reach a running server (the bound).
+const EFFECT: Duration = Duration::from_secs(2);
+
+async fn cli(db: &str, args: &[&str], stdin: Option<&str>) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroturn"))
+        .args(args)
+        .args(["--db", db])
+        .env_remove("FERROTURN_DB")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferroturn CLI runs");
+    if let Some(text) = stdin {
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "ferroturn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn node(db: &str) -> Running {
+    let mut opts = options("127.0.0.1:0");
+    opts.users.clear();
+    opts.store = Some(StoreLocation::parse(db).expect("store URL"));
+    start(opts).expect("server with a store starts")
+}
+
+/// Retries `attempt` until it returns true or `EFFECT` (plus slack for a loaded
+/// machine) runs out; returns how long it took.
+async fn within_effect<F, Fut>(what: &str, mut attempt: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < EFFECT + Duration::from_secs(3) {
+        if attempt().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: no effect after {:?}", started.elapsed());
+}
+
+/// Refreshes until the server answers 401 (bounded like `within_effect`).
+async fn refused_within_effect(c: &mut Client, what: &str) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < EFFECT + Duration::from_secs(3) {
+        if c.refresh(600).await.map_err(|e| e.code()) == Err(Some(401)) {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: still accepted after {:?}", started.elapsed());
+}
+
+async fn allocates(srv: &Running, user: &str, password: &str) -> bool {
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(user, password);
+    c.allocate().await.is_ok()
+}
+
+async fn live_changes(db: &str) {
+    let srv = node(db);
+    let peer = echo_peer("127.0.0.1:0", 100).await;
+
+    // A user added by the CLI to a running server can allocate.
+    cli(
+        db,
+        &["user", "add", "dave", "--realm", REALM, "--password-stdin"],
+        Some("dave-pw\n"),
+    )
+    .await;
+    let took = within_effect("user add", || allocates(&srv, "dave", "dave-pw")).await;
+    println!("user add took effect in {took:?}");
+    let mut dave = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials("dave", "dave-pw");
+    dave.allocate().await.unwrap();
+    dave.channel_bind(0x4000, peer).await.unwrap();
+
+    // `user remove` makes the next Refresh fail with 401, and ends the allocation.
+    cli(db, &["user", "remove", "dave", "--realm", REALM], None).await;
+    let took = refused_within_effect(&mut dave, "user remove").await;
+    println!("user remove took effect in {took:?}");
+    dave.send_channel_data(0x4000, b"after removal")
+        .await
+        .unwrap();
+    assert!(
+        dave.recv_data(Duration::from_millis(300)).await.is_err(),
+        "a removed user still relays"
+    );
+
+    // Revocation ends a live ephemeral (REST) credential.
+    cli(db, &["secret", "add", "shared-secret-1"], None).await;
+    let username = format!("{}:erin", ferroturn::store::unix_now() + 3600);
+    let password = rest_password(b"shared-secret-1", &username);
+    within_effect("secret add", || allocates(&srv, &username, &password)).await;
+    let mut erin = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(&username, &password);
+    erin.allocate().await.unwrap();
+    erin.channel_bind(0x4001, peer).await.unwrap();
+    erin.send_channel_data(0x4001, b"before").await.unwrap();
+    assert!(matches!(
+        erin.recv_data(WAIT).await.unwrap(),
+        Received::Channel { .. }
+    ));
+    cli(db, &["credential", "revoke", &username], None).await;
+    let took = refused_within_effect(&mut erin, "credential revoke").await;
+    println!("credential revoke took effect in {took:?}");
+    erin.send_channel_data(0x4001, b"after").await.unwrap();
+    assert!(
+        erin.recv_data(Duration::from_millis(300)).await.is_err(),
+        "a revoked credential still relays"
+    );
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_changes_reach_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("users.db").display());
+    live_changes(&db).await;
+}
+
+#[tokio::test]
+async fn postgres_changes_reach_a_running_server() {
+    live_changes(&pg::fresh_database()).await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres_both_accept_a_user_added_once() {
+    let db = pg::fresh_database();
+    cli(&db, &["user", "list"], None).await; // creates the schema
+    let (a, b) = (node(&db), node(&db));
+    cli(
+        &db,
+        &["user", "add", "frank", "--realm", REALM, "--password-stdin"],
+        Some("frank-pw\n"),
+    )
+    .await;
+    within_effect("node A", || allocates(&a, "frank", "frank-pw")).await;
+    within_effect("node B", || allocates(&b, "frank", "frank-pw")).await;
+    a.stop().unwrap();
+    b.stop().unwrap();
+}
+
+/// The database disappears under a running server: new allocations are refused
+/// (500, logged), while an existing allocation keeps refreshing and relaying.
+#[tokio::test]
+async fn postgres_outage_keeps_existing_allocations_relaying() {
+    let db = pg::fresh_database();
+    let srv = node(&db);
+    cli(
+        &db,
+        &["user", "add", "gina", "--realm", REALM, "--password-stdin"],
+        Some("gina-pw\n"),
+    )
+    .await;
+    within_effect("user add", || allocates(&srv, "gina", "gina-pw")).await;
+    let peer = echo_peer("127.0.0.1:0", 100).await;
+    let mut gina = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials("gina", "gina-pw");
+    gina.allocate().await.unwrap();
+    gina.channel_bind(0x4000, peer).await.unwrap();
+
+    // Drop the database out from under the server (FORCE ends its connections).
+    let name = db.rsplit('/').next().unwrap().to_owned();
+    let server = pg::server();
+    let status = Command::new(server.bindir().join("psql"))
+        .args([
+            &server.url("postgres"),
+            "-c",
+            &format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "could not drop the test database");
+
+    within_effect("outage noticed", || async { !srv.credentials.is_healthy() }).await;
+    let mut newcomer = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials("gina", "gina-pw");
+    assert_eq!(newcomer.allocate().await.unwrap_err().code(), Some(500));
+    assert_eq!(gina.refresh(600).await.unwrap(), 600);
+    for i in 0..10u8 {
+        gina.send_channel_data(0x4000, &[i; 40]).await.unwrap();
+        assert_eq!(
+            gina.recv_data(WAIT).await.unwrap(),
+            Received::Channel {
+                channel: 0x4000,
+                data: vec![i; 40]
+            }
+        );
+    }
+    srv.stop().unwrap();
+}
