@@ -110,6 +110,38 @@ async fn live_changes(db: &str) {
     dave.allocate().await.unwrap();
     dave.channel_bind(0x4000, peer).await.unwrap();
 
+    // A changed password: the new one works for new allocations, the old one no
+    // longer does, and the allocation made with it goes on (only its next request
+    // must use the new password).
+    cli(
+        db,
+        &[
+            "user",
+            "passwd",
+            "dave",
+            "--realm",
+            REALM,
+            "--password-stdin",
+        ],
+        Some("dave-pw-2\n"),
+    )
+    .await;
+    within_effect("user passwd", || allocates(&srv, "dave", "dave-pw-2")).await;
+    assert!(
+        !allocates(&srv, "dave", "dave-pw").await,
+        "the old password still works"
+    );
+    dave.send_channel_data(0x4000, b"after passwd")
+        .await
+        .unwrap();
+    assert!(matches!(
+        dave.recv_data(WAIT).await.unwrap(),
+        Received::Channel { .. }
+    ));
+    // Same 5-tuple, new password: the allocation refreshes.
+    let mut dave = dave.credentials("dave", "dave-pw-2");
+    assert_eq!(dave.refresh(600).await.unwrap(), 600);
+
     // `user remove` makes the next Refresh fail with 401, and ends the allocation.
     cli(db, &["user", "remove", "dave", "--realm", REALM], None).await;
     let took = refused_within_effect(&mut dave, "user remove").await;
