@@ -113,6 +113,41 @@ as_root() {
 
 # --- system packages ---------------------------------------------------------------
 
+# Installs Debian package $1 with its service kept stopped and disabled: the suite
+# starts what it needs itself (a PostgreSQL in a temporary directory), and never a
+# package's own server. invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d,
+# and 101 means "not allowed"; only a policy file this script created is removed
+# again. $2 names the service to disable afterwards.
+apt_install_keeping_services_stopped() {
+    local package=$1 service=$2
+    command -v apt-get >/dev/null 2>&1 || die "apt-get is not available; install $package by hand"
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# written by ferroturn scripts/test.sh while installing %s\nexit 101\n' "$package" |
+            as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        made_policy=1
+    fi
+    local rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends "$package" || rc=$?
+    fi
+    if [ "$made_policy" = 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    [ "$rc" -eq 0 ] || die "installing $package failed (apt-get exit $rc)"
+    # We installed it, so its service is ours to keep off: not enabled at boot, and
+    # not running (it cannot have been running before the package existed).
+    if command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable "$service" >/dev/null 2>&1 || true
+        if [ -d /run/systemd/system ] && systemctl is-active --quiet "$service" 2>/dev/null; then
+            as_root systemctl stop "$service"
+        fi
+    fi
+}
+
 install_coturn_tools() {
     local missing=()
     local tool
@@ -124,38 +159,7 @@ install_coturn_tools() {
         return
     fi
     echo "missing ${missing[*]}: installing the coturn package"
-    command -v apt-get >/dev/null 2>&1 ||
-        die "apt-get is not available; install coturn (for ${missing[*]}) by hand"
-
-    # Keep the package's maintainer scripts from starting turnserver: invoke-rc.d and
-    # deb-systemd-invoke ask /usr/sbin/policy-rc.d, and 101 means "not allowed".
-    # Only a policy file this script created is removed again.
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\n# written by ferroturn scripts/test.sh while installing coturn\nexit 101\n' |
-            as_root tee "$policy" >/dev/null
-        as_root chmod 755 "$policy"
-        made_policy=1
-    fi
-    local rc=0
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
-    if [ "$rc" -eq 0 ]; then
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-            --no-install-recommends coturn || rc=$?
-    fi
-    if [ "$made_policy" = 1 ]; then
-        as_root rm -f "$policy"
-    fi
-    [ "$rc" -eq 0 ] || die "installing coturn failed (apt-get exit $rc)"
-
-    # We installed it, so its service is ours to keep off: not enabled at boot, and
-    # not running (it cannot have been running before the package existed).
-    if command -v systemctl >/dev/null 2>&1; then
-        as_root systemctl disable coturn >/dev/null 2>&1 || true
-        if [ -d /run/systemd/system ] && systemctl is-active --quiet coturn 2>/dev/null; then
-            as_root systemctl stop coturn
-        fi
-    fi
+    apt_install_keeping_services_stopped coturn coturn
     for tool in "${missing[@]}"; do
         command -v "$tool" >/dev/null 2>&1 || die "coturn is installed but $tool is still missing"
     done
@@ -183,33 +187,7 @@ install_postgresql() {
     bindir=$(postgres_bindir)
     if [ -z "$bindir" ]; then
         echo "PostgreSQL server binaries (initdb) missing: installing the postgresql package"
-        command -v apt-get >/dev/null 2>&1 ||
-            die "apt-get is not available; install PostgreSQL (initdb, pg_ctl) by hand"
-        # As for coturn: the package's maintainer scripts create a cluster and would
-        # start it; policy-rc.d answering 101 keeps it stopped. The tests start their
-        # own server in a temporary directory and never touch that cluster. Only a
-        # policy file this script created is removed again.
-        local policy=/usr/sbin/policy-rc.d made_policy=0
-        if [ ! -e "$policy" ]; then
-            printf '#!/bin/sh\n# written by ferroturn scripts/test.sh while installing postgresql\nexit 101\n' |
-                as_root tee "$policy" >/dev/null
-            as_root chmod 755 "$policy"
-            made_policy=1
-        fi
-        local rc=0
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
-        if [ "$rc" -eq 0 ]; then
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-                --no-install-recommends postgresql || rc=$?
-        fi
-        if [ "$made_policy" = 1 ]; then
-            as_root rm -f "$policy"
-        fi
-        [ "$rc" -eq 0 ] || die "installing postgresql failed (apt-get exit $rc)"
-        # We installed it, so its service is ours to keep off at boot.
-        if command -v systemctl >/dev/null 2>&1; then
-            as_root systemctl disable postgresql >/dev/null 2>&1 || true
-        fi
+        apt_install_keeping_services_stopped postgresql postgresql
         bindir=$(postgres_bindir)
         [ -n "$bindir" ] || die "postgresql is installed but initdb is still missing"
     fi
