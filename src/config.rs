@@ -652,6 +652,10 @@ impl Config {
         if let Some(store) = &self.store.url {
             summary.push_str(&format!(", store {store}"));
         }
+        match self.metrics.listen {
+            Some(addr) => summary.push_str(&format!(", metrics {addr}")),
+            None => summary.push_str(", metrics off"),
+        }
         summary
     }
 }

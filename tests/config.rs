@@ -1028,6 +1028,11 @@ fn metrics_listen_and_flag() {
         .build_config()
         .expect("valid");
     assert_eq!(config.metrics.listen, None);
+    assert!(
+        config.summary().ends_with(", metrics off"),
+        "{}",
+        config.summary()
+    );
     let err = serve_args(&["--metrics", "nope"])
         .build_config()
         .expect_err("not an address");
