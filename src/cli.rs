@@ -130,6 +130,11 @@ pub struct ServeArgs {
     /// overrides store.url.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
+
+    /// Metrics and health endpoint address (IP:PORT), or "off"; overrides
+    /// metrics.listen.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -159,6 +164,7 @@ impl fmt::Debug for ServeArgs {
             .field("deny_peers", &self.deny_peers)
             .field("max_allocations_per_user", &self.max_allocations_per_user)
             .field("db", &self.db.as_deref().map(crate::store::redact))
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -251,6 +257,14 @@ impl ServeArgs {
         if let Some(db) = &self.db {
             raw.store.url = db.clone();
             raw.mark_override("store.url", "--db");
+        }
+        if let Some(m) = &self.metrics {
+            raw.metrics.listen = if m.trim() == "off" {
+                String::new()
+            } else {
+                m.clone()
+            };
+            raw.mark_override("metrics.listen", "--metrics");
         }
         if let Some(n) = self.max_allocations_per_user {
             raw.quota.max_allocations_per_user = n.into();

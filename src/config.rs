@@ -168,6 +168,8 @@ pub struct RawConfig {
     pub quota: RawQuota,
     /// `[store]`
     pub store: RawStore,
+    /// `[metrics]`
+    pub metrics: RawMetrics,
     /// Key path (or list key path) -> the flag that set it.
     #[serde(skip)]
     overrides: BTreeMap<String, &'static str>,
@@ -332,6 +334,27 @@ impl fmt::Debug for RawStore {
     }
 }
 
+/// `[metrics]` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawMetrics {
+    /// `listen`: IP:PORT of the HTTP endpoint (`/metrics`, `/healthz`,
+    /// `/readyz`); empty = off.
+    pub listen: String,
+}
+
+/// Where the metrics endpoint listens unless told otherwise: loopback only, as
+/// the endpoint has no authentication.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: DEFAULT_METRICS_LISTEN.into(),
+        }
+    }
+}
+
 /// Prints `<N redacted>` in place of secret material.
 struct Redacted(usize);
 
@@ -387,20 +410,23 @@ impl RawConfig {
             peers,
             quota,
             store,
+            metrics,
             overrides,
             source_file,
         } = self;
-        validate_parts(&server, &relay, &auth, &peers, &quota, &store).map_err(|err| match err {
-            ConfigError::Invalid { key, message, .. } => {
-                let flag = origin(&overrides, &key);
-                ConfigError::Invalid {
-                    file: if flag.is_none() { source_file } else { None },
-                    key,
-                    message,
-                    flag,
+        validate_parts(&server, &relay, &auth, &peers, &quota, &store, &metrics).map_err(|err| {
+            match err {
+                ConfigError::Invalid { key, message, .. } => {
+                    let flag = origin(&overrides, &key);
+                    ConfigError::Invalid {
+                        file: if flag.is_none() { source_file } else { None },
+                        key,
+                        message,
+                        flag,
+                    }
                 }
+                other => other,
             }
-            other => other,
         })
     }
 }
@@ -445,6 +471,15 @@ pub struct Config {
     pub quota: QuotaConfig,
     /// The credential store, if any.
     pub store: StoreConfig,
+    /// The metrics and health endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// The HTTP endpoint for Prometheus and health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `None` = no endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Where users, REST secrets and revocations are kept besides the file.
@@ -617,6 +652,10 @@ impl Config {
         if let Some(store) = &self.store.url {
             summary.push_str(&format!(", store {store}"));
         }
+        match self.metrics.listen {
+            Some(addr) => summary.push_str(&format!(", metrics {addr}")),
+            None => summary.push_str(", metrics off"),
+        }
         summary
     }
 }
@@ -638,6 +677,7 @@ fn validate_parts(
     peers: &RawPeers,
     quota: &RawQuota,
     store: &RawStore,
+    metrics: &RawMetrics,
 ) -> Result<Config> {
     let listen = validate_listen(&server.listen)?;
     let realm = validate_text("server.realm", &server.realm)?;
@@ -701,6 +741,7 @@ fn validate_parts(
     };
 
     let store = validate_store(store)?;
+    let metrics = validate_metrics(metrics)?;
 
     Ok(Config {
         listen,
@@ -713,7 +754,22 @@ fn validate_parts(
         peers,
         quota,
         store,
+        metrics,
     })
+}
+
+fn validate_metrics(metrics: &RawMetrics) -> Result<MetricsConfig> {
+    let value = metrics.listen.trim();
+    if value.is_empty() {
+        return Ok(MetricsConfig { listen: None });
+    }
+    match value.parse::<SocketAddr>() {
+        Ok(addr) => Ok(MetricsConfig { listen: Some(addr) }),
+        Err(_) => invalid(
+            "metrics.listen",
+            format!("{value:?} is not IP:PORT (write IPv6 as [ADDR]:PORT), or \"\" for off"),
+        ),
+    }
 }
 
 /// Converts a raw integer to the target type if it is within

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod store;
 pub mod stun;

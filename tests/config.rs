@@ -67,6 +67,10 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.quota.max_channels_per_allocation, 64);
     assert_eq!(config.quota.max_relay_ports, 0);
     assert_eq!(config.store.url, None);
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9641".parse().expect("addr"))
+    );
 }
 
 #[test]
@@ -995,5 +999,47 @@ fn serve_with_bad_flag_exits_1_before_starting() {
     assert!(
         stderr.starts_with("error: relay.port-range (from --relay-ports): "),
         "{stderr}"
+    );
+}
+
+/// `metrics.listen`: an address, "" for off, anything else named by its key;
+/// `--metrics ADDR` and `--metrics off` override it.
+#[test]
+fn metrics_listen_and_flag() {
+    let config = Config::from_toml_str("[metrics]\nlisten = \"[::1]:9100\"\n").expect("valid");
+    assert_eq!(
+        config.metrics.listen,
+        Some("[::1]:9100".parse().expect("addr"))
+    );
+    let off = Config::from_toml_str("[metrics]\nlisten = \"\"\n").expect("valid");
+    assert_eq!(off.metrics.listen, None);
+    let (key, message) = invalid_key("[metrics]\nlisten = \"localhost\"\n");
+    assert_eq!(key, "metrics.listen");
+    assert!(message.contains("localhost"), "{message}");
+
+    let config = serve_args(&["--metrics", "0.0.0.0:9642"])
+        .build_config()
+        .expect("valid");
+    assert_eq!(
+        config.metrics.listen,
+        Some("0.0.0.0:9642".parse().expect("addr"))
+    );
+    let config = serve_args(&["--metrics", "off"])
+        .build_config()
+        .expect("valid");
+    assert_eq!(config.metrics.listen, None);
+    assert!(
+        config.summary().ends_with(", metrics off"),
+        "{}",
+        config.summary()
+    );
+    let err = serve_args(&["--metrics", "nope"])
+        .build_config()
+        .expect_err("not an address");
+    assert_eq!(err.key(), Some("metrics.listen"));
+    assert!(
+        err.to_string()
+            .starts_with("metrics.listen (from --metrics): "),
+        "{err}"
     );
 }

@@ -46,6 +46,9 @@ fn ferroturn(extra: &[&str]) -> (Proc, SocketAddr) {
             "json",
             "--log-level",
             "info",
+            // Tests run in parallel: the default metrics port would collide.
+            "--metrics",
+            "127.0.0.1:0",
         ])
         .args(["--realm", "north.gov", "--user", &format!("{USER}:{PASS}")])
         .args(extra)

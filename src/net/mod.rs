@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
+use crate::metrics::{Health, Metrics, ShardSlot};
 use crate::turn::auth::NonceKey;
 use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
@@ -43,6 +44,8 @@ pub struct NetOptions {
     /// The credential store, if any: loaded before the listeners start, then
     /// polled for changes.
     pub store: Option<crate::store::StoreLocation>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` = nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -56,9 +59,14 @@ pub struct Running {
     /// Tells the shards that `credentials` changed (the new generation), so that
     /// they end allocations whose credential is gone.
     pub credentials_changed: watch::Sender<i64>,
+    /// The metrics endpoint's bound address (port 0 resolved), if it is on.
+    pub metrics: Option<SocketAddr>,
+    /// What `/readyz` reports; set `draining` to make it answer 503.
+    pub health: Arc<Health>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     poller: Option<JoinHandle<()>>,
+    metrics_thread: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -85,6 +93,10 @@ impl Running {
                 Ok(Err(e)) => result = Err(e),
                 Err(_) => result = Err(io::Error::other("a shard thread panicked")),
             }
+        }
+        // After the shards: their final publication is in the slots by now.
+        if let Some(m) = self.metrics_thread {
+            let _ = m.join();
         }
         result
     }
@@ -153,9 +165,17 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         }
     }
 
+    let metrics_listener = opts.metrics.map(crate::metrics::bind).transpose()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?;
+
     let mut core = opts.core.clone();
     core.own_services
         .extend(udp_addrs.iter().chain(&tcp_addrs).copied());
+    // The metrics endpoint is one of our services too: never a relay target.
+    core.own_services.extend(metrics_addr);
     core.local_ips = sockets::local_ips();
     let cfg = Arc::new(core);
     let nonces = NonceKey::generate()
@@ -181,9 +201,26 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
 
     let (tx, rx) = watch::channel(false);
     let (generation_tx, generation_rx) = watch::channel(creds.generation());
+    let health = Arc::new(Health::new(shards, creds.clone()));
+    let slots: Vec<ShardSlot> = (0..shards).map(|_| ShardSlot::default()).collect();
+    let metrics_thread = match metrics_listener {
+        Some(l) => {
+            let m = Metrics::new(slots.clone())
+                .map_err(|e| io::Error::other(format!("metrics registry: {e}")))?;
+            Some(crate::metrics::spawn(
+                l,
+                Arc::new(m),
+                health.clone(),
+                rx.clone(),
+            )?)
+        }
+        None => None,
+    };
     let mut threads = Vec::new();
-    for (index, sockets) in per_shard.into_iter().enumerate() {
+    for ((index, sockets), slot) in per_shard.into_iter().enumerate().zip(slots) {
         let params = ShardParams {
+            slot,
+            health: health.clone(),
             index,
             cfg: cfg.clone(),
             shared: shared.clone(),
@@ -212,8 +249,11 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         tcp: tcp_addrs,
         credentials: creds,
         credentials_changed: generation_tx,
+        metrics: metrics_addr,
+        health,
         shutdown: tx,
         threads,
+        metrics_thread,
     })
 }
 
@@ -253,6 +293,7 @@ impl NetOptions {
             max_allocations: config.quota.max_allocations,
             max_relay_ports: config.quota.max_relay_ports,
             store: config.store.url.clone(),
+            metrics: config.metrics.listen,
         }
     }
 }
@@ -279,6 +320,9 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
     }
     for a in &running.tcp {
         tracing::info!(transport = "tcp", address = %a, "listening");
+    }
+    if let Some(a) = running.metrics {
+        tracing::info!(address = %a, "metrics on http://{a}/metrics");
     }
     let stop = running.stopper();
     let name = rt.block_on(async {

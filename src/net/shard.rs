@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Notify};
 
 use super::relay::{Binder, PortBudget};
+use crate::metrics::{Health, ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
 use crate::stun::framing::{next_frame, Frame};
 use crate::turn::server::{Event, PEER_HEADROOM, PEER_TAILROOM};
 use crate::turn::{
@@ -74,6 +75,9 @@ impl ConnOut {
 
 struct State {
     server: Server<Binder>,
+    /// TCP client connections open now and accepted in all (for metrics).
+    tcp_active: u64,
+    tcp_total: u64,
     udp: Vec<UdpListener>,
     conns: HashMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
@@ -289,7 +293,12 @@ async fn tcp_connection(shard: ShardRef, stream: TcpStream, client: SocketAddr) 
         server: local,
     };
     let out = Rc::new(ConnOut::default());
-    shard.borrow_mut().conns.insert(tuple, out.clone());
+    {
+        let mut s = shard.borrow_mut();
+        s.conns.insert(tuple, out.clone());
+        s.tcp_active += 1;
+        s.tcp_total += 1;
+    }
     let (mut rd, mut wr) = stream.into_split();
     let writer_out = out.clone();
     let writer = tokio::task::spawn_local(async move {
@@ -364,6 +373,7 @@ async fn tcp_connection(shard: ShardRef, stream: TcpStream, client: SocketAddr) 
     {
         let mut s = shard.borrow_mut();
         s.conns.remove(&tuple);
+        s.tcp_active = s.tcp_active.saturating_sub(1);
         s.server.connection_closed(Instant::now(), tuple);
     }
     // Let the writer flush what is queued, but not wait on a client that stopped
@@ -425,8 +435,39 @@ fn log_events(server: &mut Server<Binder>) {
     }
 }
 
+/// Copies the shard's counters into its metrics slot: one uncontended lock and a
+/// copy of plain integers, a few times a second. The gauges are counted here, off
+/// the packet path.
+fn publish(shard: &ShardRef, slot: &ShardSlot) {
+    let s = shard.borrow();
+    let g = s.server.gauges(Instant::now());
+    let snap = ShardSnapshot {
+        stats: s.server.stats().clone(),
+        allocations: g.allocations,
+        permissions: g.permissions,
+        channels: g.channels,
+        tcp_active: s.tcp_active,
+        tcp_total: s.tcp_total,
+    };
+    drop(s);
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
+}
+
+async fn publisher(shard: ShardRef, slot: ShardSlot) {
+    let mut every = tokio::time::interval(PUBLISH_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        publish(&shard, &slot);
+    }
+}
+
 /// What a shard thread is handed.
 pub struct ShardParams {
+    /// Where the shard publishes its counters for the metrics endpoint.
+    pub slot: ShardSlot,
+    /// Counts this shard as serving its listeners while it runs.
+    pub health: Arc<Health>,
     pub index: usize,
     pub cfg: Arc<ServerConfig>,
     pub shared: Shared,
@@ -464,6 +505,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         sockets,
         mut shutdown,
         credentials,
+        slot,
+        health,
     } = params;
     // I/O and time only: the main thread's runtime alone has a signal driver.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -486,6 +529,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         }
         let shard: ShardRef = Rc::new(RefCell::new(State {
             server,
+            tcp_active: 0,
+            tcp_total: 0,
             udp,
             conns: HashMap::new(),
             reply: BytesMut::with_capacity(1024),
@@ -502,6 +547,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         }
         tokio::task::spawn_local(timer(shard.clone()));
         tokio::task::spawn_local(recheck_on_change(shard.clone(), credentials));
+        tokio::task::spawn_local(publisher(shard.clone(), slot.clone()));
+        let _running = health.shard_running();
         tracing::debug!(shard = index, "shard running");
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -512,6 +559,9 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         let n = s.server.allocations();
         s.server.close_all(Instant::now());
         log_events(&mut s.server);
+        drop(s);
+        // The last word: allocations closed, every counter final.
+        publish(&shard, &slot);
         tracing::debug!(shard = index, allocations = n, "shard stopped");
         Ok(())
     })

@@ -31,6 +31,18 @@ pub enum Transport {
 }
 
 impl Transport {
+    pub const COUNT: usize = 3;
+    pub const ALL: [Transport; Self::COUNT] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+    /// This transport's slot in per-transport counter arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        }
+    }
+
     /// Streams frame ChannelData with padding to 4 bytes (RFC 8656 §12.5).
     pub const fn is_stream(self) -> bool {
         !matches!(self, Transport::Udp)

@@ -29,7 +29,7 @@ use super::policy::{canonical_ip, PeerPolicy};
 use super::quota::{QuotaError, QuotaTracker};
 use super::reservations::Reservations;
 use super::table::{AllocId, Table};
-use super::{BindError, FiveTuple, PortRequest, RelayBinder, RelayId};
+use super::{BindError, FiveTuple, PortRequest, RelayBinder, RelayId, Transport};
 use crate::stun::attr::{self, *};
 use crate::stun::channel_data::{self, padded_len, ChannelData, CHANNEL_MAX, CHANNEL_MIN};
 use crate::stun::message::{message_type, HEADER_LEN};
@@ -206,16 +206,171 @@ pub enum Event {
     },
 }
 
-/// Counters of one shard. Plain integers: the shard owns them, a metrics collector
-/// reads snapshots.
+/// Why a long-term credential check failed. Counted only: on the wire the core
+/// answers every one of them the same way (401, or 438 for a nonce), so that an
+/// attacker cannot tell them apart; the operator can.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum AuthFailure {
+    /// No such user in this realm (a wrong realm or an unresolved USERHASH too).
+    UnknownUser,
+    /// The user exists but no candidate key verified the MAC: a wrong password.
+    BadIntegrity,
+    /// The nonce is too old or not ours (438).
+    StaleNonce,
+    /// A REST credential past its expiry.
+    ExpiredCredential,
+    /// A credential an operator revoked.
+    Revoked,
+}
+
+impl AuthFailure {
+    pub const COUNT: usize = 5;
+    pub const ALL: [AuthFailure; Self::COUNT] = [
+        AuthFailure::UnknownUser,
+        AuthFailure::BadIntegrity,
+        AuthFailure::StaleNonce,
+        AuthFailure::ExpiredCredential,
+        AuthFailure::Revoked,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::BadIntegrity => "bad_integrity",
+            AuthFailure::StaleNonce => "stale_nonce",
+            AuthFailure::ExpiredCredential => "expired_credential",
+            AuthFailure::Revoked => "revoked",
+        }
+    }
+}
+
+/// Which limit refused a request (486 or 508).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum QuotaKind {
+    /// `max-allocations-per-user` (486).
+    User,
+    /// `max-allocations` (508).
+    Total,
+    /// `max-permissions-per-allocation` (508).
+    Permissions,
+    /// `max-channels-per-allocation` (508).
+    Channels,
+    /// No relay port left in the range or under `max-relay-ports` (508, or the
+    /// ADDRESS-ERROR-CODE of an additional family).
+    RelayPorts,
+}
+
+impl QuotaKind {
+    pub const COUNT: usize = 5;
+    pub const ALL: [QuotaKind; Self::COUNT] = [
+        QuotaKind::User,
+        QuotaKind::Total,
+        QuotaKind::Permissions,
+        QuotaKind::Channels,
+        QuotaKind::RelayPorts,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            QuotaKind::User => "user",
+            QuotaKind::Total => "total",
+            QuotaKind::Permissions => "permissions",
+            QuotaKind::Channels => "channels",
+            QuotaKind::RelayPorts => "relay_ports",
+        }
+    }
+}
+
+/// The request methods `Stats::requests` is indexed by (metric label values);
+/// the last, "other", collects methods the server does not serve (answered 400).
+pub const REQUEST_METHODS: [&str; 6] = [
+    "binding",
+    "allocate",
+    "refresh",
+    "create_permission",
+    "channel_bind",
+    "other",
+];
+
+/// The response codes `Stats::requests` is indexed by: 200 for a success, then
+/// every error code the core sends. One more slot after these, "other", would
+/// catch a code added to the core but not here, so that nothing goes uncounted.
+pub const RESPONSE_CODES: [u16; 15] = [
+    200, 300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+];
+
+/// Slots per method in `Stats::requests`: the codes above plus "other".
+pub const RESPONSE_CODE_SLOTS: usize = RESPONSE_CODES.len() + 1;
+
+fn method_index(m: Method) -> usize {
+    match m {
+        Method::Binding => 0,
+        Method::Allocate => 1,
+        Method::Refresh => 2,
+        Method::CreatePermission => 3,
+        Method::ChannelBind => 4,
+        _ => 5,
+    }
+}
+
+fn code_index(code: u16) -> usize {
+    RESPONSE_CODES
+        .iter()
+        .position(|&c| c == code)
+        .unwrap_or(RESPONSE_CODES.len())
+}
+
+/// Counters of one shard. Plain integers: the shard owns them and bumps them
+/// without atomics or locks; the driver publishes a copy now and then for the
+/// metrics endpoint (see `crate::metrics`). Every field only ever grows.
+/// Per-transport arrays are indexed by [`super::Transport::index`], so splitting
+/// relayed traffic by transport costs nothing over one total.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub drops: [u64; DropReason::COUNT],
     pub allocations_created: u64,
-    pub to_peer_packets: u64,
-    pub to_peer_bytes: u64,
-    pub to_client_packets: u64,
-    pub to_client_bytes: u64,
+    /// Responses sent, by [`REQUEST_METHODS`] and [`RESPONSE_CODES`] index.
+    pub requests: [[u64; RESPONSE_CODE_SLOTS]; REQUEST_METHODS.len()],
+    pub auth_failures: [u64; AuthFailure::COUNT],
+    pub quota_rejections: [u64; QuotaKind::COUNT],
+    pub to_peer_packets: [u64; Transport::COUNT],
+    pub to_peer_bytes: [u64; Transport::COUNT],
+    pub to_client_packets: [u64; Transport::COUNT],
+    pub to_client_bytes: [u64; Transport::COUNT],
+}
+
+impl Stats {
+    /// Adds another shard's counters to these.
+    pub fn add(&mut self, o: &Stats) {
+        fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        sum(&mut self.drops, &o.drops);
+        self.allocations_created += o.allocations_created;
+        for (a, b) in self.requests.iter_mut().zip(&o.requests) {
+            sum(a, b);
+        }
+        sum(&mut self.auth_failures, &o.auth_failures);
+        sum(&mut self.quota_rejections, &o.quota_rejections);
+        sum(&mut self.to_peer_packets, &o.to_peer_packets);
+        sum(&mut self.to_peer_bytes, &o.to_peer_bytes);
+        sum(&mut self.to_client_packets, &o.to_client_packets);
+        sum(&mut self.to_client_bytes, &o.to_client_bytes);
+    }
+}
+
+/// What a shard holds right now, counted when it publishes its metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub allocations: u64,
+    /// Unexpired permissions, over all allocations.
+    pub permissions: u64,
+    /// Unexpired channel bindings, over all allocations.
+    pub channels: u64,
 }
 
 /// Caps the event queue when nobody drains it (events are for observers; losing
@@ -468,6 +623,34 @@ impl<B: RelayBinder> Server<B> {
         self.table.len()
     }
 
+    /// Allocations, live permissions and live channels. Walks the table, so the
+    /// driver calls it when it publishes metrics (a few times a second), never
+    /// per packet.
+    pub fn gauges(&self, now: Instant) -> Gauges {
+        let mut g = Gauges::default();
+        for (_, a) in self.table.iter() {
+            g.allocations += 1;
+            g.permissions += a.permissions.iter().filter(|p| p.expires > now).count() as u64;
+            g.channels += a.channels.iter().filter(|c| c.expires > now).count() as u64;
+        }
+        g
+    }
+
+    /// Counts the response now in `out` to a `method` request, by the code it
+    /// carries: read back from the message itself, so that every path that
+    /// answers is counted without each having to remember to.
+    fn count_response(&mut self, method: Method, out: &[u8]) {
+        let code = match Message::parse(out) {
+            Ok(m) if m.class() == Class::Success => 200,
+            Ok(m) => match m.get::<ErrorCode>() {
+                Some(Ok(e)) => e.code,
+                _ => 0,
+            },
+            Err(_) => 0,
+        };
+        self.stats.requests[method_index(method)][code_index(code)] += 1;
+    }
+
     pub fn binder(&self) -> &B {
         &self.binder
     }
@@ -512,8 +695,17 @@ impl<B: RelayBinder> Server<B> {
             return self.drop_packet(DropReason::BadFingerprint);
         }
         match (msg.class(), msg.method()) {
-            (Class::Request, Method::Binding) => self.handle_binding(&msg, tuple, out),
-            (Class::Request, _) => self.handle_turn_request(now, tuple, &msg, out),
+            (Class::Request, method) => {
+                let o = if method == Method::Binding {
+                    self.handle_binding(&msg, tuple, out)
+                } else {
+                    self.handle_turn_request(now, tuple, &msg, out)
+                };
+                if o == Output::Reply {
+                    self.count_response(method, out);
+                }
+                o
+            }
             (Class::Indication, Method::Send) => self.handle_send(now, tuple, &msg, data),
             // Binding indications are keep-alives (RFC 8489 §6.3.2): no answer.
             (Class::Indication, Method::Binding) => Output::None,
@@ -591,7 +783,7 @@ impl<B: RelayBinder> Server<B> {
     /// before the bid-down rules (the RFC lists them first) because those rules
     /// depend on its feature bits, which can only be trusted once its MAC verified.
     fn authenticate<'m>(
-        &self,
+        &mut self,
         now: Instant,
         tuple: FiveTuple,
         msg: &Message<'m>,
@@ -621,7 +813,8 @@ impl<B: RelayBinder> Server<B> {
         {
             NonceCheck::Valid => {}
             NonceCheck::Stale | NonceCheck::Invalid => {
-                return Err(self.challenge(now, tuple, out, msg, 438))
+                self.stats.auth_failures[AuthFailure::StaleNonce as usize] += 1;
+                return Err(self.challenge(now, tuple, out, msg, 438));
             }
         }
         let features = nonce_features(nonce);
@@ -657,14 +850,27 @@ impl<B: RelayBinder> Server<B> {
         };
         let mut matched = None;
         let mut tried = 0;
+        // Why the first lookup found nothing usable, for the counters only.
+        let mut failure = AuthFailure::UnknownUser;
         if let Some(name) = &username {
             while tried < MAX_CREDENTIAL_CANDIDATES {
-                let Lookup::Found(keys, expiry) =
-                    self.creds
+                let keys_expiry =
+                    match self
+                        .creds
                         .lookup_candidate(name, &self.cfg.realm, unix, tried)
-                else {
-                    break;
-                };
+                    {
+                        Lookup::Found(keys, expiry) => (keys, expiry),
+                        Lookup::Expired if tried == 0 => {
+                            failure = AuthFailure::ExpiredCredential;
+                            break;
+                        }
+                        Lookup::Revoked if tried == 0 => {
+                            failure = AuthFailure::Revoked;
+                            break;
+                        }
+                        _ => break,
+                    };
+                let (keys, expiry) = keys_expiry;
                 tried += 1;
                 let key = match algorithm {
                     PasswordAlgo::Md5 => LongTermKey::Md5(keys.md5),
@@ -684,6 +890,10 @@ impl<B: RelayBinder> Server<B> {
             let _ = verify(&dummy);
         }
         let (Some((key, expiry)), Some(username)) = (matched, username) else {
+            if tried > 0 {
+                failure = AuthFailure::BadIntegrity;
+            }
+            self.stats.auth_failures[failure as usize] += 1;
             return Err(self.challenge(now, tuple, out, msg, 401));
         };
         Ok(Authed {
@@ -911,8 +1121,14 @@ impl<B: RelayBinder> Server<B> {
         }
         match self.quota.acquire(&auth.username) {
             Ok(()) => {}
-            Err(QuotaError::User) => return self.error(out, msg, 486, key),
-            Err(QuotaError::Total) => return self.error(out, msg, 508, key),
+            Err(QuotaError::User) => {
+                self.stats.quota_rejections[QuotaKind::User as usize] += 1;
+                return self.error(out, msg, 486, key);
+            }
+            Err(QuotaError::Total) => {
+                self.stats.quota_rejections[QuotaKind::Total as usize] += 1;
+                return self.error(out, msg, 508, key);
+            }
         }
 
         let mut relays: [Option<Relay>; 2] = [None, None];
@@ -959,7 +1175,10 @@ impl<B: RelayBinder> Server<B> {
                 Err(e) => {
                     self.quota.release(&auth.username);
                     let code = match e {
-                        BindError::Exhausted => 508,
+                        BindError::Exhausted => {
+                            self.stats.quota_rejections[QuotaKind::RelayPorts as usize] += 1;
+                            508
+                        }
                         BindError::FamilyUnavailable => 440,
                     };
                     return self.error(out, msg, code, key);
@@ -971,7 +1190,10 @@ impl<B: RelayBinder> Server<B> {
                         self.live.set(relay.local, true);
                         relays[1] = Some(relay);
                     }
-                    Err(BindError::Exhausted) => family_error = Some((Family::V6, 508)),
+                    Err(BindError::Exhausted) => {
+                        self.stats.quota_rejections[QuotaKind::RelayPorts as usize] += 1;
+                        family_error = Some((Family::V6, 508));
+                    }
                     Err(BindError::FamilyUnavailable) => family_error = Some((Family::V6, 440)),
                 }
             }
@@ -1237,6 +1459,7 @@ impl<B: RelayBinder> Server<B> {
             ips[count] = Some(p.ip());
         }
         if max != 0 && alloc.permissions.len() + new > max as usize {
+            self.stats.quota_rejections[QuotaKind::Permissions as usize] += 1;
             return self.error(out, msg, 508, key);
         }
         let expires = now + self.cfg.permission_lifetime;
@@ -1289,9 +1512,12 @@ impl<B: RelayBinder> Server<B> {
             self.cfg.max_permissions_per_allocation,
         );
         let is_new_channel = !alloc.channels.iter().any(|c| c.number == number);
-        if (is_new_channel && max_ch != 0 && alloc.channels.len() >= max_ch as usize)
-            || !alloc.can_permit(peer.ip(), max_perm)
-        {
+        if is_new_channel && max_ch != 0 && alloc.channels.len() >= max_ch as usize {
+            self.stats.quota_rejections[QuotaKind::Channels as usize] += 1;
+            return self.error(out, msg, 508, key);
+        }
+        if !alloc.can_permit(peer.ip(), max_perm) {
+            self.stats.quota_rejections[QuotaKind::Permissions as usize] += 1;
             return self.error(out, msg, 508, key);
         }
         let (perm_expires, chan_expires) = (
@@ -1339,8 +1565,9 @@ impl<B: RelayBinder> Server<B> {
         let len = payload.len() as u64;
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += len;
-        self.stats.to_peer_packets += 1;
-        self.stats.to_peer_bytes += len;
+        let t = tuple.transport.index();
+        self.stats.to_peer_packets[t] += 1;
+        self.stats.to_peer_bytes[t] += len;
         Output::ToPeer {
             relay,
             peer: dest,
@@ -1372,8 +1599,9 @@ impl<B: RelayBinder> Server<B> {
         let len = cd.payload.len() as u64;
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += len;
-        self.stats.to_peer_packets += 1;
-        self.stats.to_peer_bytes += len;
+        let t = tuple.transport.index();
+        self.stats.to_peer_packets[t] += 1;
+        self.stats.to_peer_bytes[t] += len;
         let dest = self.to_internal(peer).0;
         Output::ToPeer {
             relay,
@@ -1419,9 +1647,10 @@ impl<B: RelayBinder> Server<B> {
         let len = end - start;
         a.traffic.to_client_packets += 1;
         a.traffic.to_client_bytes += len as u64;
-        self.stats.to_client_packets += 1;
-        self.stats.to_client_bytes += len as u64;
         let tuple = a.tuple;
+        let t = tuple.transport.index();
+        self.stats.to_client_packets[t] += 1;
+        self.stats.to_client_bytes[t] += len as u64;
         let (first, last) = if let Some(number) = a.channel_for_peer(peer, now) {
             let first = start - channel_data::CHANNEL_DATA_HEADER_LEN;
             buf[first..start].copy_from_slice(&channel_data::header(number, len));

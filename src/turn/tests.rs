@@ -18,7 +18,9 @@ use super::auth::{
 use super::live::LiveRelayPorts;
 use super::quota::QuotaTracker;
 use super::reservations::Reservations;
-use super::server::{CloseReason, DropReason, Event, Shared, PEER_HEADROOM, PEER_TAILROOM};
+use super::server::{
+    AuthFailure, CloseReason, DropReason, Event, QuotaKind, Shared, PEER_HEADROOM, PEER_TAILROOM,
+};
 use super::{
     BindError, Bound, FiveTuple, Output, PeerOutput, PortRequest, RelayBinder, RelayId, Server,
     ServerConfig, Transport,
@@ -844,6 +846,14 @@ fn wrong_password_and_unknown_user_get_the_same_401() {
     h.allocate(&mut other_realm).expect_error(401);
     assert_eq!(h.srv.allocations(), 0);
     assert_eq!(h.shared.quota.total(), 0);
+    // Alike on the wire, told apart in the counters: one wrong password; the
+    // unknown user and the wrong realm are unknown users.
+    let f = h.srv.stats().auth_failures;
+    assert_eq!(f[AuthFailure::BadIntegrity as usize], 1, "{f:?}");
+    assert_eq!(f[AuthFailure::UnknownUser as usize], 2, "{f:?}");
+    assert_eq!(f[AuthFailure::ExpiredCredential as usize], 0, "{f:?}");
+    // Each Allocate: the 401 challenge, then the 401 for the bad credential.
+    assert_eq!(h.srv.stats().requests[1][3], 6, "allocate/401");
 }
 
 fn rest_store(secrets: &[&str]) -> Arc<dyn CredentialStore> {
@@ -873,6 +883,9 @@ fn expired_rest_credential_is_401() {
     h.allocate(&mut c).expect_success();
     h.advance(secs(1000));
     h.refresh(&mut c, Some(600)).expect_error(401);
+    let f = h.srv.stats().auth_failures;
+    assert_eq!(f[AuthFailure::ExpiredCredential as usize], 3, "{f:?}");
+    assert_eq!(f[AuthFailure::BadIntegrity as usize], 0, "{f:?}");
 }
 
 #[test]
@@ -1095,6 +1108,11 @@ fn nonce_older_than_its_lifetime_is_438() {
     );
     r.expect_success();
     r.check_integrity(&c.key);
+    assert_eq!(
+        h.srv.stats().auth_failures[AuthFailure::StaleNonce as usize],
+        1
+    );
+    assert_eq!(h.srv.stats().requests[1][7], 1, "allocate/438");
 }
 
 #[test]
@@ -1241,6 +1259,9 @@ fn user_quota_is_486() {
     // Deleting the first frees the quota.
     h.refresh(&mut a1, Some(0)).expect_success();
     h.allocate(&mut a2).expect_success();
+    let q = h.srv.stats().quota_rejections;
+    assert_eq!(q[QuotaKind::User as usize], 1);
+    assert_eq!(q.iter().sum::<u64>(), 1);
 }
 
 #[test]
@@ -1250,6 +1271,7 @@ fn total_quota_is_508() {
     let mut bob = Client::new("bob", "bob-pw", "192.0.2.11:1000");
     h.allocate(&mut bob).expect_error(508);
     assert_eq!(h.shared.quota.total(), 1);
+    assert_eq!(h.srv.stats().quota_rejections[QuotaKind::Total as usize], 1);
 }
 
 #[test]
@@ -1260,6 +1282,10 @@ fn binder_exhausted_is_508_and_releases_quota() {
     h.allocate(&mut c).expect_error(508);
     assert_eq!(h.shared.quota.total(), 0);
     assert_eq!(h.srv.allocations(), 0);
+    assert_eq!(
+        h.srv.stats().quota_rejections[QuotaKind::RelayPorts as usize],
+        1
+    );
 }
 
 #[test]
@@ -1302,6 +1328,11 @@ fn permission_quota_is_508() {
     h.channel_bind(&mut c, 0x4000, sa("9.9.9.9:1"))
         .expect_error(508);
     h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
+    let q = h.srv.stats().quota_rejections;
+    assert_eq!(q[QuotaKind::Permissions as usize], 3, "{q:?}");
+    assert_eq!(q[QuotaKind::Channels as usize], 0, "{q:?}");
+    assert_eq!(h.srv.stats().requests[3][14], 2, "create_permission/508");
+    assert_eq!(h.srv.stats().requests[4][14], 1, "channel_bind/508");
 }
 
 #[test]
@@ -1574,8 +1605,8 @@ fn send_indication_relays_the_data_range() {
     assert_eq!(relay, rid);
     assert_eq!(peer, sa(PEER_A));
     assert_eq!(&msg[start..end], payload);
-    assert_eq!(h.srv.stats().to_peer_packets, 1);
-    assert_eq!(h.srv.stats().to_peer_bytes, 5);
+    assert_eq!(h.srv.stats().to_peer_packets[0], 1);
+    assert_eq!(h.srv.stats().to_peer_bytes[0], 5);
     // Without a permission for the IP: dropped.
     let (o, _) = h.send_raw(
         c.tuple,
@@ -1636,8 +1667,11 @@ fn peer_data_with_channel_becomes_channel_data() {
         assert_eq!(cd.channel, 0x4001);
         assert_eq!(cd.payload, b"hello");
         assert!(bytes[9..].iter().all(|&b| b == 0), "zero padding");
-        assert_eq!(h.srv.stats().to_client_packets, 1);
-        assert_eq!(h.srv.stats().to_client_bytes, 5);
+        // Counted under the client's transport, and only there.
+        let t = tuple.transport.index();
+        assert_eq!(h.srv.stats().to_client_packets[t], 1);
+        assert_eq!(h.srv.stats().to_client_bytes[t], 5);
+        assert_eq!(h.srv.stats().to_client_packets.iter().sum::<u64>(), 1);
         // Another port of the same IP has a permission but no channel: Data
         // indication.
         let (_, bytes) = h.peer_data(rid, sa("8.8.8.8:1"), b"hello");
@@ -1681,7 +1715,7 @@ fn peer_data_without_permission_is_dropped_and_counted() {
     assert_eq!(o, PeerOutput::None);
     assert!(bytes.is_empty());
     assert_eq!(h.drops(DropReason::NoPermission), 1);
-    assert_eq!(h.srv.stats().to_client_packets, 0);
+    assert_eq!(h.srv.stats().to_client_packets[0], 0);
     // An unknown relay socket.
     let (o, _) = h.peer_data(RelayId(999), sa(PEER_A), b"x");
     assert_eq!(o, PeerOutput::None);

@@ -28,6 +28,7 @@ pub fn options(listen: &str) -> NetOptions {
         max_allocations: 0,
         max_relay_ports: 0,
         store: None,
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
     }
 }
 

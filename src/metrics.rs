@@ -1,0 +1,527 @@
+//! Prometheus metrics and health endpoints, kept off the data path.
+//!
+//! Shards never touch a metric. Each counts in plain integers it owns (the core's
+//! [`Stats`], and a few driver counters) and, every [`PUBLISH_INTERVAL`] and once
+//! at shutdown, copies them into its own [`ShardSlot`]: one uncontended lock per
+//! publish, none per packet. A scrape sums the slots and sets the Prometheus
+//! series from the sums. Each shard's counters only grow and a slot keeps its last
+//! copy after its shard stops, so the sums, and hence the counters, never go
+//! backwards.
+//!
+//! The HTTP side is hyper's HTTP/1 server on a current-thread runtime of its own
+//! thread, so a slow or hostile scraper can cost the shards nothing but the copy
+//! they already make. Paths: `/metrics`, `/healthz`, `/readyz`; anything else 404.
+//! Labels are bounded by construction: method, code, reason, kind, direction and
+//! transport each come from a fixed list ([`label_values`]), never from a user
+//! name or an address.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tokio::sync::watch;
+
+use crate::net::credentials::LiveCredentials;
+use crate::turn::server::{
+    AuthFailure, DropReason, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
+};
+use crate::turn::Transport;
+
+/// How often a shard publishes its counters: the staleness a scrape may see.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+/// Scrapers served at once; more connections are closed at accept.
+const MAX_CONNECTIONS: usize = 32;
+/// A client must send its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one shard last published.
+#[derive(Clone, Debug, Default)]
+pub struct ShardSnapshot {
+    /// The core's counters.
+    pub stats: Stats,
+    pub allocations: u64,
+    pub permissions: u64,
+    pub channels: u64,
+    /// TCP client connections open now, and accepted in all.
+    pub tcp_active: u64,
+    pub tcp_total: u64,
+}
+
+/// One shard's published counters: written by the shard a few times a second,
+/// read by scrapes.
+pub type ShardSlot = Arc<Mutex<ShardSnapshot>>;
+
+/// What `/readyz` looks at.
+#[derive(Debug)]
+pub struct Health {
+    /// Set when the server stops taking new work (drain): `/readyz` answers 503
+    /// "draining" so that a load balancer moves new clients elsewhere.
+    pub draining: AtomicBool,
+    shards: usize,
+    shards_running: AtomicUsize,
+    creds: Arc<LiveCredentials>,
+}
+
+impl Health {
+    pub fn new(shards: usize, creds: Arc<LiveCredentials>) -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            shards,
+            shards_running: AtomicUsize::new(0),
+            creds,
+        }
+    }
+
+    /// A shard has its listeners registered and runs; the guard says when it
+    /// stops, however it stops.
+    pub fn shard_running(self: &Arc<Self>) -> ShardRunning {
+        self.shards_running.fetch_add(1, Ordering::SeqCst);
+        ShardRunning(self.clone())
+    }
+
+    /// `Ok` when every shard serves its listeners, the credential store is
+    /// reachable and the server is not draining; otherwise why not, in one line.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err("draining".into());
+        }
+        let running = self.shards_running.load(Ordering::SeqCst);
+        if running < self.shards {
+            return Err(format!(
+                "listeners not ready: {running} of {} shards running",
+                self.shards
+            ));
+        }
+        if !self.creds.is_healthy() {
+            return Err("credential store unreachable".into());
+        }
+        Ok(())
+    }
+}
+
+/// Held by a running shard; dropping it counts the shard out.
+pub struct ShardRunning(Arc<Health>);
+
+impl Drop for ShardRunning {
+    fn drop(&mut self) {
+        self.0.shards_running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Every label value a series can carry, by label name. A test checks that none
+/// of them could be a user name or an address; the series below take their
+/// labels only from these lists.
+pub fn label_values() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        (
+            "method",
+            REQUEST_METHODS.iter().map(|m| m.to_string()).collect(),
+        ),
+        (
+            "code",
+            RESPONSE_CODES
+                .iter()
+                .map(u16::to_string)
+                .chain(["other".to_string()])
+                .collect(),
+        ),
+        (
+            "reason",
+            DropReason::ALL
+                .iter()
+                .map(|r| r.name())
+                .chain(AuthFailure::ALL.iter().map(|r| r.name()))
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "kind",
+            QuotaKind::ALL.iter().map(|k| k.name().into()).collect(),
+        ),
+        (
+            "direction",
+            vec!["client_to_peer".into(), "peer_to_client".into()],
+        ),
+        (
+            "transport",
+            Transport::ALL.iter().map(|t| t.name().into()).collect(),
+        ),
+    ]
+}
+
+/// The Prometheus series, filled from the shards' slots at each scrape.
+pub struct Metrics {
+    registry: Registry,
+    slots: Vec<ShardSlot>,
+    /// Serialises scrapes: each sets counters to the sums by adding the
+    /// difference, which two concurrent scrapes would add twice.
+    scrape: Mutex<()>,
+    requests: IntCounterVec,
+    auth_failures: IntCounterVec,
+    allocations_active: IntGauge,
+    allocations_created: IntCounter,
+    permissions_active: IntGauge,
+    channels_active: IntGauge,
+    relayed_bytes: IntCounterVec,
+    relayed_packets: IntCounterVec,
+    dropped: IntCounterVec,
+    quota: IntCounterVec,
+    tcp_active: prometheus::IntGaugeVec,
+    tcp_total: IntCounterVec,
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// Moves a counter up to `total`. Never down: the sums only grow.
+fn advance(c: &IntCounter, total: u64) {
+    let current = c.get();
+    if total > current {
+        c.inc_by(total - current);
+    }
+}
+
+fn set_gauge(g: &IntGauge, v: u64) {
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+}
+
+impl Metrics {
+    pub fn new(slots: Vec<ShardSlot>) -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let allocations_created = IntCounter::new(
+            "ferroturn_allocations_created_total",
+            "Allocations created.",
+        )?;
+        r.register(Box::new(allocations_created.clone()))?;
+        let tcp_active = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "ferroturn_tcp_connections_active",
+                "Client stream connections open now.",
+            ),
+            &["transport"],
+        )?;
+        r.register(Box::new(tcp_active.clone()))?;
+        Ok(Self {
+            requests: counter_vec(
+                &r,
+                "ferroturn_requests_total",
+                "Responses to STUN/TURN requests, by method and code (200 = success).",
+                &["method", "code"],
+            )?,
+            auth_failures: counter_vec(
+                &r,
+                "ferroturn_auth_failures_total",
+                "Failed long-term credential checks, by reason (all answered alike on the wire).",
+                &["reason"],
+            )?,
+            allocations_active: gauge(&r, "ferroturn_allocations_active", "Allocations now.")?,
+            allocations_created,
+            permissions_active: gauge(
+                &r,
+                "ferroturn_permissions_active",
+                "Unexpired permissions over all allocations.",
+            )?,
+            channels_active: gauge(
+                &r,
+                "ferroturn_channels_active",
+                "Unexpired channel bindings over all allocations.",
+            )?,
+            relayed_bytes: counter_vec(
+                &r,
+                "ferroturn_relayed_bytes_total",
+                "Application payload bytes relayed, by direction and client transport.",
+                &["direction", "transport"],
+            )?,
+            relayed_packets: counter_vec(
+                &r,
+                "ferroturn_relayed_packets_total",
+                "Packets relayed, by direction and client transport.",
+                &["direction", "transport"],
+            )?,
+            dropped: counter_vec(
+                &r,
+                "ferroturn_dropped_packets_total",
+                "Packets dropped without an answer, by reason.",
+                &["reason"],
+            )?,
+            quota: counter_vec(
+                &r,
+                "ferroturn_quota_rejections_total",
+                "Requests refused by a limit, by which limit.",
+                &["kind"],
+            )?,
+            tcp_active,
+            tcp_total: counter_vec(
+                &r,
+                "ferroturn_tcp_connections_total",
+                "Client stream connections accepted.",
+                &["transport"],
+            )?,
+            registry: r,
+            slots,
+            scrape: Mutex::new(()),
+        })
+    }
+
+    /// Sums the shards' last publications into the series.
+    fn update(&self) {
+        let mut sum = ShardSnapshot::default();
+        for slot in &self.slots {
+            let s = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            sum.stats.add(&s.stats);
+            sum.allocations += s.allocations;
+            sum.permissions += s.permissions;
+            sum.channels += s.channels;
+            sum.tcp_active += s.tcp_active;
+            sum.tcp_total += s.tcp_total;
+        }
+        let st = &sum.stats;
+        for (m, method) in REQUEST_METHODS.iter().enumerate() {
+            for (c, &n) in st.requests[m].iter().enumerate() {
+                // Only the combinations that happened: 96 always-zero series
+                // would drown the ones that matter.
+                if n == 0 {
+                    continue;
+                }
+                let code = RESPONSE_CODES
+                    .get(c)
+                    .map_or_else(|| "other".to_string(), u16::to_string);
+                advance(&self.requests.with_label_values(&[*method, &code]), n);
+            }
+        }
+        for r in AuthFailure::ALL {
+            advance(
+                &self.auth_failures.with_label_values(&[r.name()]),
+                st.auth_failures[r as usize],
+            );
+        }
+        for r in DropReason::ALL {
+            advance(
+                &self.dropped.with_label_values(&[r.name()]),
+                st.drops[r as usize],
+            );
+        }
+        for k in QuotaKind::ALL {
+            advance(
+                &self.quota.with_label_values(&[k.name()]),
+                st.quota_rejections[k as usize],
+            );
+        }
+        for t in Transport::ALL {
+            let i = t.index();
+            // TLS is not served yet: its series appear once it carries traffic.
+            if t == Transport::Tls && st.to_peer_packets[i] + st.to_client_packets[i] == 0 {
+                continue;
+            }
+            let name = t.name();
+            for (dir, bytes, packets) in [
+                ("client_to_peer", st.to_peer_bytes[i], st.to_peer_packets[i]),
+                (
+                    "peer_to_client",
+                    st.to_client_bytes[i],
+                    st.to_client_packets[i],
+                ),
+            ] {
+                advance(&self.relayed_bytes.with_label_values(&[dir, name]), bytes);
+                advance(
+                    &self.relayed_packets.with_label_values(&[dir, name]),
+                    packets,
+                );
+            }
+        }
+        advance(&self.allocations_created, st.allocations_created);
+        set_gauge(&self.allocations_active, sum.allocations);
+        set_gauge(&self.permissions_active, sum.permissions);
+        set_gauge(&self.channels_active, sum.channels);
+        set_gauge(&self.tcp_active.with_label_values(&["tcp"]), sum.tcp_active);
+        advance(&self.tcp_total.with_label_values(&["tcp"]), sum.tcp_total);
+    }
+
+    /// The current values in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.update();
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Answers one request. Only the path matters: the endpoints are read-only.
+fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    match path {
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, metrics.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match health.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves the endpoints on `listener` (already bound, non-blocking) on a thread
+/// of its own until `shutdown` flips to true.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("ferroturn-metrics".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    tracing::error!("metrics listener could not be registered");
+                    return;
+                };
+                let open = Arc::new(AtomicUsize::new(0));
+                loop {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    let (stream, _) = tokio::select! {
+                        r = listener.accept() => match r {
+                            Ok(c) => c,
+                            // Out of descriptors and the like: back off.
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        },
+                        r = shutdown.changed() => {
+                            if r.is_err() { return; }
+                            continue;
+                        }
+                    };
+                    if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                        continue; // dropped: closed at once
+                    }
+                    open.fetch_add(1, Ordering::Relaxed);
+                    let (metrics, health, open) = (metrics.clone(), health.clone(), open.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                            let r = respond(req.uri().path(), &metrics, &health);
+                            async move { Ok::<_, Infallible>(r) }
+                        });
+                        // Malformed requests get hyper's 400 or a closed
+                        // connection; nothing here can panic on input.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            });
+        })
+}
+
+/// Binds the metrics listener on the calling thread, so a bad or taken address
+/// fails `start` before anything runs.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {e}"),
+        )
+    })?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No label value could be a user name or an address: each is one of a fixed
+    /// list of lowercase words or a three-digit code, with no ':' '.' or '@'.
+    #[test]
+    fn label_values_are_bounded_and_never_user_or_address() {
+        for (label, values) in label_values() {
+            assert!(values.len() <= 32, "{label}: {} values", values.len());
+            for v in values {
+                assert!(!v.is_empty(), "{label}");
+                assert!(
+                    v.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        || (v.len() == 3 && v.chars().all(|c| c.is_ascii_digit())),
+                    "{label}={v:?} is not a fixed word or code"
+                );
+                assert!(v.parse::<std::net::IpAddr>().is_err(), "{label}={v:?}");
+            }
+        }
+    }
+
+    /// Every series the collector sets uses label names from `label_values`.
+    #[test]
+    fn rendered_series_use_only_listed_labels() {
+        let mut snap = ShardSnapshot::default();
+        snap.stats.requests[1][0] = 2;
+        snap.stats.requests[5][15] = 1;
+        snap.stats.to_peer_bytes[2] = 5;
+        let m = Metrics::new(vec![Arc::new(Mutex::new(snap))]).unwrap();
+        let out = m.render();
+        let allowed: Vec<(&str, Vec<String>)> = label_values();
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let Some((_, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let labels = rest.split_once('}').unwrap().0;
+            for pair in labels.split(',') {
+                let (k, v) = pair.split_once('=').unwrap();
+                let v = v.trim_matches('"');
+                let (_, vals) = allowed.iter().find(|(n, _)| *n == k).expect(k);
+                assert!(vals.iter().any(|x| x == v), "{k}={v}");
+            }
+        }
+        assert!(out.contains("ferroturn_requests_total{code=\"200\",method=\"allocate\"} 2"));
+        assert!(out.contains("ferroturn_requests_total{code=\"other\",method=\"other\"} 1"));
+    }
+}

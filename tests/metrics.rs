@@ -1,0 +1,347 @@
+//! The metrics and health endpoints, scraped with a real HTTP client (hyper's)
+//! from an in-process server whose traffic the test knows exactly.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferroturn::client::{Client, ClientError, Received};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// GET `path` from `addr`: status and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The value of one series (name with its labels, as Prometheus writes them) in a
+/// scrape, if present.
+fn value(scrape: &str, series: &str) -> Option<u64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    })
+}
+
+/// Scrapes until every series has its expected value (the shards publish every
+/// 250 ms), or panics with the last scrape after ~2 s.
+async fn expect(metrics: SocketAddr, want: &[(&str, u64)]) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, body) = get(metrics, "/metrics").await;
+        assert_eq!(status, 200);
+        let wrong: Vec<_> = want
+            .iter()
+            .filter(|(s, v)| value(&body, s) != Some(*v))
+            .map(|(s, v)| format!("{s}: want {v}, got {:?}", value(&body, s)))
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{}\n--- scrape ---\n{body}", wrong.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `n` Send indications and `n` ChannelData messages through the echo
+/// peer and back; returns the payload bytes sent one way.
+async fn relay(c: &mut Client, peer: SocketAddr, n: u8) -> u64 {
+    let mut total = 0;
+    c.create_permission(&[peer]).await.unwrap();
+    for i in 0..n {
+        let payload = vec![i; 10 + i as usize];
+        total += payload.len() as u64;
+        c.send_indication(peer, &payload).await.unwrap();
+        match c.recv_data(WAIT).await.unwrap() {
+            Received::Data { data, .. } => assert_eq!(data, payload),
+            other => panic!("{other:?}"),
+        }
+    }
+    c.channel_bind(0x4000, peer).await.unwrap();
+    for i in 0..n {
+        let payload = vec![i; 1 + i as usize * 3];
+        total += payload.len() as u64;
+        c.send_channel_data(0x4000, &payload).await.unwrap();
+        match c.recv_data(WAIT).await.unwrap() {
+            Received::Channel { data, .. } => assert_eq!(data, payload),
+            other => panic!("{other:?}"),
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn udp_relay_counts_are_exact_and_live() {
+    let srv = server("127.0.0.1:0");
+    let m = srv.metrics.expect("metrics on");
+    let peer = echo_peer("127.0.0.1:0", 1000).await;
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    let bytes = relay(&mut c, peer, 10).await;
+    // Live, while the allocation is still open.
+    expect(
+        m,
+        &[
+            (
+                r#"ferroturn_relayed_bytes_total{direction="client_to_peer",transport="udp"}"#,
+                bytes,
+            ),
+            (
+                r#"ferroturn_relayed_bytes_total{direction="peer_to_client",transport="udp"}"#,
+                bytes,
+            ),
+            (
+                r#"ferroturn_relayed_packets_total{direction="client_to_peer",transport="udp"}"#,
+                20,
+            ),
+            (
+                r#"ferroturn_relayed_packets_total{direction="peer_to_client",transport="udp"}"#,
+                20,
+            ),
+            (
+                r#"ferroturn_relayed_bytes_total{direction="client_to_peer",transport="tcp"}"#,
+                0,
+            ),
+            ("ferroturn_allocations_active", 1),
+            ("ferroturn_allocations_created_total", 1),
+            ("ferroturn_permissions_active", 1),
+            ("ferroturn_channels_active", 1),
+            // The client's first Allocate is challenged, the retry succeeds.
+            (
+                r#"ferroturn_requests_total{code="401",method="allocate"}"#,
+                1,
+            ),
+            (
+                r#"ferroturn_requests_total{code="200",method="allocate"}"#,
+                1,
+            ),
+            (
+                r#"ferroturn_requests_total{code="200",method="create_permission"}"#,
+                1,
+            ),
+            (
+                r#"ferroturn_requests_total{code="200",method="channel_bind"}"#,
+                1,
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(c.refresh(0).await.unwrap(), 0);
+    expect(
+        m,
+        &[
+            ("ferroturn_allocations_active", 0),
+            ("ferroturn_permissions_active", 0),
+            ("ferroturn_channels_active", 0),
+            ("ferroturn_allocations_created_total", 1),
+            (
+                r#"ferroturn_requests_total{code="200",method="refresh"}"#,
+                1,
+            ),
+        ],
+    )
+    .await;
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn tcp_relay_counts_by_transport_and_connections() {
+    let srv = server("127.0.0.1:0");
+    let m = srv.metrics.expect("metrics on");
+    let peer = echo_peer("127.0.0.1:0", 1000).await;
+    let mut c = Client::tcp(srv.tcp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    let bytes = relay(&mut c, peer, 7).await;
+    expect(
+        m,
+        &[
+            (
+                r#"ferroturn_relayed_bytes_total{direction="client_to_peer",transport="tcp"}"#,
+                bytes,
+            ),
+            (
+                r#"ferroturn_relayed_bytes_total{direction="peer_to_client",transport="tcp"}"#,
+                bytes,
+            ),
+            (
+                r#"ferroturn_relayed_packets_total{direction="client_to_peer",transport="tcp"}"#,
+                14,
+            ),
+            (
+                r#"ferroturn_relayed_packets_total{direction="peer_to_client",transport="tcp"}"#,
+                14,
+            ),
+            (
+                r#"ferroturn_relayed_bytes_total{direction="client_to_peer",transport="udp"}"#,
+                0,
+            ),
+            (r#"ferroturn_tcp_connections_active{transport="tcp"}"#, 1),
+            (r#"ferroturn_tcp_connections_total{transport="tcp"}"#, 1),
+            ("ferroturn_allocations_active", 1),
+        ],
+    )
+    .await;
+    drop(c);
+    // Closing the connection ends its allocation (RFC 8656 §3.1).
+    expect(
+        m,
+        &[
+            (r#"ferroturn_tcp_connections_active{transport="tcp"}"#, 0),
+            (r#"ferroturn_tcp_connections_total{transport="tcp"}"#, 1),
+            ("ferroturn_allocations_active", 0),
+        ],
+    )
+    .await;
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn refusals_auth_failures_and_quotas_are_counted() {
+    let mut opts = options("127.0.0.1:0");
+    opts.max_allocations_per_user = 1;
+    let srv = ferroturn::net::start(opts).unwrap();
+    let m = srv.metrics.unwrap();
+    // A wrong password, then an unknown user: both a plain 401 on the wire.
+    let mut bad = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, "wrong");
+    assert!(bad.allocate().await.is_err());
+    let mut nobody = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials("nobody", PASS);
+    assert!(nobody.allocate().await.is_err());
+    // A peer the default policy denies (private range, not opened): 403.
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    let err = c
+        .create_permission(&["10.1.2.3:5000".parse().unwrap()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(403));
+    // A second allocation for the same user: 486.
+    let mut c2 = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    let e: ClientError = c2.allocate().await.unwrap_err();
+    assert_eq!(e.code(), Some(486));
+    expect(
+        m,
+        &[
+            (
+                r#"ferroturn_requests_total{code="403",method="create_permission"}"#,
+                1,
+            ),
+            (
+                r#"ferroturn_requests_total{code="486",method="allocate"}"#,
+                1,
+            ),
+            (r#"ferroturn_quota_rejections_total{kind="user"}"#, 1),
+            (r#"ferroturn_quota_rejections_total{kind="total"}"#, 0),
+            (r#"ferroturn_auth_failures_total{reason="unknown_user"}"#, 1),
+            (r#"ferroturn_auth_failures_total{reason="stale_nonce"}"#, 0),
+        ],
+    )
+    .await;
+    // The client retries a 401 with the nonce it got, so a wrong password fails
+    // at least once; the exact count is the client's business.
+    let (_, body) = get(m, "/metrics").await;
+    assert!(
+        value(
+            &body,
+            r#"ferroturn_auth_failures_total{reason="bad_integrity"}"#
+        )
+        .unwrap()
+            >= 1,
+        "{body}"
+    );
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn health_endpoints_and_unknown_paths() {
+    let srv = server("127.0.0.1:0");
+    let m = srv.metrics.unwrap();
+    assert_eq!(get(m, "/healthz").await, (200, "ok\n".into()));
+    // Ready once every shard serves its listeners.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while get(m, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(m, "/nope").await.0, 404);
+    assert_eq!(get(m, "/metrics/extra").await.0, 404);
+    srv.health.draining.store(true, Ordering::SeqCst);
+    assert_eq!(get(m, "/readyz").await, (503, "draining\n".into()));
+    assert_eq!(get(m, "/healthz").await.0, 200);
+    srv.health.draining.store(false, Ordering::SeqCst);
+    assert_eq!(get(m, "/readyz").await.0, 200);
+
+    // Garbage instead of HTTP: answered with an error or closed, and the
+    // endpoint keeps serving.
+    let mut s = TcpStream::connect(m).await.unwrap();
+    s.write_all(b"\x16\x03\x01\x00\xff garbage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    assert_eq!(get(m, "/healthz").await.0, 200);
+    srv.stop().unwrap();
+}
+
+#[test]
+fn metrics_can_be_turned_off() {
+    let mut opts = options("127.0.0.1:0");
+    opts.metrics = None;
+    let srv = ferroturn::net::start(opts).unwrap();
+    assert_eq!(srv.metrics, None);
+    srv.stop().unwrap();
+}
+
+/// The endpoint is one of the server's own services: a client cannot relay to it.
+#[tokio::test]
+async fn metrics_address_is_not_a_relay_target() {
+    let srv = server("127.0.0.1:0");
+    let m = srv.metrics.unwrap();
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    let err = c.channel_bind(0x4000, m).await.unwrap_err();
+    assert_eq!(err.code(), Some(403));
+    srv.stop().unwrap();
+}
