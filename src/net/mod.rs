@@ -10,6 +10,7 @@ pub mod relay;
 pub mod shard;
 pub mod sockets;
 pub mod store_sync;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,13 +44,16 @@ pub struct NetOptions {
     /// The credential store, if any: loaded before the listeners start, then
     /// polled for changes.
     pub store: Option<crate::store::StoreLocation>,
+    /// TURN over TLS, if configured.
+    pub tls: Option<crate::config::TlsConfig>,
 }
 
 /// A running server.
 pub struct Running {
-    /// The UDP and TCP addresses actually bound (port 0 resolved).
+    /// The UDP, TCP and TLS addresses actually bound (port 0 resolved).
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     /// The credentials the shards check against (a store poller replaces its
     /// snapshot).
     pub credentials: Arc<LiveCredentials>,
@@ -129,6 +133,19 @@ fn bind_listen(
     Err(last_err.unwrap_or_else(|| io::Error::other("could not bind")))
 }
 
+/// Binds `shards` TCP listeners on `addr` (TLS), probing first without
+/// SO_REUSEPORT as [`bind_listen`] does; port 0 resolves to one port for all.
+fn bind_tcp_only(addr: SocketAddr, shards: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let probe = sockets::exclusive_tcp(addr)?;
+    probe.listen(1)?;
+    let port = probe.local_addr()?.as_socket().map_or(0, |a| a.port());
+    let concrete = SocketAddr::new(addr.ip(), port);
+    drop(probe);
+    (0..shards)
+        .map(|_| sockets::tcp_listener(concrete))
+        .collect()
+}
+
 /// Binds every listener and starts the shards.
 pub fn start(opts: NetOptions) -> io::Result<Running> {
     let shards = match opts.threads {
@@ -139,6 +156,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         .map(|_| ShardSockets {
             udp: Vec::new(),
             tcp: Vec::new(),
+            tls: Vec::new(),
         })
         .collect();
     let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
@@ -153,9 +171,33 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         }
     }
 
+    // TLS: the configuration first (a bad certificate or key fails here), then one
+    // TCP listener per shard on each TLS address.
+    let tls_params = match &opts.tls {
+        Some(t) => Some(shard::TlsParams {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(&t.cert, &t.key)?),
+            handshake_timeout: t.handshake_timeout,
+        }),
+        None => None,
+    };
+    let mut tls_addrs = Vec::new();
+    for addr in opts.tls.iter().flat_map(|t| t.listen.iter()) {
+        let listeners = bind_tcp_only(*addr, shards)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen (TLS) on {addr}: {e}")))?;
+        tls_addrs.push(listeners[0].local_addr()?);
+        for (i, l) in listeners.into_iter().enumerate() {
+            per_shard[i].tls.push(l);
+        }
+    }
+
     let mut core = opts.core.clone();
-    core.own_services
-        .extend(udp_addrs.iter().chain(&tcp_addrs).copied());
+    core.own_services.extend(
+        udp_addrs
+            .iter()
+            .chain(&tcp_addrs)
+            .chain(&tls_addrs)
+            .copied(),
+    );
     core.local_ips = sockets::local_ips();
     let cfg = Arc::new(core);
     let nonces = NonceKey::generate()
@@ -191,6 +233,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             sockets,
             shutdown: rx.clone(),
             credentials: generation_rx.clone(),
+            tls: tls_params.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ferroturn-shard-{index}"))
@@ -210,6 +253,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         poller,
         udp: udp_addrs,
         tcp: tcp_addrs,
+        tls: tls_addrs,
         credentials: creds,
         credentials_changed: generation_tx,
         shutdown: tx,
@@ -253,6 +297,7 @@ impl NetOptions {
             max_allocations: config.quota.max_allocations,
             max_relay_ports: config.quota.max_relay_ports,
             store: config.store.url.clone(),
+            tls: config.tls.clone(),
         }
     }
 }
@@ -279,6 +324,9 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
     }
     for a in &running.tcp {
         tracing::info!(transport = "tcp", address = %a, "listening");
+    }
+    for a in &running.tls {
+        tracing::info!(transport = "tls", address = %a, "listening");
     }
     let stop = running.stopper();
     let name = rt.block_on(async {

@@ -28,6 +28,7 @@ pub fn options(listen: &str) -> NetOptions {
         max_allocations: 0,
         max_relay_ports: 0,
         store: None,
+        tls: None,
     }
 }
 
