@@ -113,6 +113,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MIN-MAX")]
     pub relay_ports: Option<String>,
 
+    /// TLS listen address (repeatable); replaces tls.listen.
+    #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
+    pub tls_listen: Vec<String>,
+
+    /// PEM certificate chain for TLS; overrides tls.cert.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<String>,
+
+    /// PEM private key for TLS; overrides tls.key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<String>,
+
     /// Peer network to allow despite the default deny list; repeatable; adds
     /// to peers.allow.
     #[arg(long = "allow-peer", value_name = "CIDR")]
@@ -243,6 +255,18 @@ impl ServeArgs {
         if let Some(range) = &self.relay_ports {
             raw.relay.port_range = range.clone();
             raw.mark_override("relay.port-range", "--relay-ports");
+        }
+        if !self.tls_listen.is_empty() {
+            raw.tls.listen = self.tls_listen.clone();
+            raw.mark_override("tls.listen", "--tls-listen");
+        }
+        if let Some(cert) = &self.cert {
+            raw.tls.cert = cert.clone();
+            raw.mark_override("tls.cert", "--cert");
+        }
+        if let Some(key) = &self.key {
+            raw.tls.key = key.clone();
+            raw.mark_override("tls.key", "--key");
         }
         for net in &self.allow_peers {
             let index = raw.peers.allow.len();

@@ -170,6 +170,8 @@ pub struct RawConfig {
     pub store: RawStore,
     /// `[metrics]`
     pub metrics: RawMetrics,
+    /// `[tls]`
+    pub tls: RawTls,
     /// Key path (or list key path) -> the flag that set it.
     #[serde(skip)]
     overrides: BTreeMap<String, &'static str>,
@@ -326,6 +328,32 @@ pub struct RawStore {
     pub url: String,
 }
 
+/// `[tls]` as written: TURN over TLS (`turns:`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTls {
+    /// `listen`: addresses for TLS over TCP; empty = 0.0.0.0:5349 and [::]:5349
+    /// when a certificate is configured, none otherwise.
+    pub listen: Vec<String>,
+    /// `cert`: PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// `key`: PEM file with the private key of the leaf certificate.
+    pub key: String,
+    /// `handshake-timeout`: seconds a client has to finish the TLS handshake.
+    pub handshake_timeout: i64,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            listen: Vec::new(),
+            cert: String::new(),
+            key: String::new(),
+            handshake_timeout: 10,
+        }
+    }
+}
+
 impl fmt::Debug for RawStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawStore")
@@ -403,30 +431,21 @@ impl RawConfig {
     ///
     /// Stops at the first problem; the error names its key path.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let RawConfig {
-            server,
-            relay,
-            auth,
-            peers,
-            quota,
-            store,
-            metrics,
-            overrides,
-            source_file,
-        } = self;
-        validate_parts(&server, &relay, &auth, &peers, &quota, &store, &metrics).map_err(|err| {
-            match err {
-                ConfigError::Invalid { key, message, .. } => {
-                    let flag = origin(&overrides, &key);
-                    ConfigError::Invalid {
-                        file: if flag.is_none() { source_file } else { None },
-                        key,
-                        message,
-                        flag,
-                    }
+        validate_parts(&self).map_err(|err| match err {
+            ConfigError::Invalid { key, message, .. } => {
+                let flag = origin(&self.overrides, &key);
+                ConfigError::Invalid {
+                    file: if flag.is_none() {
+                        self.source_file
+                    } else {
+                        None
+                    },
+                    key,
+                    message,
+                    flag,
                 }
-                other => other,
             }
+            other => other,
         })
     }
 }
@@ -473,6 +492,21 @@ pub struct Config {
     pub store: StoreConfig,
     /// The metrics and health endpoint.
     pub metrics: MetricsConfig,
+    /// TURN over TLS; `None` = no TLS listener.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TURN over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Addresses to serve TLS on (TCP).
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain file (checked to exist; parsed at start).
+    pub cert: PathBuf,
+    /// PEM private key file.
+    pub key: PathBuf,
+    /// Time allowed for the handshake before the connection is closed.
+    pub handshake_timeout: Duration,
 }
 
 /// The HTTP endpoint for Prometheus and health checks.
@@ -670,15 +704,19 @@ fn invalid<T>(key: impl Into<String>, message: impl Into<String>) -> Result<T> {
     Err(ConfigError::invalid(key, message))
 }
 
-fn validate_parts(
-    server: &RawServer,
-    relay: &RawRelay,
-    auth: &RawAuth,
-    peers: &RawPeers,
-    quota: &RawQuota,
-    store: &RawStore,
-    metrics: &RawMetrics,
-) -> Result<Config> {
+/// Validates every section of `raw`; errors name their key.
+fn validate_parts(raw: &RawConfig) -> Result<Config> {
+    let RawConfig {
+        server,
+        relay,
+        auth,
+        peers,
+        quota,
+        store,
+        metrics,
+        tls,
+        ..
+    } = raw;
     let listen = validate_listen(&server.listen)?;
     let realm = validate_text("server.realm", &server.realm)?;
     if realm.is_empty() {
@@ -742,6 +780,17 @@ fn validate_parts(
 
     let store = validate_store(store)?;
     let metrics = validate_metrics(metrics)?;
+    let tls = validate_tls(tls)?;
+    if let Some(t) = &tls {
+        // Port 0 means "any free port", which cannot clash.
+        if let Some(a) = t
+            .listen
+            .iter()
+            .find(|a| a.port() != 0 && listen.contains(a))
+        {
+            return invalid("tls.listen", format!("{a} is also in server.listen"));
+        }
+    }
 
     Ok(Config {
         listen,
@@ -755,6 +804,7 @@ fn validate_parts(
         quota,
         store,
         metrics,
+        tls,
     })
 }
 
@@ -828,9 +878,14 @@ fn validate_listen(values: &[String]) -> Result<Vec<SocketAddr>> {
     if values.is_empty() {
         return invalid("server.listen", "at least one address is required");
     }
+    parse_addresses("server.listen", values)
+}
+
+/// Parses a list of IP:PORT, naming `list[i]` in errors; no duplicates.
+fn parse_addresses(list: &str, values: &[String]) -> Result<Vec<SocketAddr>> {
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(values.len());
     for (i, value) in values.iter().enumerate() {
-        let key = format!("server.listen[{i}]");
+        let key = format!("{list}[{i}]");
         let Ok(addr) = value.trim().parse::<SocketAddr>() else {
             return invalid(
                 key,
@@ -838,7 +893,7 @@ fn validate_listen(values: &[String]) -> Result<Vec<SocketAddr>> {
             );
         };
         if let Some(j) = addrs.iter().position(|a| *a == addr) {
-            return invalid(key, format!("{value:?} duplicates server.listen[{j}]"));
+            return invalid(key, format!("{value:?} duplicates {list}[{j}]"));
         }
         addrs.push(addr);
     }
@@ -1002,6 +1057,36 @@ pub fn parse_port_range(value: &str) -> Option<(u16, u16)> {
 
 /// `store.url`: empty means no store; anything else must be a location
 /// [`StoreLocation::parse`] accepts. Nothing connects here.
+/// TLS needs a certificate and its key together; addresses default to port 5349.
+fn validate_tls(tls: &RawTls) -> Result<Option<TlsConfig>> {
+    let (cert, key) = (tls.cert.trim(), tls.key.trim());
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) if tls.listen.is_empty() => return Ok(None),
+        (true, true) => return invalid("tls.cert", "required when tls.listen is set"),
+        (false, true) => return invalid("tls.key", "required with tls.cert"),
+        (true, false) => return invalid("tls.cert", "required with tls.key"),
+        (false, false) => {}
+    }
+    // The files are read at start-up (`net::tls`), where a missing one or a key
+    // that does not match stops the server with an error naming the key: a
+    // configuration can be checked on a machine that does not hold the secrets.
+    let listen = if tls.listen.is_empty() {
+        vec![
+            SocketAddr::from(([0, 0, 0, 0], 5349)),
+            SocketAddr::from(([0u16; 8], 5349)),
+        ]
+    } else {
+        parse_addresses("tls.listen", &tls.listen)?
+    };
+    let secs: u64 = int_in("tls.handshake-timeout", tls.handshake_timeout, 1, 300)?;
+    Ok(Some(TlsConfig {
+        listen,
+        cert: PathBuf::from(cert),
+        key: PathBuf::from(key),
+        handshake_timeout: Duration::from_secs(secs),
+    }))
+}
+
 fn validate_store(store: &RawStore) -> Result<StoreConfig> {
     if store.url.is_empty() {
         return Ok(StoreConfig { url: None });

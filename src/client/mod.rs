@@ -59,9 +59,17 @@ pub enum Received {
     Channel { channel: u16, data: Vec<u8> },
 }
 
+/// A byte stream the client can frame STUN on: TCP, or TLS over TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 enum Conn {
     Udp(UdpSocket),
-    Tcp { stream: TcpStream, buf: BytesMut },
+    Stream {
+        stream: Box<dyn Stream>,
+        local: SocketAddr,
+        buf: BytesMut,
+    },
 }
 
 /// What an Allocate granted.
@@ -154,13 +162,43 @@ impl Client {
     pub async fn tcp(server: SocketAddr) -> io::Result<Self> {
         let stream = TcpStream::connect(server).await?;
         stream.set_nodelay(true)?;
-        Ok(Self::new(
-            Conn::Tcp {
+        let local = stream.local_addr()?;
+        Ok(Self::stream(Box::new(stream), local, server))
+    }
+
+    /// A client over TLS (`turns:`), verifying the server against `roots` for
+    /// `server_name`.
+    pub async fn tls(
+        server: SocketAddr,
+        server_name: &str,
+        roots: rustls::RootCertStore,
+    ) -> io::Result<Self> {
+        let tcp = TcpStream::connect(server).await?;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr()?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        Ok(Self::stream(Box::new(tls), local, server))
+    }
+
+    fn stream(stream: Box<dyn Stream>, local: SocketAddr, server: SocketAddr) -> Self {
+        Self::new(
+            Conn::Stream {
                 stream,
+                local,
                 buf: BytesMut::with_capacity(4096),
             },
             server,
-        ))
+        )
     }
 
     fn new(conn: Conn, server: SocketAddr) -> Self {
@@ -214,18 +252,18 @@ impl Client {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.conn {
             Conn::Udp(s) => s.local_addr(),
-            Conn::Tcp { stream, .. } => stream.local_addr(),
+            Conn::Stream { local, .. } => Ok(*local),
         }
     }
 
     fn is_stream(&self) -> bool {
-        matches!(self.conn, Conn::Tcp { .. })
+        matches!(self.conn, Conn::Stream { .. })
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.conn {
             Conn::Udp(s) => s.send(bytes).await.map(|_| ()),
-            Conn::Tcp { stream, .. } => stream.write_all(bytes).await,
+            Conn::Stream { stream, .. } => stream.write_all(bytes).await,
         }
     }
 
@@ -238,7 +276,7 @@ impl Client {
                 buf.truncate(n);
                 Ok(buf)
             }
-            Conn::Tcp { stream, buf } => loop {
+            Conn::Stream { stream, buf, .. } => loop {
                 match next_frame(buf) {
                     Frame::Stun(n) => return Ok(buf.split_to(n).to_vec()),
                     Frame::ChannelData { len, unpadded } => {
@@ -602,7 +640,7 @@ impl Client {
     pub fn into_udp_socket(self) -> Option<UdpSocket> {
         match self.conn {
             Conn::Udp(s) => Some(s),
-            Conn::Tcp { .. } => None,
+            Conn::Stream { .. } => None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod relay;
 pub mod shard;
 pub mod sockets;
 pub mod store_sync;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -46,13 +47,16 @@ pub struct NetOptions {
     pub store: Option<crate::store::StoreLocation>,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` = nowhere.
     pub metrics: Option<SocketAddr>,
+    /// TURN over TLS, if configured.
+    pub tls: Option<crate::config::TlsConfig>,
 }
 
 /// A running server.
 pub struct Running {
-    /// The UDP and TCP addresses actually bound (port 0 resolved).
+    /// The UDP, TCP and TLS addresses actually bound (port 0 resolved).
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     /// The credentials the shards check against (a store poller replaces its
     /// snapshot).
     pub credentials: Arc<LiveCredentials>,
@@ -141,6 +145,19 @@ fn bind_listen(
     Err(last_err.unwrap_or_else(|| io::Error::other("could not bind")))
 }
 
+/// Binds `shards` TCP listeners on `addr` (TLS), probing first without
+/// SO_REUSEPORT as [`bind_listen`] does; port 0 resolves to one port for all.
+fn bind_tcp_only(addr: SocketAddr, shards: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let probe = sockets::exclusive_tcp(addr)?;
+    probe.listen(1)?;
+    let port = probe.local_addr()?.as_socket().map_or(0, |a| a.port());
+    let concrete = SocketAddr::new(addr.ip(), port);
+    drop(probe);
+    (0..shards)
+        .map(|_| sockets::tcp_listener(concrete))
+        .collect()
+}
+
 /// Binds every listener and starts the shards.
 pub fn start(opts: NetOptions) -> io::Result<Running> {
     let shards = match opts.threads {
@@ -151,6 +168,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         .map(|_| ShardSockets {
             udp: Vec::new(),
             tcp: Vec::new(),
+            tls: Vec::new(),
         })
         .collect();
     let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
@@ -171,9 +189,33 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         .map(std::net::TcpListener::local_addr)
         .transpose()?;
 
+    // TLS: the configuration first (a bad certificate or key fails here), then one
+    // TCP listener per shard on each TLS address.
+    let tls_params = match &opts.tls {
+        Some(t) => Some(shard::TlsParams {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(&t.cert, &t.key)?),
+            handshake_timeout: t.handshake_timeout,
+        }),
+        None => None,
+    };
+    let mut tls_addrs = Vec::new();
+    for addr in opts.tls.iter().flat_map(|t| t.listen.iter()) {
+        let listeners = bind_tcp_only(*addr, shards)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen (TLS) on {addr}: {e}")))?;
+        tls_addrs.push(listeners[0].local_addr()?);
+        for (i, l) in listeners.into_iter().enumerate() {
+            per_shard[i].tls.push(l);
+        }
+    }
+
     let mut core = opts.core.clone();
-    core.own_services
-        .extend(udp_addrs.iter().chain(&tcp_addrs).copied());
+    core.own_services.extend(
+        udp_addrs
+            .iter()
+            .chain(&tcp_addrs)
+            .chain(&tls_addrs)
+            .copied(),
+    );
     // The metrics endpoint is one of our services too: never a relay target.
     core.own_services.extend(metrics_addr);
     core.local_ips = sockets::local_ips();
@@ -228,6 +270,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             sockets,
             shutdown: rx.clone(),
             credentials: generation_rx.clone(),
+            tls: tls_params.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ferroturn-shard-{index}"))
@@ -247,6 +290,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         poller,
         udp: udp_addrs,
         tcp: tcp_addrs,
+        tls: tls_addrs,
         credentials: creds,
         credentials_changed: generation_tx,
         metrics: metrics_addr,
@@ -294,6 +338,7 @@ impl NetOptions {
             max_relay_ports: config.quota.max_relay_ports,
             store: config.store.url.clone(),
             metrics: config.metrics.listen,
+            tls: config.tls.clone(),
         }
     }
 }
@@ -323,6 +368,9 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
     }
     if let Some(a) = running.metrics {
         tracing::info!(address = %a, "metrics on http://{a}/metrics");
+    }
+    for a in &running.tls {
+        tracing::info!(transport = "tls", address = %a, "listening");
     }
     let stop = running.stopper();
     let name = rt.block_on(async {

@@ -44,6 +44,15 @@ const TCP_FIRST_MESSAGE: Duration = Duration::from_secs(10);
 pub struct ShardSockets {
     pub udp: Vec<std::net::UdpSocket>,
     pub tcp: Vec<std::net::TcpListener>,
+    /// TCP listeners that speak TLS.
+    pub tls: Vec<std::net::TcpListener>,
+}
+
+/// What TLS listeners need.
+#[derive(Clone)]
+pub struct TlsParams {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub handshake_timeout: Duration,
 }
 
 struct UdpListener {
@@ -292,6 +301,50 @@ async fn tcp_connection(shard: ShardRef, stream: TcpStream, client: SocketAddr) 
         client,
         server: local,
     };
+    let (rd, wr) = stream.into_split();
+    stream_connection(shard, tuple, rd, wr).await;
+}
+
+async fn tls_acceptor(shard: ShardRef, listener: TcpListener, tls: TlsParams) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                let _ = stream.set_nodelay(true);
+                let (shard, acceptor, timeout) =
+                    (shard.clone(), tls.acceptor.clone(), tls.handshake_timeout);
+                tokio::task::spawn_local(async move {
+                    let Ok(local) = stream.local_addr() else {
+                        return;
+                    };
+                    // A client that does not finish the handshake in time is dropped:
+                    // half-open TLS connections must not pile up.
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let tuple = FiveTuple {
+                        transport: Transport::Tls,
+                        client,
+                        server: local,
+                    };
+                    let (rd, wr) = tokio::io::split(tls_stream);
+                    stream_connection(shard, tuple, rd, wr).await;
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Serves one stream connection (TCP, or TLS after its handshake): STUN and
+/// ChannelData framed by `stun::framing`, replies and relayed data queued for a
+/// writer task. The allocation, if any, ends with the connection.
+async fn stream_connection<R, W>(shard: ShardRef, tuple: FiveTuple, mut rd: R, mut wr: W)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + 'static,
+{
     let out = Rc::new(ConnOut::default());
     {
         let mut s = shard.borrow_mut();
@@ -299,7 +352,6 @@ async fn tcp_connection(shard: ShardRef, stream: TcpStream, client: SocketAddr) 
         s.tcp_active += 1;
         s.tcp_total += 1;
     }
-    let (mut rd, mut wr) = stream.into_split();
     let writer_out = out.clone();
     let writer = tokio::task::spawn_local(async move {
         let mut chunk = BytesMut::new();
@@ -478,6 +530,8 @@ pub struct ShardParams {
     /// The credentials' generation: when it moves, allocations whose credential
     /// is gone are ended.
     pub credentials: watch::Receiver<i64>,
+    /// For the TLS listeners in `sockets.tls`.
+    pub tls: Option<TlsParams>,
 }
 
 /// Ends allocations whose credential vanished, each time the credentials change.
@@ -507,6 +561,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         credentials,
         slot,
         health,
+        tls,
     } = params;
     // I/O and time only: the main thread's runtime alone has a signal driver.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -544,6 +599,12 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         for l in sockets.tcp {
             let l = TcpListener::from_std(l)?;
             tokio::task::spawn_local(tcp_acceptor(shard.clone(), l));
+        }
+        if let Some(tls) = tls {
+            for l in sockets.tls {
+                let l = TcpListener::from_std(l)?;
+                tokio::task::spawn_local(tls_acceptor(shard.clone(), l, tls.clone()));
+            }
         }
         tokio::task::spawn_local(timer(shard.clone()));
         tokio::task::spawn_local(recheck_on_change(shard.clone(), credentials));

@@ -29,6 +29,7 @@ pub fn options(listen: &str) -> NetOptions {
         max_relay_ports: 0,
         store: None,
         metrics: Some("127.0.0.1:0".parse().unwrap()),
+        tls: None,
     }
 }
 

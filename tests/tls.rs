@@ -1,0 +1,285 @@
+//! TURN over TLS (`turns:`): Binding and relaying with the in-repo client over TLS,
+//! coturn's `turnutils_uclient -S` with 0 lost packets, the handshake timeout, and
+//! clear start-up errors for a missing file or a key that does not match.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferroturn::client::{Client, Received};
+use ferroturn::config::TlsConfig;
+use support::*;
+
+struct Pki {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A self-signed certificate for localhost / 127.0.0.1, written as PEM files.
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    Pki {
+        der: ck.cert.der().clone(),
+        _dir: dir,
+        cert,
+        key,
+    }
+}
+
+fn tls_server(p: &Pki, handshake: Duration) -> ferroturn::net::Running {
+    let mut opts = options("127.0.0.1:0");
+    opts.tls = Some(TlsConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        cert: p.cert.clone(),
+        key: p.key.clone(),
+        handshake_timeout: handshake,
+    });
+    ferroturn::net::start(opts).expect("server with TLS starts")
+}
+
+fn roots(p: &Pki) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(p.der.clone()).unwrap();
+    roots
+}
+
+#[tokio::test]
+async fn binding_and_relaying_over_tls() {
+    let p = pki();
+    let srv = tls_server(&p, Duration::from_secs(10));
+    let mut c = Client::tls(srv.tls[0], "localhost", roots(&p))
+        .await
+        .unwrap();
+    assert_eq!(c.binding().await.unwrap(), c.local_addr().unwrap());
+
+    let peer = echo_peer("127.0.0.1:0", 100).await;
+    let mut c = Client::tls(srv.tls[0], "127.0.0.1", roots(&p))
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    c.create_permission(&[peer]).await.unwrap();
+    c.send_indication(peer, b"over tls").await.unwrap();
+    assert_eq!(
+        c.recv_data(WAIT).await.unwrap(),
+        Received::Data {
+            peer,
+            data: b"over tls".to_vec()
+        }
+    );
+    c.channel_bind(0x4000, peer).await.unwrap();
+    for len in [1usize, 5, 100, 1200] {
+        let payload = vec![0xA5; len];
+        c.send_channel_data(0x4000, &payload).await.unwrap();
+        assert_eq!(
+            c.recv_data(WAIT).await.unwrap(),
+            Received::Channel {
+                channel: 0x4000,
+                data: payload
+            }
+        );
+    }
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_finish_the_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let p = pki();
+    let srv = tls_server(&p, Duration::from_secs(1));
+    let mut s = tokio::net::TcpStream::connect(srv.tls[0]).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed within the handshake timeout");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    srv.stop().unwrap();
+}
+
+fn tool(name: &str) -> String {
+    let p = format!("/usr/bin/{name}");
+    assert!(
+        Path::new(&p).exists(),
+        "{name} not found: install Debian's `coturn` package (scripts/test.sh does)"
+    );
+    p
+}
+
+/// Runs the real binary with TLS and reads the TLS port from its JSON log.
+fn ferroturn_tls(p: &Pki) -> (std::process::Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--cert",
+            p.cert.to_str().unwrap(),
+            "--key",
+            p.key.to_str().unwrap(),
+        ])
+        .args([
+            "--realm",
+            "north.gov",
+            "--user",
+            "ninefingers:youhavetoberealistic",
+        ])
+        .args(["--allow-peer", "127.0.0.0/8", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferroturn starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "listening" && v["fields"]["transport"] == "tls" {
+            let addr = v["fields"]["address"].as_str().unwrap().parse().unwrap();
+            std::thread::spawn(move || for _ in lines {});
+            return (child, addr);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("ferroturn did not report a TLS listener");
+}
+
+#[test]
+fn turnutils_uclient_over_tls_loses_nothing() {
+    let p = pki();
+    let (mut srv, addr) = ferroturn_tls(&p);
+    let peer_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut peer = Command::new(tool("turnutils_peer"))
+        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = Command::new(tool("turnutils_uclient"))
+        .args([
+            "-t",
+            "-S",
+            "-u",
+            "ninefingers",
+            "-w",
+            "youhavetoberealistic",
+        ])
+        .args([
+            "-p",
+            &addr.port().to_string(),
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+        ])
+        .args(["-n", "40", "-m", "3", "-l", "170", "-z", "5", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "uclient -S failed:\n{text}");
+    let lost = text
+        .lines()
+        .find_map(|l| l.split("Total lost packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no loss report:\n{text}"));
+    assert_eq!(lost, "0", "{text}");
+    assert!(
+        text.contains("tot_recv_msgs=120") || text.contains("tot_recv_msgs=240"),
+        "{text}"
+    );
+}
+
+fn serve_fails(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} did not fail");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn missing_files_and_mismatched_keys_stop_startup_with_a_clear_error() {
+    let p = pki();
+    let other = pki();
+    let err = serve_fails(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--cert",
+        "/nonexistent/cert.pem",
+        "--key",
+        p.key.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("tls.cert") && err.contains("/nonexistent/cert.pem"),
+        "{err}"
+    );
+    let err = serve_fails(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--cert",
+        p.cert.to_str().unwrap(),
+    ]);
+    assert!(err.contains("tls.key"), "{err}");
+    let err = serve_fails(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--cert",
+        p.cert.to_str().unwrap(),
+        "--key",
+        other.key.to_str().unwrap(),
+    ]);
+    assert!(err.contains("tls.key does not match tls.cert"), "{err}");
+}
