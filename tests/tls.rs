@@ -198,7 +198,7 @@ fn turnutils_uclient_over_tls_loses_nothing() {
             "-r",
             &peer_port.to_string(),
         ])
-        .args(["-n", "40", "-m", "3", "-l", "170", "-z", "5", "127.0.0.1"])
+        .args(["-n", "40", "-m", "6", "-l", "170", "-z", "5", "127.0.0.1"])
         .output()
         .unwrap();
     let _ = peer.kill();
@@ -214,10 +214,21 @@ fn turnutils_uclient_over_tls_loses_nothing() {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no loss report:\n{text}"));
     assert_eq!(lost, "0", "{text}");
-    assert!(
-        text.contains("tot_recv_msgs=120") || text.contains("tot_recv_msgs=240"),
-        "{text}"
-    );
+    // uclient picks its TLS method at random per connection, among them TLS 1.0 and
+    // 1.1, which ferroturn refuses (TLS 1.2 and 1.3 only): those connections fail
+    // their handshake, so how many sessions run varies. Every session that did
+    // connect must have had every message echoed.
+    let last = |key: &str| -> u64 {
+        text.lines()
+            .rev()
+            .find_map(|l| l.split(key).nth(1))
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+    };
+    let (sent, received) = (last("tot_send_msgs="), last("tot_recv_msgs="));
+    assert!(sent >= 40, "no session completed over TLS:\n{text}");
+    assert_eq!(sent, received, "{text}");
 }
 
 fn serve_fails(args: &[&str]) -> String {

@@ -305,6 +305,34 @@ async fn tcp_connection(shard: ShardRef, stream: TcpStream, client: SocketAddr) 
     stream_connection(shard, tuple, rd, wr).await;
 }
 
+/// Writes queued frames to a stream. Over TCP the whole batch goes in one write.
+/// Over TLS each STUN or ChannelData message gets a TLS record of its own: TLS is a
+/// byte stream and browsers frame it as one, but some clients (coturn's own
+/// `turnutils_uclient -S` among them) take each `SSL_read` for exactly one
+/// message, and coturn writes one message per record. Then flush: rustls may keep
+/// the last records buffered when the socket was momentarily full, and nothing
+/// else would push them out until the next write (over TCP, flush is a no-op).
+async fn write_frames<W>(wr: &mut W, chunk: &[u8], tls: bool) -> io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    if !tls {
+        wr.write_all(chunk).await?;
+        return wr.flush().await;
+    }
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        // The frames are our own, so they are whole; anything else is written as is.
+        let n = match next_frame(rest) {
+            Frame::Stun(n) | Frame::ChannelData { len: n, .. } => n.min(rest.len()),
+            Frame::NeedMore(_) | Frame::Invalid => rest.len(),
+        };
+        wr.write_all(&rest[..n]).await?;
+        rest = &rest[n..];
+    }
+    wr.flush().await
+}
+
 async fn tls_acceptor(shard: ShardRef, listener: TcpListener, tls: TlsParams) {
     loop {
         match listener.accept().await {
@@ -345,6 +373,7 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin + 'static,
 {
+    let tls = tuple.transport == Transport::Tls;
     let out = Rc::new(ConnOut::default());
     {
         let mut s = shard.borrow_mut();
@@ -358,7 +387,7 @@ where
         loop {
             writer_out.notify.notified().await;
             std::mem::swap(&mut chunk, &mut *writer_out.pending.borrow_mut());
-            if !chunk.is_empty() && wr.write_all(&chunk).await.is_err() {
+            if !chunk.is_empty() && write_frames(&mut wr, &chunk, tls).await.is_err() {
                 return;
             }
             chunk.clear();
