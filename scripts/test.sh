@@ -14,7 +14,8 @@
 # package for turnutils_stunclient / turnutils_uclient / turnutils_peer (its
 # turnserver service is never started or enabled), the postgresql package for the
 # store tests (which start their own throwaway server; the package's cluster is never
-# started), and cargo-fuzz for the fuzz step.
+# started), Debian's chromium package and playwright-core (`npm ci` in tests/browser)
+# for the browser test, and cargo-fuzz for the fuzz step.
 # Safe to run again and again: every install is skipped when already done.
 set -euo pipefail
 
@@ -200,6 +201,25 @@ install_postgresql() {
     fi
 }
 
+# The browser test (tests/browser.rs) drives Debian's headless Chromium with
+# playwright-core from npm; it never downloads a browser of its own.
+install_browser_test_deps() {
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "/usr/bin/chromium missing: installing the chromium package"
+        # chromium has no service; the helper still keeps any package's service off.
+        apt_install_keeping_services_stopped chromium chromium
+        [ -x /usr/bin/chromium ] || die "chromium is installed but /usr/bin/chromium is still missing"
+    fi
+    echo "chromium present: $(/usr/bin/chromium --version 2>/dev/null || echo '(version unknown)')"
+    command -v node >/dev/null 2>&1 || die "node is not on PATH: the browser test needs Node.js 20 or later"
+    command -v npm >/dev/null 2>&1 || die "npm is not on PATH: the browser test needs it for playwright-core"
+    if [ ! -d tests/browser/node_modules/playwright-core ]; then
+        echo "tests/browser/node_modules missing: npm ci"
+        (cd tests/browser && npm ci --no-audit --no-fund) || die "npm ci in tests/browser failed"
+    fi
+    echo "playwright-core present: $(node -p "require('./tests/browser/node_modules/playwright-core/package.json').version")"
+}
+
 install_cargo_fuzz() {
     if cargo fuzz --version >/dev/null 2>&1; then
         echo "cargo-fuzz present: $(cargo fuzz --version)"
@@ -284,6 +304,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
 cargo --version
 install_coturn_tools
 install_postgresql
+install_browser_test_deps
 if [ "$run_fuzz" = 1 ]; then
     install_cargo_fuzz
 fi
