@@ -121,7 +121,7 @@ fn tool(name: &str) -> String {
 }
 
 /// Runs the real binary with TLS and reads the TLS port from its JSON log.
-fn ferroturn_tls(p: &Pki) -> (std::process::Child, SocketAddr) {
+fn ferroturn_tls(cert: &Path, key: &Path) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
         .args([
             "serve",
@@ -132,9 +132,9 @@ fn ferroturn_tls(p: &Pki) -> (std::process::Child, SocketAddr) {
         ])
         .args([
             "--cert",
-            p.cert.to_str().unwrap(),
+            cert.to_str().unwrap(),
             "--key",
-            p.key.to_str().unwrap(),
+            key.to_str().unwrap(),
         ])
         .args([
             "--realm",
@@ -168,7 +168,7 @@ fn ferroturn_tls(p: &Pki) -> (std::process::Child, SocketAddr) {
 #[test]
 fn turnutils_uclient_over_tls_loses_nothing() {
     let p = pki();
-    let (mut srv, addr) = ferroturn_tls(&p);
+    let (mut srv, addr) = ferroturn_tls(&p.cert, &p.key);
     let peer_port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -293,4 +293,62 @@ fn missing_files_and_mismatched_keys_stop_startup_with_a_clear_error() {
         other.key.to_str().unwrap(),
     ]);
     assert!(err.contains("tls.key does not match tls.cert"), "{err}");
+}
+
+/// SIGHUP re-reads the certificate: new handshakes get the new one, a connection
+/// made before keeps working, and a bad replacement is refused while the previous
+/// pair stays in force.
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_live_connections() {
+    let (a, b) = (pki(), pki());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&a.cert, &cert).unwrap();
+    std::fs::copy(&a.key, &key).unwrap();
+    let (mut srv, addr) = ferroturn_tls(&cert, &key);
+    let hup = |child: &std::process::Child| {
+        // SAFETY: kill(2) on the PID of the child this test started.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(rc, 0);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut live = Client::tls(addr, "localhost", roots(&a)).await.unwrap();
+        live.binding().await.unwrap();
+
+        std::fs::copy(&b.cert, &cert).unwrap();
+        std::fs::copy(&b.key, &key).unwrap();
+        hup(&srv);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(mut c) = Client::tls(addr, "localhost", roots(&b)).await {
+                if c.binding().await.is_ok() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new certificate was not taken up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            Client::tls(addr, "localhost", roots(&a)).await.is_err(),
+            "new handshakes still get the old certificate"
+        );
+        // The connection made before the reload is untouched.
+        live.binding().await.unwrap();
+
+        // A key that does not match: refused, the current pair stays.
+        std::fs::copy(&a.key, &key).unwrap();
+        hup(&srv);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut c = Client::tls(addr, "localhost", roots(&b)).await.unwrap();
+        c.binding().await.unwrap();
+    });
+    let _ = srv.kill();
+    let _ = srv.wait();
 }

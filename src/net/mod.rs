@@ -57,6 +57,8 @@ pub struct Running {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    /// The TLS certificate, reloadable (SIGHUP in `serve`).
+    pub tls_certs: Option<Arc<tls::ReloadableCert>>,
     /// The credentials the shards check against (a store poller replaces its
     /// snapshot).
     pub credentials: Arc<LiveCredentials>,
@@ -191,12 +193,16 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
 
     // TLS: the configuration first (a bad certificate or key fails here), then one
     // TCP listener per shard on each TLS address.
-    let tls_params = match &opts.tls {
-        Some(t) => Some(shard::TlsParams {
-            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(&t.cert, &t.key)?),
+    let tls_certs = match &opts.tls {
+        Some(t) => Some(tls::ReloadableCert::load(&t.cert, &t.key)?),
+        None => None,
+    };
+    let tls_params = match (&opts.tls, &tls_certs) {
+        (Some(t), Some(certs)) => Some(shard::TlsParams {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(certs.clone())?),
             handshake_timeout: t.handshake_timeout,
         }),
-        None => None,
+        _ => None,
     };
     let mut tls_addrs = Vec::new();
     for addr in opts.tls.iter().flat_map(|t| t.listen.iter()) {
@@ -287,6 +293,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         None => None,
     };
     Ok(Running {
+        tls_certs,
         poller,
         udp: udp_addrs,
         tcp: tcp_addrs,
@@ -343,6 +350,21 @@ impl NetOptions {
     }
 }
 
+/// SIGHUP: re-reads the TLS certificate and key. A bad pair is refused with a logged
+/// reason and the old one stays in force; live connections are never touched.
+fn reload_tls(running: &Running) {
+    let Some(certs) = &running.tls_certs else {
+        tracing::info!("SIGHUP: no TLS certificate to reload");
+        return;
+    };
+    match certs.reload() {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded, the old one stays in force")
+        }
+    }
+}
+
 /// Runs the server for `config` until SIGINT or SIGTERM, then shuts down cleanly:
 /// every shard closes its allocations and relay sockets before the call returns.
 pub fn serve(config: crate::config::Config) -> io::Result<()> {
@@ -352,11 +374,12 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut term, mut int) = rt.block_on(async {
+    let (mut term, mut int, mut hup) = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         io::Result::Ok((
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
         ))
     })?;
     let running = start(NetOptions::from_config(&config))?;
@@ -374,9 +397,12 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
     }
     let stop = running.stopper();
     let name = rt.block_on(async {
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        loop {
+            tokio::select! {
+                _ = term.recv() => return "SIGTERM",
+                _ = int.recv() => return "SIGINT",
+                _ = hup.recv() => reload_tls(&running),
+            }
         }
     });
     tracing::info!(signal = name, "shutting down");

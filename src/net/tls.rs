@@ -1,19 +1,33 @@
-//! TLS for `turns:`: the rustls server configuration from PEM files.
+//! TLS for `turns:`: the rustls server configuration from PEM files, with the
+//! certificate reloadable while the server runs.
 //!
 //! TLS 1.2 and 1.3 (rustls' safe defaults, ring as the crypto provider). No ALPN
 //! is required: browsers do not send one for TURN, and a server that insisted on
 //! `stun.turn` (RFC 7443) would turn them away.
+//!
+//! The certificate comes from a [`ReloadableCert`] resolver rather than being fixed
+//! in the configuration: on SIGHUP the files are read again and, if they are good,
+//! swapped in. Handshakes from then on use the new certificate; connections already
+//! established keep their session and are not disturbed. A bad new pair is refused
+//! and the old one stays in force.
 
 use std::io;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
-/// Loads the certificate chain and key, and checks that they belong together:
-/// every failure names the file and the key it came from.
-pub fn server_config(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads the chain and key and checks that they belong together: every failure
+/// names the file and the configuration key it came from.
+fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> io::Result<Arc<CertifiedKey>> {
     let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -28,12 +42,59 @@ pub fn server_config(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerCo
         return Err(bad("tls.cert", cert, &"no PEM certificate in the file"));
     }
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("tls.key", key, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let certified = CertifiedKey::from_der(chain, private_key, provider)
+        .map_err(|e| bad("tls.key does not match tls.cert, or is unusable:", key, &e))?;
+    Ok(Arc::new(certified))
+}
+
+/// The server's certificate and key, re-read from their files on request.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Loads the pair; a missing file or a mismatched key is an error.
+    pub fn load(cert: &Path, key: &Path) -> io::Result<Arc<Self>> {
+        let provider = provider();
+        let current = load(cert, key, &provider)?;
+        Ok(Arc::new(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            provider,
+            current: RwLock::new(current),
+        }))
+    }
+
+    /// Reads the files again and, if they form a good pair, uses them for every
+    /// handshake from now on. On error the previous pair stays in force.
+    pub fn reload(&self) -> io::Result<()> {
+        let next = load(&self.cert, &self.key, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The rustls server configuration, taking its certificate from `certs`.
+pub fn server_config(certs: Arc<ReloadableCert>) -> io::Result<Arc<rustls::ServerConfig>> {
+    let config = rustls::ServerConfig::builder_with_provider(certs.provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| io::Error::other(format!("TLS versions: {e}")))?
         .with_no_client_auth()
-        .with_single_cert(chain, private_key)
-        .map_err(|e| bad("tls.key does not match tls.cert, or is unusable:", key, &e))?;
+        .with_cert_resolver(certs);
     Ok(Arc::new(config))
 }
