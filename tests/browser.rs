@@ -22,15 +22,18 @@
 //! missing: `scripts/test.sh` installs them (Debian's `chromium`, `npm ci` in
 //! tests/browser), and a skipped browser test proves nothing.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
+use support::{spawn_binary, Binary};
+
+mod support;
 
 const REALM: &str = "browser.test";
 const USER: &str = "webrtc";
@@ -41,18 +44,8 @@ const MESSAGES: u64 = 100;
 /// The whole runner (Chromium start, connect, exchange, shutdown) must finish in this.
 const RUNNER_LIMIT: Duration = Duration::from_secs(90);
 
-/// A child process killed (by its PID, which we started) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Server {
-    _proc: Proc,
+    _bin: Binary,
     _pki: tempfile::TempDir,
     udp: SocketAddr,
     tcp: SocketAddr,
@@ -99,69 +92,34 @@ fn ferroturn(allow_loopback_peers: bool) -> Server {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferroturn"));
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
+    let user = format!("{USER}:{PASS}");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut args = vec![
         "--tls-listen",
         "127.0.0.1:0",
-    ])
-    .args([
         "--cert",
-        cert.to_str().unwrap(),
+        cert,
         "--key",
-        key.to_str().unwrap(),
-    ])
-    .args(["--realm", REALM, "--user", &format!("{USER}:{PASS}")])
-    .args(["--auth-secret", SECRET])
-    .args(["--log-format", "json", "--log-level", "info"])
-    // Tests run in parallel: the default metrics port would collide.
-    .args(["--metrics", "127.0.0.1:0"])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+        key,
+        "--realm",
+        REALM,
+        "--user",
+        &user,
+        "--auth-secret",
+        SECRET,
+    ];
     if allow_loopback_peers {
         // See the module comment: each browser's peer is a relay address on 127.0.0.1.
-        cmd.args(["--allow-peer", "127.0.0.0/8"]);
+        args.extend(["--allow-peer", "127.0.0.0/8"]);
     }
-    let mut child = cmd.spawn().expect("ferroturn starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let proc = Proc(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut udp, mut tcp, mut tls) = (None, None, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] != "listening" {
-            continue;
-        }
-        let addr: SocketAddr = v["fields"]["address"]
-            .as_str()
-            .expect("address")
-            .parse()
-            .expect("socket address");
-        match v["fields"]["transport"].as_str() {
-            Some("udp") => udp = udp.or(Some(addr)),
-            Some("tcp") => tcp = tcp.or(Some(addr)),
-            Some("tls") => tls = tls.or(Some(addr)),
-            _ => {}
-        }
-        if let (Some(udp), Some(tcp), Some(tls)) = (udp, tcp, tls) {
-            // Keep draining stderr so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return Server {
-                _proc: proc,
-                _pki: pki,
-                udp,
-                tcp,
-                tls,
-            };
-        }
+    let bin = spawn_binary(&args);
+    Server {
+        udp: bin.udp,
+        tcp: bin.tcp,
+        tls: bin.tls.expect("a TLS listener"),
+        _bin: bin,
+        _pki: pki,
     }
-    panic!("ferroturn did not report its UDP, TCP and TLS listeners (got {udp:?} {tcp:?} {tls:?})");
 }
 
 /// TURN REST credentials: `EXPIRY:NAME` and base64(HMAC-SHA1(secret, username)).

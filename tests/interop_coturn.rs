@@ -6,10 +6,13 @@
 //! These tests fail, rather than skip, when the tools are missing: the suite's
 //! command installs them, and a silently skipped interop test proves nothing.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod support;
+
+use support::{spawn_binary, Binary};
 
 const USER: &str = "ninefingers";
 const PASS: &str = "youhavetoberealistic";
@@ -34,49 +37,15 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `ferroturn serve` on 127.0.0.1 port 0 and reads the bound port from its
-/// JSON log.
-fn ferroturn(extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-            // Tests run in parallel: the default metrics port would collide.
-            "--metrics",
-            "127.0.0.1:0",
-        ])
-        .args(["--realm", "north.gov", "--user", &format!("{USER}:{PASS}")])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferroturn starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let proc = Proc(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] == "listening" && v["fields"]["transport"] == "udp" {
-            let addr = v["fields"]["address"]
-                .as_str()
-                .expect("address")
-                .parse()
-                .expect("socket address");
-            // Keep draining stderr so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (proc, addr);
-        }
-    }
-    panic!("ferroturn did not report its listening address");
+/// `ferroturn serve` on 127.0.0.1 port 0 with the test user; returns it and its
+/// UDP address.
+fn ferroturn(extra: &[&str]) -> (Binary, SocketAddr) {
+    let user = format!("{USER}:{PASS}");
+    let mut args = vec!["--realm", "north.gov", "--user", &user];
+    args.extend_from_slice(extra);
+    let srv = spawn_binary(&args);
+    let udp = srv.udp;
+    (srv, udp)
 }
 
 fn free_udp_port() -> u16 {

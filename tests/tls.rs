@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -120,55 +120,30 @@ fn tool(name: &str) -> String {
     p
 }
 
-/// Runs the real binary with TLS and reads the TLS port from its JSON log.
-fn ferroturn_tls(cert: &Path, key: &Path) -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ])
-        .args([
-            "--realm",
-            "north.gov",
-            "--user",
-            "ninefingers:youhavetoberealistic",
-        ])
-        .args(["--allow-peer", "127.0.0.0/8", "--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferroturn starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] == "listening" && v["fields"]["transport"] == "tls" {
-            let addr = v["fields"]["address"].as_str().unwrap().parse().unwrap();
-            std::thread::spawn(move || for _ in lines {});
-            return (child, addr);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("ferroturn did not report a TLS listener");
+/// Runs the real binary with TLS and returns it with its TLS address.
+fn ferroturn_tls(cert: &Path, key: &Path) -> (Binary, SocketAddr) {
+    let srv = spawn_binary(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--realm",
+        "north.gov",
+        "--user",
+        "ninefingers:youhavetoberealistic",
+        "--allow-peer",
+        "127.0.0.0/8",
+    ]);
+    let tls = srv.tls.expect("a TLS listener");
+    (srv, tls)
 }
 
 #[test]
 fn turnutils_uclient_over_tls_loses_nothing() {
     let p = pki();
-    let (mut srv, addr) = ferroturn_tls(&p.cert, &p.key);
+    let (srv, addr) = ferroturn_tls(&p.cert, &p.key);
     let peer_port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -203,8 +178,7 @@ fn turnutils_uclient_over_tls_loses_nothing() {
         .unwrap();
     let _ = peer.kill();
     let _ = peer.wait();
-    let _ = srv.kill();
-    let _ = srv.wait();
+    drop(srv);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "uclient -S failed:\n{text}");
@@ -305,10 +279,10 @@ fn sighup_reloads_the_certificate_without_dropping_live_connections() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::copy(&a.cert, &cert).unwrap();
     std::fs::copy(&a.key, &key).unwrap();
-    let (mut srv, addr) = ferroturn_tls(&cert, &key);
-    let hup = |child: &std::process::Child| {
+    let (srv, addr) = ferroturn_tls(&cert, &key);
+    let hup = |srv: &Binary| {
         // SAFETY: kill(2) on the PID of the child this test started.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+        let rc = unsafe { libc::kill(srv.pid() as libc::pid_t, libc::SIGHUP) };
         assert_eq!(rc, 0);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -349,6 +323,5 @@ fn sighup_reloads_the_certificate_without_dropping_live_connections() {
         let mut c = Client::tls(addr, "localhost", roots(&b)).await.unwrap();
         c.binding().await.unwrap();
     });
-    let _ = srv.kill();
-    let _ = srv.wait();
+    drop(srv);
 }

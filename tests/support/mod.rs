@@ -57,3 +57,83 @@ pub async fn echo_peer(bind: &str, limit: usize) -> SocketAddr {
 }
 
 pub const WAIT: Duration = Duration::from_secs(3);
+
+/// The real `ferroturn` binary, started by a test and killed (by the PID the test
+/// started) when dropped.
+pub struct Binary {
+    child: std::process::Child,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    /// Set when `--tls-listen` was among the arguments.
+    pub tls: Option<SocketAddr>,
+}
+
+impl Binary {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ferroturn serve --listen 127.0.0.1:0 ARGS` with JSON logs and a metrics
+/// port of its own (tests run in parallel: the default 9641 would collide), and
+/// reads the bound UDP, TCP and (with `--tls-listen`) TLS addresses from its
+/// "listening" log lines. Its stderr keeps being drained so it never blocks.
+pub fn spawn_binary(args: &[&str]) -> Binary {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--log-level", "info", "--metrics", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferroturn starts");
+    let want_tls = args.contains(&"--tls-listen");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let (mut udp, mut tcp, mut tls) = (None, None, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] != "listening" {
+            continue;
+        }
+        let Some(addr) = v["fields"]["address"].as_str().and_then(|a| a.parse().ok()) else {
+            continue;
+        };
+        match v["fields"]["transport"].as_str() {
+            Some("udp") => udp = udp.or(Some(addr)),
+            Some("tcp") => tcp = tcp.or(Some(addr)),
+            Some("tls") => tls = tls.or(Some(addr)),
+            _ => {}
+        }
+        if let (Some(udp), Some(tcp)) = (udp, tcp) {
+            if tls.is_some() || !want_tls {
+                std::thread::spawn(move || for _ in lines {});
+                return Binary {
+                    child,
+                    udp,
+                    tcp,
+                    tls,
+                };
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "ferroturn {args:?} did not report its listeners (udp {udp:?}, tcp {tcp:?}, tls {tls:?})"
+    );
+}
