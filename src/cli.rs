@@ -46,6 +46,15 @@ pub enum Command {
     /// Mint or revoke TURN REST (ephemeral) credentials.
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// List or end the allocations of a running server (admin socket).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Make a running server re-read its configuration (admin socket; same as
+    /// SIGHUP, but reports whether the new configuration was accepted).
+    Reload(AdminArgs),
+    /// Make a running server drain: refuse new allocations, keep relaying the
+    /// existing ones, exit when none is left or at the deadline.
+    Drain(DrainArgs),
 }
 
 /// `ferroturn serve`: configuration file plus overrides.
@@ -147,6 +156,19 @@ pub struct ServeArgs {
     /// metrics.listen.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+
+    /// Admin socket path, or "off"; overrides admin.socket.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<String>,
+
+    /// Usage records file ("-" = stdout, "off" = none); overrides usage.file.
+    #[arg(long, value_name = "PATH")]
+    pub usage_file: Option<String>,
+
+    /// Server to redirect new clients to while draining (IP:PORT);
+    /// repeatable; replaces drain.alternate-server.
+    #[arg(long = "alternate-server", value_name = "ADDR:PORT")]
+    pub alternate_servers: Vec<String>,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -290,6 +312,26 @@ impl ServeArgs {
             };
             raw.mark_override("metrics.listen", "--metrics");
         }
+        if let Some(a) = &self.admin_socket {
+            raw.admin.socket = if a.trim() == "off" {
+                String::new()
+            } else {
+                a.clone()
+            };
+            raw.mark_override("admin.socket", "--admin-socket");
+        }
+        if let Some(u) = &self.usage_file {
+            raw.usage.file = if u.trim() == "off" {
+                String::new()
+            } else {
+                u.clone()
+            };
+            raw.mark_override("usage.file", "--usage-file");
+        }
+        if !self.alternate_servers.is_empty() {
+            raw.drain.alternate_server = self.alternate_servers.clone();
+            raw.mark_override("drain.alternate-server", "--alternate-server");
+        }
         if let Some(n) = self.max_allocations_per_user {
             raw.quota.max_allocations_per_user = n.into();
             raw.mark_override(
@@ -298,6 +340,71 @@ impl ServeArgs {
             );
         }
         Ok(())
+    }
+}
+
+/// Where an admin command finds the running server's admin socket.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AdminArgs {
+    /// The admin socket (default: admin.socket of --config, else
+    /// /run/ferroturn/admin.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Configuration file whose admin.socket to use.
+    #[arg(long, value_name = "FILE", conflicts_with = "socket")]
+    pub config: Option<PathBuf>,
+}
+
+/// `ferroturn drain`.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
+    /// How long to wait for allocations to end before exiting anyway
+    /// (e.g. 90s, 10m, 1h; default drain.deadline of the server).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub deadline: Option<std::time::Duration>,
+}
+
+/// `ferroturn sessions ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionsCommand {
+    /// List the live allocations: ID, user, client, relayed addresses, age,
+    /// traffic.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// One JSON object per allocation instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End allocations at once (usage record reason "killed").
+    Kill {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Every allocation of this user.
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_unless_present = "id",
+            conflicts_with = "id"
+        )]
+        user: Option<String>,
+        /// The allocation with this ID (from `sessions list`).
+        #[arg(long, value_name = "ID")]
+        id: Option<u64>,
+    },
+}
+
+/// A duration such as `90s`, `10m` or `1h 30m` (humantime's syntax), at
+/// least one second.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s.trim()) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(format!("{s:?} is shorter than 1s")),
+        Err(e) => Err(format!("{s:?} is not a duration like 90s, 10m or 1h: {e}")),
     }
 }
 

@@ -172,6 +172,12 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     /// `[tls]`
     pub tls: RawTls,
+    /// `[drain]`
+    pub drain: RawDrain,
+    /// `[usage]`
+    pub usage: RawUsage,
+    /// `[admin]`
+    pub admin: RawAdmin,
     /// Key path (or list key path) -> the flag that set it.
     #[serde(skip)]
     overrides: BTreeMap<String, &'static str>,
@@ -371,6 +377,56 @@ pub struct RawMetrics {
     pub listen: String,
 }
 
+/// `[drain]` as written: what draining does.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDrain {
+    /// `alternate-server`: IP:PORT of servers to send new clients to (300 Try
+    /// Alternate, in turn); empty = refuse them with 403.
+    pub alternate_server: Vec<String>,
+    /// `deadline`: seconds a drain started by SIGUSR1 waits for allocations
+    /// to end before the process exits anyway.
+    pub deadline: i64,
+}
+
+impl Default for RawDrain {
+    fn default() -> Self {
+        RawDrain {
+            alternate_server: Vec::new(),
+            deadline: 600,
+        }
+    }
+}
+
+/// `[usage]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUsage {
+    /// `file`: where usage records go, one JSON line per finished
+    /// allocation; "-" = stdout, "" = nowhere.
+    pub file: String,
+}
+
+/// `[admin]` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawAdmin {
+    /// `socket`: the admin Unix socket (mode 0600); "" = none.
+    pub socket: String,
+}
+
+/// Where the admin socket is unless told otherwise (systemd's
+/// `RuntimeDirectory=ferroturn` creates the directory).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ferroturn/admin.sock";
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            socket: DEFAULT_ADMIN_SOCKET.into(),
+        }
+    }
+}
+
 /// Where the metrics endpoint listens unless told otherwise: loopback only, as
 /// the endpoint has no authentication.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
@@ -494,6 +550,38 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// TURN over TLS; `None` = no TLS listener.
     pub tls: Option<TlsConfig>,
+    pub drain: DrainConfig,
+    pub usage: UsageConfig,
+    pub admin: AdminConfig,
+}
+
+/// `[drain]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainConfig {
+    /// Where new clients are sent while draining; empty = 403.
+    pub alternate_servers: Vec<SocketAddr>,
+    /// How long a SIGUSR1 drain waits before exiting anyway.
+    pub deadline: Duration,
+}
+
+/// `[usage]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageConfig {
+    pub target: Option<UsageTarget>,
+}
+
+/// Where usage records are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The admin socket's path; `None` = no admin socket.
+    pub socket: Option<PathBuf>,
 }
 
 /// TURN over TLS.
@@ -715,6 +803,9 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         store,
         metrics,
         tls,
+        drain,
+        usage,
+        admin,
         ..
     } = raw;
     let listen = validate_listen(&server.listen)?;
@@ -792,6 +883,30 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         }
     }
 
+    let drain = DrainConfig {
+        alternate_servers: parse_addresses("drain.alternate-server", &drain.alternate_server)?,
+        deadline: Duration::from_secs(int_in("drain.deadline", drain.deadline, 1, 7 * 86_400)?),
+    };
+    let usage = UsageConfig {
+        target: match usage.file.trim() {
+            "" => None,
+            "-" => Some(UsageTarget::Stdout),
+            path => Some(UsageTarget::File(PathBuf::from(path))),
+        },
+    };
+    let admin = AdminConfig {
+        socket: match admin.socket.trim() {
+            "" => None,
+            path if !path.starts_with('/') => {
+                return invalid(
+                    "admin.socket",
+                    format!("{path:?} is not an absolute path (or \"\" for none)"),
+                )
+            }
+            path => Some(PathBuf::from(path)),
+        },
+    };
+
     Ok(Config {
         listen,
         realm,
@@ -805,6 +920,9 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         store,
         metrics,
         tls,
+        drain,
+        usage,
+        admin,
     })
 }
 

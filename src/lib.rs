@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control_cli;
 pub mod logging;
 pub mod metrics;
 pub mod net;

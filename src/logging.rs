@@ -9,6 +9,7 @@
 //! end up in the journal under systemd.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing_subscriber::filter::{EnvFilter, ParseError};
 
@@ -37,20 +38,50 @@ pub fn env_filter(level: &str) -> Result<EnvFilter, ParseError> {
     EnvFilter::builder().parse(level.trim())
 }
 
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Swaps the installed subscriber's filter (a reload changes the level).
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
 /// Installs the global subscriber: human-readable lines (colored only when
-/// stderr is a terminal) or one JSON object per line.
+/// stderr is a terminal) or one JSON object per line. Its level can be changed
+/// later with [`set_level`].
 pub fn init(config: &LogConfig) -> Result<(), LogInitError> {
     let filter = env_filter(&config.level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let result = match config.format {
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Human => {
+            let builder = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            builder.try_init()
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_ansi(false).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            builder.try_init()
+        }
     };
     result.map_err(|e| LogInitError::AlreadyInstalled(e.to_string()))
+}
+
+/// Changes the level of the subscriber [`init`] installed (no-op when
+/// logging was never initialised, as in tests that start servers in-process).
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = env_filter(level).map_err(|e| format!("server.log-level: {e}"))?;
+    match SET_FILTER.get() {
+        Some(set) => set(filter),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

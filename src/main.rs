@@ -28,6 +28,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::User(command) => Ok(ferroturn::admin::user(&command)?),
         Command::Secret(command) => Ok(ferroturn::admin::secret(&command)?),
         Command::Credential(command) => Ok(ferroturn::admin::credential(&command)?),
+        Command::Sessions(command) => Ok(ferroturn::control_cli::sessions(&command)?),
+        Command::Reload(args) => Ok(ferroturn::control_cli::reload(&args)?),
+        Command::Drain(args) => Ok(ferroturn::control_cli::drain(&args)?),
     }
 }
 
@@ -49,7 +52,9 @@ fn serve(args: &ServeArgs) -> Result<(), Box<dyn Error>> {
         peers_denied = config.peers.deny.len(),
         "ferroturn starting"
     );
-    ferroturn::net::serve(config)?;
+    // SIGHUP and `ferroturn reload` read the file again with the same flags.
+    let args = args.clone();
+    ferroturn::net::serve(config, move || args.build_config())?;
     tracing::info!("ferroturn stopped");
     Ok(())
 }

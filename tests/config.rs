@@ -1043,3 +1043,70 @@ fn metrics_listen_and_flag() {
         "{err}"
     );
 }
+
+/// `[drain]`, `[usage]` and `[admin]`: values, defaults, flags and errors.
+#[test]
+fn drain_usage_and_admin_sections() {
+    use ferroturn::config::UsageTarget;
+    let config = Config::from_toml_str(
+        "[drain]\nalternate-server = [\"203.0.113.1:3478\", \"[2001:db8::1]:3478\"]\ndeadline = 30\n\
+         [usage]\nfile = \"/var/log/ferroturn/usage.jsonl\"\n\
+         [admin]\nsocket = \"/tmp/ft.sock\"\n",
+    )
+    .expect("valid");
+    assert_eq!(config.drain.alternate_servers.len(), 2);
+    assert_eq!(config.drain.deadline, Duration::from_secs(30));
+    assert_eq!(
+        config.usage.target,
+        Some(UsageTarget::File("/var/log/ferroturn/usage.jsonl".into()))
+    );
+    assert_eq!(config.admin.socket, Some("/tmp/ft.sock".into()));
+
+    let defaults = Config::default();
+    assert!(defaults.drain.alternate_servers.is_empty());
+    assert_eq!(defaults.drain.deadline, Duration::from_secs(600));
+    assert_eq!(defaults.usage.target, None);
+    assert_eq!(
+        defaults.admin.socket,
+        Some(ferroturn::config::DEFAULT_ADMIN_SOCKET.into())
+    );
+    let stdout = Config::from_toml_str("[usage]\nfile = \"-\"\n").expect("valid");
+    assert_eq!(stdout.usage.target, Some(UsageTarget::Stdout));
+
+    for (toml, key) in [
+        (
+            "[drain]\nalternate-server = [\"turn.example\"]\n",
+            "drain.alternate-server[0]",
+        ),
+        ("[drain]\ndeadline = 0\n", "drain.deadline"),
+        ("[admin]\nsocket = \"relative.sock\"\n", "admin.socket"),
+    ] {
+        let (k, _) = invalid_key(toml);
+        assert_eq!(k, key, "{toml}");
+    }
+
+    let config = serve_args(&[
+        "--admin-socket",
+        "off",
+        "--usage-file",
+        "-",
+        "--alternate-server",
+        "192.0.2.9:3478",
+    ])
+    .build_config()
+    .expect("valid");
+    assert_eq!(config.admin.socket, None);
+    assert_eq!(config.usage.target, Some(UsageTarget::Stdout));
+    assert_eq!(
+        config.drain.alternate_servers,
+        vec!["192.0.2.9:3478".parse::<std::net::SocketAddr>().unwrap()]
+    );
+    let err = serve_args(&["--alternate-server", "nope"])
+        .build_config()
+        .expect_err("not an address");
+    assert!(
+        err.to_string()
+            .starts_with("drain.alternate-server[0] (from --alternate-server): "),
+        "{err}"
+    );
+}

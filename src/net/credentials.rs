@@ -32,6 +32,7 @@ pub struct StoreContents {
 }
 
 /// The snapshot lookups read.
+#[derive(Clone)]
 struct View {
     generation: i64,
     /// realm → name → keys (nested so a lookup by `&str` allocates nothing).
@@ -39,13 +40,16 @@ struct View {
     userhashes: HashMap<[u8; 32], (Box<str>, Box<str>)>,
     /// Configuration secrets first, then the store's.
     rest: RestSecrets,
+    /// The store's secrets alone, to rebuild `rest` when the configuration's
+    /// secrets change.
+    store_secrets: Vec<String>,
     revoked: HashMap<Box<str>, u64>,
 }
 
 /// Configuration credentials plus the latest store snapshot.
 pub struct LiveCredentials {
-    config_users: StaticUsers,
-    config_secrets: Vec<String>,
+    /// Users and secrets from the configuration; a reload swaps them whole.
+    config: RwLock<Arc<ConfigCredentials>>,
     view: RwLock<Arc<View>>,
     /// False while the store cannot be read: new allocations are then refused (the
     /// snapshot may be stale), while existing ones keep refreshing from it.
@@ -61,17 +65,26 @@ impl std::fmt::Debug for LiveCredentials {
     }
 }
 
+/// The configuration's share of the credentials.
+struct ConfigCredentials {
+    users: StaticUsers,
+    secrets: Vec<String>,
+}
+
 impl LiveCredentials {
     /// Credentials from the configuration alone; `replace` adds a store's.
     pub fn new(realm: &str, users: &[(String, String)], secrets: &[String]) -> Self {
         let this = Self {
-            config_users: StaticUsers::new(&[realm], users),
-            config_secrets: secrets.to_vec(),
+            config: RwLock::new(Arc::new(ConfigCredentials {
+                users: StaticUsers::new(&[realm], users),
+                secrets: secrets.to_vec(),
+            })),
             view: RwLock::new(Arc::new(View {
                 generation: -1,
                 users: HashMap::new(),
                 userhashes: HashMap::new(),
                 rest: RestSecrets::new(secrets),
+                store_secrets: Vec::new(),
                 revoked: HashMap::new(),
             })),
             healthy: AtomicBool::new(true),
@@ -97,17 +110,13 @@ impl LiveCredentials {
                 .or_default()
                 .insert(u.name.into(), u.keys);
         }
-        let secrets: Vec<&str> = self
-            .config_secrets
-            .iter()
-            .map(String::as_str)
-            .chain(contents.secrets.iter().map(String::as_str))
-            .collect();
+        let config = self.config_creds();
         let view = View {
             generation: contents.generation,
             users,
             userhashes,
-            rest: RestSecrets::new(&secrets),
+            rest: rest_secrets(&config.secrets, &contents.secrets),
+            store_secrets: contents.secrets,
             revoked: contents
                 .revocations
                 .into_iter()
@@ -115,6 +124,29 @@ impl LiveCredentials {
                 .collect(),
         };
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+    }
+
+    /// Swaps in the configuration's users and secrets (a reload). Lookups see
+    /// the new ones from the next request on; call
+    /// [`Server::recheck_credentials`](crate::turn::Server::recheck_credentials)
+    /// afterwards to end allocations of users no longer configured.
+    pub fn set_config(&self, realm: &str, users: &[(String, String)], secrets: &[String]) {
+        let config = Arc::new(ConfigCredentials {
+            users: StaticUsers::new(&[realm], users),
+            secrets: secrets.to_vec(),
+        });
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = View::clone(&view);
+        next.rest = rest_secrets(secrets, &next.store_secrets);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *view = Arc::new(next);
+    }
+
+    fn config_creds(&self) -> Arc<ConfigCredentials> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn current(&self) -> Arc<View> {
@@ -153,7 +185,8 @@ impl CredentialStore for LiveCredentials {
     /// secret (configuration secrets first). A revoked REST username is `Revoked`.
     fn lookup_candidate(&self, username: &str, realm: &str, now_unix: u64, index: usize) -> Lookup {
         let mut index = index;
-        if let Lookup::Found(keys, exp) = self.config_users.lookup(username, realm, now_unix) {
+        let config = self.config_creds();
+        if let Lookup::Found(keys, exp) = config.users.lookup(username, realm, now_unix) {
             if index == 0 {
                 return Lookup::Found(keys, exp);
             }
@@ -178,10 +211,17 @@ impl CredentialStore for LiveCredentials {
 
     /// Configured users first, then stored ones (the same order as `lookup`).
     fn lookup_userhash(&self, userhash: &[u8; 32], realm: &str, now_unix: u64) -> Option<String> {
-        self.config_users
+        self.config_creds()
+            .users
             .lookup_userhash(userhash, realm, now_unix)
             .or_else(|| self.username_for_hash(userhash, realm))
     }
+}
+
+/// REST secrets in lookup order: the configuration's, then the store's.
+fn rest_secrets(config: &[String], store: &[String]) -> RestSecrets {
+    let all: Vec<&str> = config.iter().chain(store).map(String::as_str).collect();
+    RestSecrets::new(&all)
 }
 
 /// A shared handle, as the core wants it.
@@ -247,5 +287,35 @@ mod tests {
         });
         assert!(matches!(c.lookup("bob", "r", 0), Lookup::Unknown));
         assert!(matches!(c.lookup("alice", "r", 0), Lookup::Found(..)));
+    }
+
+    #[test]
+    fn config_reload_swaps_users_and_secrets_but_keeps_the_store() {
+        let c = LiveCredentials::new("r", &[("alice".into(), "a".into())], &["s1".into()]);
+        c.replace(StoreContents {
+            generation: 1,
+            users: vec![user("r", "bob", "b")],
+            secrets: vec!["s2".into()],
+            revocations: vec![],
+        });
+        c.set_config("r2", &[("carol".into(), "c".into())], &["s3".into()]);
+        assert!(matches!(c.lookup("alice", "r", 0), Lookup::Unknown));
+        assert!(matches!(c.lookup("carol", "r2", 0), Lookup::Found(..)));
+        assert!(matches!(c.lookup("bob", "r", 0), Lookup::Found(..)));
+        assert_eq!(c.generation(), 1);
+        // REST: s3 (config) then s2 (store); s1 is gone.
+        let name = "2000000000:dave";
+        let Lookup::Found(k, _) = c.lookup_candidate(name, "r", 0, 0) else {
+            panic!()
+        };
+        assert_eq!(k, UserKeys::derive(name, "r", &rest_password(b"s3", name)));
+        let Lookup::Found(k, _) = c.lookup_candidate(name, "r", 0, 1) else {
+            panic!()
+        };
+        assert_eq!(k, UserKeys::derive(name, "r", &rest_password(b"s2", name)));
+        assert!(matches!(
+            c.lookup_candidate(name, "r", 0, 2),
+            Lookup::Unknown
+        ));
     }
 }

@@ -5,29 +5,37 @@
 //! UDP and TCP and by every shard. It then starts one shard thread per core
 //! ([`shard`]); each owns its sockets and its core.
 
+pub mod admin_socket;
+pub mod control;
 pub mod credentials;
+pub mod flood;
 pub mod relay;
+pub mod reload;
 pub mod shard;
 pub mod sockets;
 pub mod store_sync;
 pub mod tls;
+pub mod usage;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{Health, Metrics, ShardSlot};
 use crate::turn::auth::NonceKey;
 use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
+use crate::turn::server::{Drain, KillFilter, Session};
 use crate::turn::{ServerConfig, Shared};
 use credentials::LiveCredentials;
 use relay::PortBudget;
-use shard::{ShardParams, ShardSockets};
+use shard::{ShardCommand, ShardParams, ShardSockets};
+use usage::UsageLog;
 
 /// Everything the network layer needs to run.
 #[derive(Clone, Debug)]
@@ -49,6 +57,8 @@ pub struct NetOptions {
     pub metrics: Option<SocketAddr>,
     /// TURN over TLS, if configured.
     pub tls: Option<crate::config::TlsConfig>,
+    /// Where usage records go, if anywhere.
+    pub usage: Option<crate::config::UsageTarget>,
 }
 
 /// A running server.
@@ -69,6 +79,14 @@ pub struct Running {
     pub metrics: Option<SocketAddr>,
     /// What `/readyz` reports; set `draining` to make it answer 503.
     pub health: Arc<Health>,
+    /// Where finished allocations are recorded (a reload reopens it).
+    pub usage: Arc<UsageLog>,
+    /// The core configuration the shards started with, own addresses included:
+    /// a reload derives the next one from it.
+    core: Arc<ServerConfig>,
+    quota: Arc<QuotaTracker>,
+    budget: Arc<PortBudget>,
+    commands: Vec<mpsc::UnboundedSender<ShardCommand>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     poller: Option<JoinHandle<()>>,
@@ -76,6 +94,51 @@ pub struct Running {
 }
 
 impl Running {
+    fn broadcast(&self, cmd: impl Fn() -> ShardCommand) {
+        for c in &self.commands {
+            let _ = c.send(cmd());
+        }
+    }
+
+    /// Every live allocation, from every shard.
+    pub async fn sessions(&self) -> Vec<Session> {
+        let mut all = Vec::new();
+        for c in &self.commands {
+            let (tx, rx) = oneshot::channel();
+            if c.send(ShardCommand::Sessions(tx)).is_ok() {
+                all.extend(rx.await.unwrap_or_default());
+            }
+        }
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// Ends the allocations `filter` selects, on every shard; returns how many.
+    pub async fn kill(&self, filter: KillFilter) -> usize {
+        let mut n = 0;
+        for c in &self.commands {
+            let (tx, rx) = oneshot::channel();
+            if c.send(ShardCommand::Kill(filter.clone(), tx)).is_ok() {
+                n += rx.await.unwrap_or(0);
+            }
+        }
+        n
+    }
+
+    /// Starts or stops draining: new Allocates are refused (403) or
+    /// redirected (300), and `/readyz` answers 503 while draining.
+    pub fn set_drain(&self, drain: Option<Drain>) {
+        self.health
+            .draining
+            .store(drain.is_some(), std::sync::atomic::Ordering::SeqCst);
+        self.broadcast(|| ShardCommand::Drain(drain.clone()));
+    }
+
+    /// Allocations held now, over all shards.
+    pub fn allocations(&self) -> u32 {
+        self.quota.total()
+    }
+
     /// Asks every shard to stop, and waits for them.
     pub fn stop(self) -> io::Result<()> {
         let _ = self.shutdown.send(true);
@@ -232,18 +295,20 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     if let Some(location) = &opts.store {
         store_sync::initial_load(location, &creds)?;
     }
+    let usage = UsageLog::open(opts.usage.as_ref())?;
+    let quota = Arc::new(QuotaTracker::new(
+        opts.max_allocations_per_user,
+        opts.max_allocations,
+    ));
     let shared = Shared {
         creds: credentials::shared(&creds),
         nonces: Arc::new(nonces),
-        quota: Arc::new(QuotaTracker::new(
-            opts.max_allocations_per_user,
-            opts.max_allocations,
-        )),
+        quota: quota.clone(),
         live: Arc::new(LiveRelayPorts::default()),
         reservations: Arc::new(Reservations::default()),
     };
     let budget = Arc::new(PortBudget {
-        max: opts.max_relay_ports,
+        max: std::sync::atomic::AtomicU32::new(opts.max_relay_ports),
         ..Default::default()
     });
 
@@ -265,8 +330,14 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         None => None,
     };
     let mut threads = Vec::new();
+    let mut commands = Vec::new();
     for ((index, sockets), slot) in per_shard.into_iter().enumerate().zip(slots) {
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        commands.push(command_tx);
         let params = ShardParams {
+            shards,
+            commands: command_rx,
+            usage: usage.clone(),
             slot,
             health: health.clone(),
             index,
@@ -293,6 +364,11 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         None => None,
     };
     Ok(Running {
+        usage,
+        core: cfg,
+        quota,
+        budget,
+        commands,
         tls_certs,
         poller,
         udp: udp_addrs,
@@ -346,42 +422,34 @@ impl NetOptions {
             store: config.store.url.clone(),
             metrics: config.metrics.listen,
             tls: config.tls.clone(),
+            usage: config.usage.target.clone(),
         }
     }
 }
 
-/// SIGHUP: re-reads the TLS certificate and key. A bad pair is refused with a logged
-/// reason and the old one stays in force; live connections are never touched.
-fn reload_tls(running: &Running) {
-    let Some(certs) = &running.tls_certs else {
-        tracing::info!("SIGHUP: no TLS certificate to reload");
-        return;
-    };
-    match certs.reload() {
-        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-        Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded, the old one stays in force")
-        }
-    }
-}
+/// How long SIGTERM/SIGINT may take: shards close every allocation (writing
+/// usage records) and stream writers get to flush; a shard that hangs past
+/// this does not keep the process alive.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the server for `config` until SIGINT or SIGTERM, then shuts down cleanly:
-/// every shard closes its allocations and relay sockets before the call returns.
-pub fn serve(config: crate::config::Config) -> io::Result<()> {
+/// Runs the server for `config` until SIGINT or SIGTERM (or the end of a
+/// drain), then shuts down cleanly: every shard closes its allocations and
+/// relay sockets before the call returns. SIGHUP and `ferroturn reload` re-read
+/// the configuration through `reload`; SIGUSR1 and `ferroturn drain` drain.
+pub fn serve(
+    config: crate::config::Config,
+    reload: impl Fn() -> Result<crate::config::Config, crate::config::ConfigError>,
+) -> io::Result<()> {
     // Signal handlers go in first, on this thread's runtime, which is the only one
     // with a signal driver: shard runtimes have I/O and time only, so none of them
     // can swallow the wake-up.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut term, mut int, mut hup) = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        io::Result::Ok((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
-        ))
-    })?;
+    let mut signals = rt.block_on(async { control::Signals::new() })?;
+    // The admin socket before the listeners: a second server pointed at the
+    // same socket fails before it takes any port.
+    let admin = rt.block_on(async { admin_socket::bind(config.admin.socket.as_deref()) })?;
     let running = start(NetOptions::from_config(&config))?;
     for a in &running.udp {
         tracing::info!(transport = "udp", address = %a, "listening");
@@ -396,16 +464,20 @@ pub fn serve(config: crate::config::Config) -> io::Result<()> {
         tracing::info!(transport = "tls", address = %a, "listening");
     }
     let stop = running.stopper();
-    let name = rt.block_on(async {
-        loop {
-            tokio::select! {
-                _ = term.recv() => return "SIGTERM",
-                _ = int.recv() => return "SIGINT",
-                _ = hup.recv() => reload_tls(&running),
-            }
-        }
-    });
-    tracing::info!(signal = name, "shutting down");
+    let mut ctl = control::Control::new(running, config, reload);
+    let why = rt.block_on(ctl.run(&mut signals, admin));
+    tracing::info!(reason = why, "shutting down");
     let _ = stop.send(true);
-    running.join()
+    // Bounded: past the grace period the process exits without waiting.
+    std::thread::Builder::new()
+        .name("ferroturn-stop-grace".into())
+        .spawn(|| {
+            std::thread::sleep(STOP_GRACE);
+            tracing::error!(
+                seconds = STOP_GRACE.as_secs(),
+                "shards did not stop within the grace period: exiting"
+            );
+            std::process::exit(1);
+        })?;
+    ctl.into_running().join()
 }

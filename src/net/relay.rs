@@ -35,7 +35,8 @@ struct Slot {
 #[derive(Debug, Default)]
 pub struct PortBudget {
     pub in_use: AtomicU32,
-    pub max: u32,
+    /// `max-relay-ports` (0 = the range only); a reload may change it.
+    pub max: AtomicU32,
     pub parked: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
 }
 
@@ -90,7 +91,7 @@ impl Binder {
     }
 
     fn take_budget(&self, n: u32) -> bool {
-        let max = self.budget.max;
+        let max = self.budget.max.load(Ordering::Relaxed);
         let prev = self.budget.in_use.fetch_add(n, Ordering::Relaxed);
         if max != 0 && prev + n > max {
             self.budget.in_use.fetch_sub(n, Ordering::Relaxed);

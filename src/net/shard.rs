@@ -18,12 +18,14 @@ use bytes::{Buf, BytesMut};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use super::flood::FloodWatch;
 use super::relay::{Binder, PortBudget};
+use super::usage::{UsageLog, UsageRecord};
 use crate::metrics::{Health, ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
 use crate::stun::framing::{next_frame, Frame};
-use crate::turn::server::{Event, PEER_HEADROOM, PEER_TAILROOM};
+use crate::turn::server::{Drain, Event, KillFilter, Session, PEER_HEADROOM, PEER_TAILROOM};
 use crate::turn::{
     FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
 };
@@ -92,6 +94,7 @@ struct State {
     reply: BytesMut,
     peer_buf: Box<[u8]>,
     timer: Rc<Notify>,
+    usage: Arc<UsageLog>,
 }
 
 type ShardRef = Rc<RefCell<State>>;
@@ -480,38 +483,72 @@ async fn timer(shard: ShardRef) {
         let wake = deadline.map_or(cap, |d| d.min(cap));
         tokio::select! {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
-            _ = notify.notified() => continue,
+            _ = notify.notified() => {
+                // A reply went out: an allocation may have been created or
+                // deleted. Report it now, not at the next expiry.
+                let mut s = shard.borrow_mut();
+                let s = &mut *s;
+                log_events(&mut s.server, &s.usage);
+                continue;
+            }
         }
         let now = Instant::now();
         let mut s = shard.borrow_mut();
+        let s = &mut *s;
         if now.duration_since(last_anchor) >= Duration::from_secs(60) {
             s.server.set_wall_clock(now, unix_now());
             last_anchor = now;
         }
         s.server.handle_timeout(now);
-        log_events(&mut s.server);
+        log_events(&mut s.server, &s.usage);
     }
 }
 
-fn log_events(server: &mut Server<Binder>) {
+/// Logs what the core reports (at debug: one line per allocation, never per
+/// packet) and writes a usage record per finished allocation.
+fn log_events(server: &mut Server<Binder>, usage: &UsageLog) {
+    let record = usage.enabled();
     for e in server.drain_events() {
         match e {
             Event::AllocationCreated { tuple } => {
                 tracing::debug!(transport = tuple.transport.name(), client = %tuple.client, "allocation created")
             }
             Event::AllocationClosed {
+                id,
                 tuple,
-                reason,
+                username,
+                realm,
+                started_unix,
+                relays,
+                duration,
                 traffic,
-                ..
-            } => tracing::debug!(
-                transport = tuple.transport.name(),
-                client = %tuple.client,
-                ?reason,
-                to_peer_bytes = traffic.to_peer_bytes,
-                to_client_bytes = traffic.to_client_bytes,
-                "allocation closed"
-            ),
+                peers,
+                reason,
+            } => {
+                tracing::debug!(
+                    id,
+                    transport = tuple.transport.name(),
+                    client = %tuple.client,
+                    reason = reason.name(),
+                    to_peer_bytes = traffic.to_peer_bytes,
+                    to_client_bytes = traffic.to_client_bytes,
+                    "allocation closed"
+                );
+                if record {
+                    usage.write(&UsageRecord::new(
+                        id,
+                        &tuple,
+                        &username,
+                        &realm,
+                        &relays,
+                        peers,
+                        &traffic,
+                        started_unix,
+                        duration,
+                        reason,
+                    ));
+                }
+            }
         }
     }
 }
@@ -534,12 +571,58 @@ fn publish(shard: &ShardRef, slot: &ShardSlot) {
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
 }
 
-async fn publisher(shard: ShardRef, slot: ShardSlot) {
+async fn publisher(shard: ShardRef, slot: ShardSlot, index: usize) {
     let mut every = tokio::time::interval(PUBLISH_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut flood = FloodWatch::default();
+    let mut window = Instant::now();
     loop {
         every.tick().await;
         publish(&shard, &slot);
+        if window.elapsed() >= super::flood::WINDOW {
+            window = Instant::now();
+            flood.warn(index, shard.borrow().server.stats());
+        }
+    }
+}
+
+/// What the main thread asks of a shard (reload, drain, the admin socket).
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// A reloaded configuration: applied to new requests, then allocations
+    /// whose credential is gone are ended.
+    Reconfigure(Arc<ServerConfig>),
+    /// Start (`Some`) or stop draining.
+    Drain(Option<Drain>),
+    Sessions(oneshot::Sender<Vec<Session>>),
+    Kill(KillFilter, oneshot::Sender<usize>),
+}
+
+async fn commands(shard: ShardRef, mut rx: mpsc::UnboundedReceiver<ShardCommand>) {
+    while let Some(cmd) = rx.recv().await {
+        let mut guard = shard.borrow_mut();
+        let s = &mut *guard;
+        let now = Instant::now();
+        match cmd {
+            ShardCommand::Reconfigure(cfg) => {
+                s.server.reconfigure(cfg);
+                let ended = s.server.recheck_credentials(now);
+                if ended > 0 {
+                    tracing::info!(
+                        allocations = ended,
+                        "reload: users no longer configured, allocations ended"
+                    );
+                }
+            }
+            ShardCommand::Drain(d) => s.server.set_drain(d),
+            ShardCommand::Sessions(reply) => {
+                let _ = reply.send(s.server.sessions(now));
+            }
+            ShardCommand::Kill(filter, reply) => {
+                let _ = reply.send(s.server.kill(now, &filter));
+            }
+        }
+        log_events(&mut s.server, &s.usage);
     }
 }
 
@@ -561,12 +644,17 @@ pub struct ShardParams {
     pub credentials: watch::Receiver<i64>,
     /// For the TLS listeners in `sockets.tls`.
     pub tls: Option<TlsParams>,
+    /// How many shards there are (allocation IDs are unique across them).
+    pub shards: usize,
+    pub commands: mpsc::UnboundedReceiver<ShardCommand>,
+    pub usage: Arc<UsageLog>,
 }
 
 /// Ends allocations whose credential vanished, each time the credentials change.
 async fn recheck_on_change(shard: ShardRef, mut generation: watch::Receiver<i64>) {
     while generation.changed().await.is_ok() {
         let mut s = shard.borrow_mut();
+        let s = &mut *s;
         let ended = s.server.recheck_credentials(Instant::now());
         if ended > 0 {
             tracing::info!(
@@ -574,7 +662,7 @@ async fn recheck_on_change(shard: ShardRef, mut generation: watch::Receiver<i64>
                 "credentials removed or revoked: allocations ended"
             );
         }
-        log_events(&mut s.server);
+        log_events(&mut s.server, &s.usage);
     }
 }
 
@@ -591,6 +679,9 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         slot,
         health,
         tls,
+        shards,
+        commands: command_rx,
+        usage,
     } = params;
     // I/O and time only: the main thread's runtime alone has a signal driver.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -600,7 +691,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let binder = Binder::new(cfg.relay_ports.clone(), budget);
-        let server = Server::new(cfg, &shared, binder, Instant::now(), unix_now());
+        let mut server = Server::new(cfg, &shared, binder, Instant::now(), unix_now());
+        server.set_id_space(index, shards);
         let mut udp = Vec::new();
         for s in sockets.udp {
             let local = s.local_addr()?;
@@ -620,6 +712,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             reply: BytesMut::with_capacity(1024),
             peer_buf: vec![0u8; PEER_HEADROOM + SLOT + PEER_TAILROOM].into_boxed_slice(),
             timer: Rc::new(Notify::new()),
+            usage,
         }));
         let n_udp = shard.borrow().udp.len();
         for i in 0..n_udp {
@@ -637,7 +730,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         }
         tokio::task::spawn_local(timer(shard.clone()));
         tokio::task::spawn_local(recheck_on_change(shard.clone(), credentials));
-        tokio::task::spawn_local(publisher(shard.clone(), slot.clone()));
+        tokio::task::spawn_local(publisher(shard.clone(), slot.clone(), index));
+        tokio::task::spawn_local(commands(shard.clone(), command_rx));
         let _running = health.shard_running();
         tracing::debug!(shard = index, "shard running");
         while !*shutdown.borrow() {
@@ -645,11 +739,12 @@ pub fn run(params: ShardParams) -> io::Result<()> {
                 break;
             }
         }
-        let mut s = shard.borrow_mut();
+        let mut guard = shard.borrow_mut();
+        let s = &mut *guard;
         let n = s.server.allocations();
         s.server.close_all(Instant::now());
-        log_events(&mut s.server);
-        drop(s);
+        log_events(&mut s.server, &s.usage);
+        drop(guard);
         // The last word: allocations closed, every counter final.
         publish(&shard, &slot);
         tracing::debug!(shard = index, allocations = n, "shard stopped");

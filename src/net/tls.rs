@@ -73,8 +73,19 @@ impl ReloadableCert {
     /// handshake from now on. On error the previous pair stays in force.
     pub fn reload(&self) -> io::Result<()> {
         let next = load(&self.cert, &self.key, &self.provider)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.install(next);
         Ok(())
+    }
+
+    /// Reads a pair (maybe from new paths) without using it yet: a
+    /// configuration reload checks every part before it applies any.
+    pub fn prepare(&self, cert: &Path, key: &Path) -> io::Result<Arc<CertifiedKey>> {
+        load(cert, key, &self.provider)
+    }
+
+    /// Uses `next` for every handshake from now on; live connections keep theirs.
+    pub fn install(&self, next: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 }
 

@@ -8,6 +8,7 @@
 //! even before the housekeeping timer removes it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{FiveTuple, RelayId};
@@ -56,8 +57,15 @@ pub struct Traffic {
 /// One allocation.
 #[derive(Debug)]
 pub struct Allocation {
+    /// Unique among the allocations of this process (all shards), for
+    /// `ferroturn sessions` and usage records.
+    pub id: u64,
     pub tuple: FiveTuple,
     pub username: Box<str>,
+    /// The realm the allocation authenticated in (shared with the config).
+    pub realm: Arc<str>,
+    /// Wall-clock start, unix seconds, for usage records.
+    pub started_unix: u64,
     /// Relayed addresses: at most one IPv4 and one IPv6 (RFC 8656 dual allocation).
     pub relays: [Option<Relay>; 2],
     pub expires: Instant,

@@ -4,6 +4,7 @@
 //! is fine here; it is the one lock shards share besides read-mostly credentials.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 /// Why a quota refused an allocation.
@@ -18,8 +19,10 @@ pub enum QuotaError {
 /// Allocation counts, per user and in total.
 #[derive(Debug)]
 pub struct QuotaTracker {
-    per_user: u32,
-    total: u32,
+    /// Limits, changed by a configuration reload (existing allocations above a
+    /// lowered limit stay; only new ones are refused).
+    per_user: AtomicU32,
+    total: AtomicU32,
     state: Mutex<Counts>,
 }
 
@@ -33,20 +36,30 @@ impl QuotaTracker {
     /// `per_user` and `total` of 0 mean unlimited.
     pub fn new(per_user: u32, total: u32) -> Self {
         Self {
-            per_user,
-            total,
+            per_user: AtomicU32::new(per_user),
+            total: AtomicU32::new(total),
             state: Mutex::new(Counts::default()),
         }
     }
 
+    /// New limits (0 = unlimited), from a configuration reload.
+    pub fn set_limits(&self, per_user: u32, total: u32) {
+        self.per_user.store(per_user, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
     /// Counts one more allocation for `user`, unless a quota forbids it.
     pub fn acquire(&self, user: &str) -> Result<(), QuotaError> {
+        let (per_user, total) = (
+            self.per_user.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        );
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total != 0 && s.total >= self.total {
+        if total != 0 && s.total >= total {
             return Err(QuotaError::Total);
         }
         let n = s.users.get(user).copied().unwrap_or(0);
-        if self.per_user != 0 && n >= self.per_user {
+        if per_user != 0 && n >= per_user {
             return Err(QuotaError::User);
         }
         s.users.insert(user.into(), n + 1);
@@ -87,5 +100,10 @@ mod tests {
         q.release("a");
         q.acquire("c").unwrap();
         assert_eq!(q.total(), 3);
+        // A reload lowers the limit: nothing is taken away, new ones are refused.
+        q.set_limits(1, 0);
+        assert_eq!(q.acquire("a"), Err(QuotaError::User));
+        q.acquire("d").unwrap();
+        assert_eq!(q.total(), 4);
     }
 }

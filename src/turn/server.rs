@@ -186,7 +186,55 @@ pub enum CloseReason {
     ConnectionClosed,
     /// The credential was removed or revoked (see `recheck_credentials`).
     Revoked,
+    /// An operator ended it (`ferroturn sessions kill`).
+    Killed,
     Shutdown,
+}
+
+impl CloseReason {
+    /// The word used in usage records and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CloseReason::Expired => "expired",
+            CloseReason::Deleted => "deleted",
+            CloseReason::ConnectionClosed => "connection_closed",
+            CloseReason::Revoked => "revoked",
+            CloseReason::Killed => "killed",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What new Allocates get while the server drains (existing allocations are
+/// untouched): 403, or 300 Try Alternate naming one of `alternates` in turn.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drain {
+    pub alternates: Vec<SocketAddr>,
+}
+
+/// One live allocation as `ferroturn sessions list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: u64,
+    pub username: Box<str>,
+    pub realm: Arc<str>,
+    pub tuple: FiveTuple,
+    /// Advertised relayed addresses.
+    pub relays: Vec<SocketAddr>,
+    pub started_unix: u64,
+    /// Seconds until it expires unless refreshed.
+    pub expires_in: u64,
+    pub permissions: u32,
+    pub channels: u32,
+    pub peers: u32,
+    pub traffic: Traffic,
+}
+
+/// Which allocations `Server::kill` ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KillFilter {
+    User(String),
+    Id(u64),
 }
 
 /// Something that happened, for metrics and usage records.
@@ -196,8 +244,12 @@ pub enum Event {
         tuple: FiveTuple,
     },
     AllocationClosed {
+        id: u64,
         tuple: FiveTuple,
         username: Box<str>,
+        realm: Arc<str>,
+        /// Unix seconds when it was created.
+        started_unix: u64,
         relays: Vec<SocketAddr>,
         duration: Duration,
         traffic: Traffic,
@@ -495,6 +547,15 @@ pub struct Shared {
 /// The core of one shard.
 pub struct Server<B: RelayBinder> {
     cfg: Arc<ServerConfig>,
+    /// `cfg.realm`, shared with every allocation made under it.
+    realm: Arc<str>,
+    /// The next allocation ID and the step between IDs: shard `i` of `n` issues
+    /// `i+1, i+1+n, ...`, so IDs are unique across shards without sharing state.
+    next_id: u64,
+    id_step: u64,
+    drain: Option<Drain>,
+    /// Round-robin position in `drain.alternates`.
+    next_alternate: usize,
     policy: PeerPolicy,
     creds: Arc<dyn CredentialStore>,
     nonces: Arc<NonceKey>,
@@ -589,6 +650,11 @@ impl<B: RelayBinder> Server<B> {
     ) -> Self {
         let policy = PeerPolicy::new(&cfg.allow_peers, &cfg.deny_peers);
         Self {
+            realm: cfg.realm.as_str().into(),
+            next_id: 1,
+            id_step: 1,
+            drain: None,
+            next_alternate: 0,
             cfg,
             policy,
             creds: shared.creds.clone(),
@@ -603,6 +669,78 @@ impl<B: RelayBinder> Server<B> {
             stats: Stats::default(),
             events: Vec::new(),
         }
+    }
+
+    /// Makes this core issue allocation IDs `index+1, index+1+count, ...`:
+    /// unique across `count` shards.
+    pub fn set_id_space(&mut self, index: usize, count: usize) {
+        self.next_id = index as u64 + 1;
+        self.id_step = count.max(1) as u64;
+    }
+
+    /// Applies a reloaded configuration: realm, lifetimes, per-allocation
+    /// quotas, peer policy and SOFTWARE take effect for the next request.
+    /// Allocations stay as they are (a realm change makes their next Refresh
+    /// authenticate anew, with the new realm's 401).
+    pub fn reconfigure(&mut self, cfg: Arc<ServerConfig>) {
+        self.policy = PeerPolicy::new(&cfg.allow_peers, &cfg.deny_peers);
+        if *self.realm != *cfg.realm {
+            self.realm = cfg.realm.as_str().into();
+        }
+        self.cfg = cfg;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Arc<ServerConfig> {
+        &self.cfg
+    }
+
+    /// Starts (`Some`) or stops (`None`) draining: new Allocates are refused
+    /// with 403, or redirected with 300 when alternates are given.
+    pub fn set_drain(&mut self, drain: Option<Drain>) {
+        self.drain = drain;
+    }
+
+    pub fn draining(&self) -> bool {
+        self.drain.is_some()
+    }
+
+    /// The live allocations, for the admin socket.
+    pub fn sessions(&self, now: Instant) -> Vec<Session> {
+        self.table
+            .iter()
+            .map(|(_, a)| Session {
+                id: a.id,
+                username: a.username.clone(),
+                realm: a.realm.clone(),
+                tuple: a.tuple,
+                relays: a.relays.iter().flatten().map(|r| r.advertised).collect(),
+                started_unix: a.started_unix,
+                expires_in: a.expires.saturating_duration_since(now).as_secs(),
+                permissions: a.permissions.iter().filter(|p| p.expires > now).count() as u32,
+                channels: a.channels.iter().filter(|c| c.expires > now).count() as u32,
+                peers: a.peers_seen,
+                traffic: a.traffic,
+            })
+            .collect()
+    }
+
+    /// Ends the allocations `filter` selects (close reason `Killed`); returns
+    /// how many.
+    pub fn kill(&mut self, now: Instant, filter: &KillFilter) -> usize {
+        let ids: Vec<AllocId> = self
+            .table
+            .iter()
+            .filter(|(_, a)| match filter {
+                KillFilter::User(u) => *a.username == **u,
+                KillFilter::Id(id) => a.id == *id,
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for &id in &ids {
+            self.close(now, id, CloseReason::Killed);
+        }
+        ids.len()
     }
 
     /// Re-anchors wall-clock time (call now and then so that the derived unix time
@@ -1115,6 +1253,19 @@ impl<B: RelayBinder> Server<B> {
         if additional && requested_family.is_some() {
             return self.error(out, msg, 400, key);
         }
+        if let Some(drain) = &self.drain {
+            // Authenticated first, so the 300 carries MESSAGE-INTEGRITY and a
+            // client can trust the redirection (RFC 8489 §10).
+            if drain.alternates.is_empty() {
+                return self.error(out, msg, 403, key);
+            }
+            let alt = drain.alternates[self.next_alternate % drain.alternates.len()];
+            self.next_alternate = self.next_alternate.wrapping_add(1);
+            let mut r = Reply::new(out, msg, Class::Error, key, self.cfg.software.as_deref());
+            r.b.add(&ErrorCode::new(300, reason_phrase(300)));
+            r.b.add(&AlternateServer(alt));
+            return r.finish();
+        }
         if !self.creds.accepts_new_allocations() {
             tracing::warn!("credential store unavailable: refusing a new allocation");
             return self.error(out, msg, 500, key);
@@ -1204,9 +1355,14 @@ impl<B: RelayBinder> Server<B> {
             _ => None,
         };
         let lifetime = self.grant_lifetime(now, requested, auth.expiry);
+        let id = self.next_id;
+        self.next_id += self.id_step;
         let alloc = Allocation {
+            id,
             tuple,
             username: (*auth.username).into(),
+            realm: self.realm.clone(),
+            started_unix: self.unix(now),
             relays,
             expires: now + Duration::from_secs(u64::from(lifetime)),
             credential_expiry: auth.expiry,
@@ -1255,6 +1411,9 @@ impl<B: RelayBinder> Server<B> {
         }
         self.quota.release(&a.username);
         self.emit(Event::AllocationClosed {
+            id: a.id,
+            realm: a.realm,
+            started_unix: a.started_unix,
             tuple: a.tuple,
             relays: a.relays.iter().flatten().map(|r| r.advertised).collect(),
             username: a.username,
@@ -1705,10 +1864,15 @@ impl<B: RelayBinder> Server<B> {
             .table
             .iter()
             .filter(|(_, a)| {
-                !matches!(
-                    self.creds.lookup(&a.username, &self.cfg.realm, unix),
-                    Lookup::Found(..)
-                )
+                // The user may be known in the allocation's realm or, after a
+                // realm change by reload, in the new one: either keeps it.
+                let found = |realm: &str| {
+                    matches!(
+                        self.creds.lookup(&a.username, realm, unix),
+                        Lookup::Found(..)
+                    )
+                };
+                !(found(&a.realm) || (*a.realm != *self.cfg.realm && found(&self.cfg.realm)))
             })
             .map(|(id, _)| id)
             .collect();

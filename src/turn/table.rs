@@ -193,6 +193,9 @@ mod tests {
     fn alloc(now: Instant, port: u16) -> Allocation {
         let a: SocketAddr = ([192, 0, 2, 1], port).into();
         Allocation {
+            id: u64::from(port),
+            realm: "r".into(),
+            started_unix: 0,
             tuple: FiveTuple {
                 transport: Transport::Udp,
                 client: a,

@@ -30,6 +30,7 @@ pub fn options(listen: &str) -> NetOptions {
         store: None,
         metrics: Some("127.0.0.1:0".parse().unwrap()),
         tls: None,
+        usage: None,
     }
 }
 
@@ -66,11 +67,55 @@ pub struct Binary {
     pub tcp: SocketAddr,
     /// Set when `--tls-listen` was among the arguments.
     pub tls: Option<SocketAddr>,
+    /// The metrics endpoint, unless `--metrics` was among the arguments.
+    pub metrics: Option<SocketAddr>,
+    /// Every stderr line so far (JSON log lines), read by a thread.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The log lines written so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `text`; panics with the log after `within`.
+    pub fn wait_log(&self, text: &str, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(text)) {
+                return l;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("no log line with {text:?}:\n{}", self.log().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the process this test started.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the PID of our own child.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal})");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or None.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -90,9 +135,20 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
     use std::process::{Command, Stdio};
     use std::time::Instant;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--log-level", "info", "--metrics", "127.0.0.1:0"])
+    let own_metrics = !args.contains(&"--metrics");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferroturn"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]);
+    if !args.contains(&"--log-level") {
+        cmd.args(["--log-level", "info"]);
+    }
+    if own_metrics {
+        cmd.args(["--metrics", "127.0.0.1:0"]);
+    }
+    // Never the machine's default admin socket: tests run in parallel.
+    if !args.contains(&"--admin-socket") && !args.contains(&"--config") {
+        cmd.args(["--admin-socket", "off"]);
+    }
+    let mut child = cmd
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -100,35 +156,61 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
         .expect("ferroturn starts");
     let want_tls = args.contains(&"--tls-listen");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
-    let (mut udp, mut tcp, mut tls) = (None, None, None);
+    let (mut udp, mut tcp, mut tls, mut metrics) = (None, None, None, None);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
+        log.lock().unwrap().push(line.clone());
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if v["fields"]["message"] != "listening" {
-            continue;
+        if v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("metrics on "))
+        {
+            metrics = v["fields"]["address"].as_str().and_then(|a| a.parse().ok());
         }
-        let Some(addr) = v["fields"]["address"].as_str().and_then(|a| a.parse().ok()) else {
-            continue;
+        let ready = |udp: &Option<SocketAddr>,
+                     tcp: &Option<SocketAddr>,
+                     tls: &Option<SocketAddr>,
+                     m: &Option<SocketAddr>| {
+            udp.is_some()
+                && tcp.is_some()
+                && (tls.is_some() || !want_tls)
+                && (m.is_some() || !own_metrics)
         };
-        match v["fields"]["transport"].as_str() {
-            Some("udp") => udp = udp.or(Some(addr)),
-            Some("tcp") => tcp = tcp.or(Some(addr)),
-            Some("tls") => tls = tls.or(Some(addr)),
-            _ => {}
+        if v["fields"]["message"] != "listening" && !ready(&udp, &tcp, &tls, &metrics) {
+            continue;
         }
-        if let (Some(udp), Some(tcp)) = (udp, tcp) {
-            if tls.is_some() || !want_tls {
-                std::thread::spawn(move || for _ in lines {});
-                return Binary {
-                    child,
-                    udp,
-                    tcp,
-                    tls,
-                };
+        if v["fields"]["message"] == "listening" {
+            if let Some(addr) = v["fields"]["address"].as_str().and_then(|a| a.parse().ok()) {
+                match v["fields"]["transport"].as_str() {
+                    Some("udp") => udp = udp.or(Some(addr)),
+                    Some("tcp") => tcp = tcp.or(Some(addr)),
+                    Some("tls") => tls = tls.or(Some(addr)),
+                    _ => {}
+                }
             }
+        }
+        if ready(&udp, &tcp, &tls, &metrics) {
+            let (Some(udp), Some(tcp)) = (udp, tcp) else {
+                unreachable!()
+            };
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            return Binary {
+                child,
+                udp,
+                tcp,
+                tls,
+                metrics,
+                log,
+            };
         }
     }
     let _ = child.kill();

@@ -1,0 +1,99 @@
+//! Applying a reloaded configuration to a running server without dropping an
+//! allocation.
+//!
+//! Everything that can fail is prepared first (the TLS pair read and checked,
+//! the usage file opened, the log filter parsed); only when all of it succeeded
+//! is anything applied, so a bad configuration leaves the old one wholly in
+//! force. What cannot change under a running server (its sockets, threads,
+//! store) is reported as needing a restart and otherwise ignored.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::shard::ShardCommand;
+use super::usage::UsageLog;
+use super::{NetOptions, Running};
+use crate::config::Config;
+
+/// Keys whose new value takes effect only after a restart, if they changed.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key: &'static str| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check(old.listen != new.listen, "server.listen");
+    check(old.threads != new.threads, "server.threads");
+    check(old.log.format != new.log.format, "server.log-format");
+    check(
+        old.relay.relay_ips != new.relay.relay_ips,
+        "relay.relay-ips",
+    );
+    check(
+        old.relay.external_ips != new.relay.external_ips,
+        "relay.external-ips",
+    );
+    check(
+        (old.relay.port_min, old.relay.port_max) != (new.relay.port_min, new.relay.port_max),
+        "relay.port-range",
+    );
+    check(old.store.url != new.store.url, "store.url");
+    check(old.metrics.listen != new.metrics.listen, "metrics.listen");
+    check(
+        old.tls.as_ref().map(|t| (&t.listen, t.handshake_timeout))
+            != new.tls.as_ref().map(|t| (&t.listen, t.handshake_timeout)),
+        "tls.listen",
+    );
+    check(old.admin.socket != new.admin.socket, "admin.socket");
+    keys
+}
+
+impl Running {
+    /// Applies `new` in place of `old`: realm, SOFTWARE, lifetimes, users and
+    /// secrets, quotas, peer policy, log level, the TLS certificate and the
+    /// usage file. Returns the changed keys that need a restart; on error
+    /// nothing was applied.
+    pub fn reload(&mut self, old: &Config, new: &Config) -> Result<Vec<&'static str>, String> {
+        // 1. Prepare whatever can fail.
+        let tls = match (&self.tls_certs, &new.tls) {
+            (Some(certs), Some(t)) => Some(
+                certs
+                    .prepare(&t.cert, &t.key)
+                    .map_err(|e| format!("TLS certificate: {e}"))?,
+            ),
+            _ => None,
+        };
+        let usage = UsageLog::prepare(new.usage.target.as_ref()).map_err(|e| e.to_string())?;
+        crate::logging::env_filter(&new.log.level).map_err(|e| format!("server.log-level: {e}"))?;
+
+        // 2. Apply.
+        if let Some(k) = tls {
+            if let Some(certs) = &self.tls_certs {
+                certs.install(k);
+            }
+        }
+        self.usage.install(usage);
+        crate::logging::set_level(&new.log.level)?;
+        self.quota.set_limits(
+            new.quota.max_allocations_per_user,
+            new.quota.max_allocations,
+        );
+        self.budget
+            .max
+            .store(new.quota.max_relay_ports, Ordering::Relaxed);
+        self.credentials
+            .set_config(&new.realm, &new.auth.users, &new.auth.secrets);
+        // The core's settings: the new file's, with the addresses the shards
+        // were started on (those need a restart to change).
+        let mut core = NetOptions::from_config(new).core;
+        core.own_services = self.core.own_services.clone();
+        core.local_ips = self.core.local_ips.clone();
+        core.relay_ips = self.core.relay_ips.clone();
+        core.external_ips = self.core.external_ips.clone();
+        core.relay_ports = self.core.relay_ports.clone();
+        self.core = Arc::new(core);
+        self.broadcast(|| ShardCommand::Reconfigure(self.core.clone()));
+        Ok(restart_needed(old, new))
+    }
+}
