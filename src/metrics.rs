@@ -52,9 +52,10 @@ pub struct ShardSnapshot {
     pub allocations: u64,
     pub permissions: u64,
     pub channels: u64,
-    /// TCP client connections open now, and accepted in all.
-    pub tcp_active: u64,
-    pub tcp_total: u64,
+    /// Stream client connections open now, and accepted in all, indexed
+    /// 0 = TCP, 1 = TLS (counted once its handshake is done).
+    pub tcp_active: [u64; 2],
+    pub tcp_total: [u64; 2],
 }
 
 /// One shard's published counters: written by the shard a few times a second,
@@ -296,8 +297,10 @@ impl Metrics {
             sum.allocations += s.allocations;
             sum.permissions += s.permissions;
             sum.channels += s.channels;
-            sum.tcp_active += s.tcp_active;
-            sum.tcp_total += s.tcp_total;
+            for i in 0..2 {
+                sum.tcp_active[i] += s.tcp_active[i];
+                sum.tcp_total[i] += s.tcp_total[i];
+            }
         }
         let st = &sum.stats;
         for (m, method) in REQUEST_METHODS.iter().enumerate() {
@@ -357,8 +360,10 @@ impl Metrics {
         set_gauge(&self.allocations_active, sum.allocations);
         set_gauge(&self.permissions_active, sum.permissions);
         set_gauge(&self.channels_active, sum.channels);
-        set_gauge(&self.tcp_active.with_label_values(&["tcp"]), sum.tcp_active);
-        advance(&self.tcp_total.with_label_values(&["tcp"]), sum.tcp_total);
+        for (i, t) in ["tcp", "tls"].into_iter().enumerate() {
+            set_gauge(&self.tcp_active.with_label_values(&[t]), sum.tcp_active[i]);
+            advance(&self.tcp_total.with_label_values(&[t]), sum.tcp_total[i]);
+        }
     }
 
     /// The current values in the Prometheus text format.

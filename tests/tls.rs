@@ -92,7 +92,35 @@ async fn binding_and_relaying_over_tls() {
             }
         );
     }
+    // Both connections are counted as TLS, not TCP.
+    let metrics = srv.metrics.expect("metrics on");
+    let want = [
+        r#"ferroturn_tcp_connections_active{transport="tls"} 2"#,
+        r#"ferroturn_tcp_connections_total{transport="tls"} 2"#,
+        r#"ferroturn_tcp_connections_total{transport="tcp"} 0"#,
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let body = scrape(metrics).await;
+        if want.iter().all(|w| body.lines().any(|l| l == *w)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     srv.stop().unwrap();
+}
+
+/// GET /metrics over a plain TCP connection.
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
 }
 
 #[tokio::test]

@@ -87,8 +87,9 @@ impl ConnOut {
 struct State {
     server: Server<Binder>,
     /// TCP client connections open now and accepted in all (for metrics).
-    tcp_active: u64,
-    tcp_total: u64,
+    /// Indexed 0 = TCP, 1 = TLS.
+    tcp_active: [u64; 2],
+    tcp_total: [u64; 2],
     udp: Vec<UdpListener>,
     conns: HashMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
@@ -381,8 +382,8 @@ where
     {
         let mut s = shard.borrow_mut();
         s.conns.insert(tuple, out.clone());
-        s.tcp_active += 1;
-        s.tcp_total += 1;
+        s.tcp_active[usize::from(tls)] += 1;
+        s.tcp_total[usize::from(tls)] += 1;
     }
     let writer_out = out.clone();
     let writer = tokio::task::spawn_local(async move {
@@ -457,7 +458,7 @@ where
     {
         let mut s = shard.borrow_mut();
         s.conns.remove(&tuple);
-        s.tcp_active = s.tcp_active.saturating_sub(1);
+        s.tcp_active[usize::from(tls)] = s.tcp_active[usize::from(tls)].saturating_sub(1);
         s.server.connection_closed(Instant::now(), tuple);
     }
     // Let the writer flush what is queued, but not wait on a client that stopped
@@ -705,8 +706,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         }
         let shard: ShardRef = Rc::new(RefCell::new(State {
             server,
-            tcp_active: 0,
-            tcp_total: 0,
+            tcp_active: [0; 2],
+            tcp_total: [0; 2],
             udp,
             conns: HashMap::new(),
             reply: BytesMut::with_capacity(1024),
