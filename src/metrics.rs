@@ -56,6 +56,9 @@ pub struct ShardSnapshot {
     /// 0 = TCP, 1 = TLS (counted once its handshake is done).
     pub tcp_active: [u64; 2],
     pub tcp_total: [u64; 2],
+    /// Datagrams handed from one allocation's relay to another's of the same
+    /// shard without a socket in between.
+    pub in_process: u64,
 }
 
 /// One shard's published counters: written by the shard a few times a second,
@@ -179,6 +182,7 @@ pub struct Metrics {
     quota: IntCounterVec,
     tcp_active: prometheus::IntGaugeVec,
     tcp_total: IntCounterVec,
+    in_process: IntCounter,
 }
 
 fn counter_vec(
@@ -226,7 +230,13 @@ impl Metrics {
             &["transport"],
         )?;
         r.register(Box::new(tcp_active.clone()))?;
+        let in_process = IntCounter::new(
+            "ferroturn_relayed_in_process_packets_total",
+            "Packets relayed from one allocation to another of the same shard in-process (client-to-client through this server), also counted in ferroturn_relayed_packets_total both ways.",
+        )?;
+        r.register(Box::new(in_process.clone()))?;
         Ok(Self {
+            in_process,
             requests: counter_vec(
                 &r,
                 "ferroturn_requests_total",
@@ -297,6 +307,7 @@ impl Metrics {
             sum.allocations += s.allocations;
             sum.permissions += s.permissions;
             sum.channels += s.channels;
+            sum.in_process += s.in_process;
             for i in 0..2 {
                 sum.tcp_active[i] += s.tcp_active[i];
                 sum.tcp_total[i] += s.tcp_total[i];
@@ -360,6 +371,7 @@ impl Metrics {
         set_gauge(&self.allocations_active, sum.allocations);
         set_gauge(&self.permissions_active, sum.permissions);
         set_gauge(&self.channels_active, sum.channels);
+        advance(&self.in_process, sum.in_process);
         for (i, t) in ["tcp", "tls"].into_iter().enumerate() {
             set_gauge(&self.tcp_active.with_label_values(&[t]), sum.tcp_active[i]);
             advance(&self.tcp_total.with_label_values(&[t]), sum.tcp_total[i]);

@@ -151,14 +151,7 @@ async fn try_allocate(server: SocketAddr, user: &str) -> Option<u16> {
 }
 
 async fn readyz(metrics: SocketAddr) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(metrics).await.unwrap();
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+    http_get(metrics, "/readyz").await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +226,12 @@ async fn drain_refuses_new_allocations_while_old_ones_relay_then_exits() {
     s.write(&[("alice", PASSWORD)], 10, "");
     let mut b = s.spawn(&[]);
     let metrics = b.metrics.unwrap();
-    assert_eq!(readyz(metrics).await, 200);
+    // Ready once every shard runs, a moment after the listeners are logged.
+    let deadline = Instant::now() + WAIT;
+    while readyz(metrics).await != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let peer = echo_peer("127.0.0.1:0", 1000).await;
     let (mut a, _) = allocation(b.udp, "alice", peer).await;
 

@@ -372,3 +372,74 @@ async fn removing_a_user_ends_their_allocation_in_a_running_server() {
     ));
     srv.stop().unwrap();
 }
+
+/// On one shard, data between two allocations is handed over in-process; on the
+/// wire it must look exactly like relaying through the sockets: the receiver sees
+/// the sender's relayed address as the peer, permissions apply, and channels and
+/// Data indications are chosen per the receiver's bindings.
+#[tokio::test]
+async fn same_shard_client_to_client_is_relayed_in_process_with_rfc_semantics() {
+    let mut opts = options("127.0.0.1:0");
+    opts.threads = 1;
+    let srv = ferroturn::net::start(opts).unwrap();
+    let connect = || async {
+        Client::udp(srv.udp[0])
+            .await
+            .unwrap()
+            .credentials(USER, PASS)
+    };
+    let (mut a, mut b, mut c) = (connect().await, connect().await, connect().await);
+    let ra = a.allocate().await.unwrap().relayed[0];
+    let rb = b.allocate().await.unwrap().relayed[0];
+    let rc = c.allocate().await.unwrap().relayed[0];
+    a.create_permission(&[rb, rc]).await.unwrap();
+    b.create_permission(&[ra]).await.unwrap();
+    a.channel_bind(0x4001, rb).await.unwrap();
+    b.channel_bind(0x4002, ra).await.unwrap();
+    for i in 0..50u8 {
+        let payload = vec![i; 1 + i as usize * 20];
+        a.send_channel_data(0x4001, &payload).await.unwrap();
+        assert_eq!(
+            b.recv_data(WAIT).await.unwrap(),
+            Received::Channel {
+                channel: 0x4002,
+                data: payload.clone()
+            }
+        );
+        b.send_indication(ra, &payload).await.unwrap();
+        assert_eq!(
+            a.recv_data(WAIT).await.unwrap(),
+            Received::Channel {
+                channel: 0x4001,
+                data: payload
+            }
+        );
+    }
+    // c has no permission for a: nothing arrives, as over the wire.
+    a.send_indication(rc, b"not permitted").await.unwrap();
+    assert!(c.recv_data(Duration::from_millis(300)).await.is_err());
+    // With a permission and no channel, c gets a Data indication from a's
+    // relayed address.
+    c.create_permission(&[ra]).await.unwrap();
+    a.send_indication(rc, b"now permitted").await.unwrap();
+    assert_eq!(
+        c.recv_data(WAIT).await.unwrap(),
+        Received::Data {
+            peer: ra,
+            data: b"now permitted".to_vec()
+        }
+    );
+    // Every one of those 102 datagrams was handed over in-process.
+    let metrics = srv.metrics.unwrap();
+    let want = "ferroturn_relayed_in_process_packets_total 102";
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, body) = http_get(metrics, "/metrics").await;
+        if body.lines().any(|l| l == want) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    srv.stop().unwrap();
+}

@@ -101,7 +101,7 @@ async fn binding_and_relaying_over_tls() {
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     loop {
-        let body = scrape(metrics).await;
+        let (_, body) = http_get(metrics, "/metrics").await;
         if want.iter().all(|w| body.lines().any(|l| l == *w)) {
             break;
         }
@@ -109,18 +109,6 @@ async fn binding_and_relaying_over_tls() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     srv.stop().unwrap();
-}
-
-/// GET /metrics over a plain TCP connection.
-async fn scrape(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    text
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod flood;
 pub mod relay;
 pub mod reload;
+pub mod send_batch;
 pub mod shard;
 pub mod sockets;
 pub mod store_sync;

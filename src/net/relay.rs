@@ -27,6 +27,7 @@ const RANDOM_TRIES: usize = 32;
 struct Slot {
     socket: Rc<UdpSocket>,
     reader: Option<AbortHandle>,
+    addr: SocketAddr,
 }
 
 /// What the binders of all shards share: relay-port accounting (the
@@ -54,6 +55,9 @@ pub struct Binder {
     /// Sockets opened since the driver last collected them: each needs a reader.
     pending: Vec<(RelayId, Rc<UdpSocket>)>,
     budget: Arc<PortBudget>,
+    /// Relay sockets of this shard by local address, so that data for a peer that
+    /// is another allocation of this shard is handed over in-process.
+    by_local: crate::turn::FastMap<SocketAddr, RelayId>,
 }
 
 impl Binder {
@@ -64,12 +68,26 @@ impl Binder {
             free: Vec::new(),
             pending: Vec::new(),
             budget,
+            by_local: Default::default(),
         }
     }
 
     /// The socket of a relay, for sending.
     pub fn socket(&self, id: RelayId) -> Option<&UdpSocket> {
         self.slots.get(id.0 as usize)?.as_ref().map(|s| &*s.socket)
+    }
+
+    /// The relay of this shard bound to `addr`, if any.
+    pub fn local_relay(&self, addr: SocketAddr) -> Option<RelayId> {
+        if self.by_local.is_empty() {
+            return None;
+        }
+        self.by_local.get(&addr).copied()
+    }
+
+    /// The local address of a relay.
+    pub fn local_addr(&self, id: RelayId) -> Option<SocketAddr> {
+        self.slots.get(id.0 as usize)?.as_ref().map(|s| s.addr)
     }
 
     /// Sockets opened since the last call, for the driver to start readers on.
@@ -113,8 +131,10 @@ impl Binder {
         self.slots[index as usize] = Some(Slot {
             socket: socket.clone(),
             reader: None,
+            addr,
         });
         let id = RelayId(index);
+        self.by_local.insert(addr, id);
         self.pending.push((id, socket));
         Ok((id, addr))
     }
@@ -226,6 +246,7 @@ impl RelayBinder for Binder {
             if let Some(r) = slot.reader {
                 r.abort();
             }
+            self.by_local.remove(&slot.addr);
             self.pending.retain(|(p, _)| *p != id);
             self.free.push(id.0);
             self.budget.in_use.fetch_sub(1, Ordering::Relaxed);

@@ -7,9 +7,9 @@
 //! counts and the live-relay-port bitmap (see [`crate::turn::Shared`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,12 +22,13 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::flood::FloodWatch;
 use super::relay::{Binder, PortBudget};
+use super::send_batch::SendBatch;
 use super::usage::{UsageLog, UsageRecord};
 use crate::metrics::{Health, ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
 use crate::stun::framing::{next_frame, Frame};
 use crate::turn::server::{Drain, Event, KillFilter, Session, PEER_HEADROOM, PEER_TAILROOM};
 use crate::turn::{
-    FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
+    FastMap, FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
 };
 
 /// Datagrams read per recvmmsg call.
@@ -61,6 +62,8 @@ struct UdpListener {
     local: SocketAddr,
     socket: Rc<UdpSocket>,
     state: UdpSocketState,
+    /// Datagrams to clients, sent together with one `sendmmsg`.
+    tx: SendBatch,
 }
 
 /// Bytes queued for a TCP client, written by its writer task.
@@ -90,11 +93,15 @@ struct State {
     /// Indexed 0 = TCP, 1 = TLS.
     tcp_active: [u64; 2],
     tcp_total: [u64; 2],
+    /// Datagrams delivered in-process between this shard's allocations.
+    in_process: u64,
     udp: Vec<UdpListener>,
-    conns: HashMap<FiveTuple, Rc<ConnOut>>,
+    conns: FastMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
     peer_buf: Box<[u8]>,
     timer: Rc<Notify>,
+    /// Wakes the task that sends what relay readers queued (see [`flusher`]).
+    flush: Rc<Notify>,
     usage: Arc<UsageLog>,
 }
 
@@ -107,18 +114,19 @@ fn unix_now() -> u64 {
 }
 
 impl State {
-    /// Sends `data` to a client: over its UDP listener, from the address the client
-    /// reached, or into its TCP connection's queue.
+    /// Sends `data` to a client: queued on its UDP listener (the client gets
+    /// it from the address it reached; see [`State::flush_udp`]), or into its
+    /// TCP connection's queue.
     fn send_to_client(
-        udp: &[UdpListener],
-        conns: &HashMap<FiveTuple, Rc<ConnOut>>,
+        udp: &mut [UdpListener],
+        conns: &FastMap<FiveTuple, Rc<ConnOut>>,
         tuple: &FiveTuple,
         data: &[u8],
         relayed: bool,
     ) {
         match tuple.transport {
             Transport::Udp => {
-                let Some(l) = udp.iter().find(|l| {
+                let Some(l) = udp.iter_mut().find(|l| {
                     l.local.port() == tuple.server.port()
                         && (l.local.ip() == tuple.server.ip()
                             || (l.local.ip().is_unspecified()
@@ -126,12 +134,21 @@ impl State {
                 }) else {
                     return;
                 };
+                let src = l.local.ip().is_unspecified().then_some(tuple.server.ip());
+                if l.tx.push(data, tuple.client, src) {
+                    return;
+                }
+                // Full, or too big to queue: what is queued goes first, in order.
+                l.tx.flush(l.socket.as_raw_fd());
+                if l.tx.push(data, tuple.client, src) {
+                    return;
+                }
                 let t = Transmit {
                     destination: tuple.client,
                     ecn: None,
                     contents: data,
                     segment_size: None,
-                    src_ip: l.local.ip().is_unspecified().then_some(tuple.server.ip()),
+                    src_ip: src,
                 };
                 // Straight to sendmsg, not gated on readiness tokio has seen: a UDP
                 // send never needs to wait, and a full socket buffer drops the
@@ -146,12 +163,29 @@ impl State {
         }
     }
 
+    /// Sends every queued client datagram.
+    fn flush_udp(&mut self) {
+        for l in &mut self.udp {
+            if !l.tx.is_empty() {
+                l.tx.flush(l.socket.as_raw_fd());
+            }
+        }
+    }
+
+    /// Has the flusher send the queued datagrams once the tasks that are ready
+    /// now have run, so that they go out together.
+    fn flush_soon(&self) {
+        if self.udp.iter().any(|l| !l.tx.is_empty()) {
+            self.flush.notify_one();
+        }
+    }
+
     /// Acts on what the core returned for a client message.
-    fn dispatch(&mut self, tuple: &FiveTuple, data: &[u8], out: Output) {
+    fn dispatch(&mut self, now: Instant, tuple: &FiveTuple, data: &[u8], out: Output) {
         match out {
             Output::None => {}
             Output::Reply => {
-                Self::send_to_client(&self.udp, &self.conns, tuple, &self.reply, false);
+                Self::send_to_client(&mut self.udp, &self.conns, tuple, &self.reply, false);
                 self.timer.notify_one();
             }
             Output::ToPeer {
@@ -160,12 +194,43 @@ impl State {
                 start,
                 end,
             } => {
-                if let (Some(sock), Some(payload)) =
-                    (self.server.binder().socket(relay), data.get(start..end))
-                {
+                let Some(payload) = data.get(start..end) else {
+                    return;
+                };
+                if let Some(target) = self.server.binder().local_relay(peer) {
+                    self.deliver_in_process(now, relay, target, payload);
+                } else if let Some(sock) = self.server.binder().socket(relay) {
                     send_udp(sock, payload, peer);
                 }
             }
+        }
+    }
+
+    /// The peer is another allocation's relay on this shard: hand the datagram
+    /// straight to it, as if it had come in on that relay socket from `from`'s
+    /// address (which is exactly what the kernel would deliver), without the
+    /// two system calls and the loopback (or cloud NAT hairpin) in between.
+    fn deliver_in_process(&mut self, now: Instant, from: RelayId, to: RelayId, payload: &[u8]) {
+        let Some(source) = self.server.binder().local_addr(from) else {
+            return;
+        };
+        let end = PEER_HEADROOM + payload.len();
+        if end + PEER_TAILROOM > self.peer_buf.len() {
+            return;
+        }
+        self.peer_buf[PEER_HEADROOM..end].copy_from_slice(payload);
+        self.in_process += 1;
+        let out = self
+            .server
+            .handle_peer(now, to, source, &mut self.peer_buf, PEER_HEADROOM, end);
+        if let PeerOutput::ToClient { tuple, start, end } = out {
+            Self::send_to_client(
+                &mut self.udp,
+                &self.conns,
+                &tuple,
+                &self.peer_buf[start..end],
+                true,
+            );
         }
     }
 }
@@ -212,7 +277,7 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<UdpSocket>) {
                     );
                     if let PeerOutput::ToClient { tuple, start, end } = out {
                         State::send_to_client(
-                            &s.udp,
+                            &mut s.udp,
                             &s.conns,
                             &tuple,
                             &s.peer_buf[start..end],
@@ -225,6 +290,7 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<UdpSocket>) {
                 Err(_) => break,
             }
         }
+        shard.borrow().flush_soon();
         tokio::task::yield_now().await;
     }
 }
@@ -272,9 +338,10 @@ async fn udp_listener(shard: ShardRef, index: usize) {
                         let out = s.server.handle_client(now, tuple, datagram, &mut reply);
                         s.reply = reply;
                         control |= out == Output::Reply;
-                        s.dispatch(&tuple, datagram, out);
+                        s.dispatch(now, &tuple, datagram, out);
                     }
                 }
+                s.flush_udp();
             }
             if control {
                 start_relay_readers(&shard);
@@ -447,10 +514,12 @@ where
                 let o = s.server.handle_client(now, tuple, frame, &mut reply);
                 s.reply = reply;
                 control |= o == Output::Reply;
-                s.dispatch(&tuple, frame, o);
+                s.dispatch(now, &tuple, frame, o);
             }
             buf.advance(len);
         }
+        // Data relayed in-process to a UDP client of this shard.
+        shard.borrow().flush_soon();
         if control {
             start_relay_readers(&shard);
         }
@@ -471,6 +540,17 @@ where
         .is_err()
     {
         abort.abort();
+    }
+}
+
+/// Sends what relay readers (and stream connections) queued for UDP clients,
+/// once the tasks that were ready with it have run: the datagrams of all the
+/// relay sockets that became readable together go out in one `sendmmsg`.
+async fn flusher(shard: ShardRef) {
+    let notify = shard.borrow().flush.clone();
+    loop {
+        notify.notified().await;
+        shard.borrow_mut().flush_udp();
     }
 }
 
@@ -567,6 +647,7 @@ fn publish(shard: &ShardRef, slot: &ShardSlot) {
         channels: g.channels,
         tcp_active: s.tcp_active,
         tcp_total: s.tcp_total,
+        in_process: s.in_process,
     };
     drop(s);
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
@@ -702,17 +783,20 @@ pub fn run(params: ShardParams) -> io::Result<()> {
                 local,
                 socket: Rc::new(UdpSocket::from_std(s)?),
                 state,
+                tx: SendBatch::new(),
             });
         }
         let shard: ShardRef = Rc::new(RefCell::new(State {
             server,
             tcp_active: [0; 2],
             tcp_total: [0; 2],
+            in_process: 0,
             udp,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             reply: BytesMut::with_capacity(1024),
             peer_buf: vec![0u8; PEER_HEADROOM + SLOT + PEER_TAILROOM].into_boxed_slice(),
             timer: Rc::new(Notify::new()),
+            flush: Rc::new(Notify::new()),
             usage,
         }));
         let n_udp = shard.borrow().udp.len();
@@ -730,6 +814,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             }
         }
         tokio::task::spawn_local(timer(shard.clone()));
+        tokio::task::spawn_local(flusher(shard.clone()));
         tokio::task::spawn_local(recheck_on_change(shard.clone(), credentials));
         tokio::task::spawn_local(publisher(shard.clone(), slot.clone(), index));
         tokio::task::spawn_local(commands(shard.clone(), command_rx));

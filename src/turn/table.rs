@@ -11,11 +11,11 @@
 //! by the number of deadline moves rather than growing with every request.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use super::allocation::Allocation;
-use super::{FiveTuple, RelayId};
+use super::{FastMap, FiveTuple, RelayId};
 
 /// Index of an allocation in the slab, with the generation of the slot so that a
 /// stale index (or queue entry) never reaches a newer allocation.
@@ -37,8 +37,11 @@ struct Slot {
 pub struct Table {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_tuple: HashMap<FiveTuple, AllocId>,
-    by_relay: HashMap<RelayId, AllocId>,
+    /// Looked up for every client packet: a fast seeded hash (see `FastMap`).
+    by_tuple: FastMap<FiveTuple, AllocId>,
+    /// Indexed by `RelayId`, which relay binders hand out densely from 0: a
+    /// peer packet finds its allocation with one bounds-checked load.
+    by_relay: Vec<Option<AllocId>>,
     queue: BinaryHeap<Reverse<(Instant, AllocId)>>,
     len: usize,
 }
@@ -72,7 +75,11 @@ impl Table {
         };
         self.by_tuple.insert(alloc.tuple, id);
         for r in alloc.relays.iter().flatten() {
-            self.by_relay.insert(r.id, id);
+            let i = r.id.0 as usize;
+            if self.by_relay.len() <= i {
+                self.by_relay.resize(i + 1, None);
+            }
+            self.by_relay[i] = Some(id);
         }
         let deadline = alloc.next_deadline();
         self.queue.push(Reverse((deadline, id)));
@@ -100,7 +107,7 @@ impl Table {
     }
 
     pub fn by_relay(&self, relay: RelayId) -> Option<AllocId> {
-        self.by_relay.get(&relay).copied()
+        self.by_relay.get(relay.0 as usize).copied().flatten()
     }
 
     /// Queues `deadline` for `id`: call after anything that may have moved the
@@ -132,7 +139,9 @@ impl Table {
         self.free.push(id.index);
         self.by_tuple.remove(&alloc.tuple);
         for r in alloc.relays.iter().flatten() {
-            self.by_relay.remove(&r.id);
+            if let Some(e) = self.by_relay.get_mut(r.id.0 as usize) {
+                *e = None;
+            }
         }
         self.len -= 1;
         Some(alloc)

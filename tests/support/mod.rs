@@ -219,3 +219,20 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
         "ferroturn {args:?} did not report its listeners (udp {udp:?}, tcp {tcp:?}, tls {tls:?})"
     );
 }
+
+/// GET `path` from an HTTP server over a plain TCP connection: the status code
+/// and the whole response text (headers included).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}

@@ -1,0 +1,270 @@
+//! Datagrams to clients, queued and sent with one `sendmmsg` per batch.
+//!
+//! A shard answers and forwards many datagrams through the same listener socket
+//! in one turn of its event loop (a `recvmmsg` batch of requests, the relay
+//! sockets that became readable together). Sending each with its own `sendmsg`
+//! makes the syscall, not the relaying, the cost; queuing them and sending the
+//! lot with `sendmmsg` pays for one. The queue is preallocated: no heap
+//! allocation per datagram.
+//!
+//! quinn-udp (which the listeners read with) sends one destination per call
+//! (GSO needs one destination), so this is the one place that speaks `sendmmsg`
+//! directly. Each message can carry a source address (IP_PKTINFO /
+//! IPV6_PKTINFO), which wildcard listeners need to answer from the address the
+//! client reached.
+
+use std::io;
+use std::mem;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::ptr;
+
+use socket2::SockAddr;
+
+/// Datagrams queued before the queue sends itself.
+pub const CAPACITY: usize = 64;
+/// Largest datagram that is queued; bigger ones are sent at once, alone.
+pub const SLOT: usize = 2048;
+
+/// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
+const CMSG_SPACE: usize = 64;
+
+/// A queue of datagrams for one socket.
+pub struct SendBatch {
+    buf: Box<[u8]>,
+    lens: [usize; CAPACITY],
+    dest: Box<[libc::sockaddr_storage]>,
+    dest_len: [libc::socklen_t; CAPACITY],
+    src: [Option<IpAddr>; CAPACITY],
+    iov: Box<[libc::iovec]>,
+    hdr: Box<[libc::mmsghdr]>,
+    cmsg: Box<[[u64; CMSG_SPACE / 8]]>,
+    len: usize,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SendBatch {
+    pub fn new() -> Self {
+        // SAFETY: these are plain C structs for which all-zero is valid.
+        let storage = || unsafe { mem::zeroed::<libc::sockaddr_storage>() };
+        let header = || unsafe { mem::zeroed::<libc::mmsghdr>() };
+        Self {
+            buf: vec![0u8; CAPACITY * SLOT].into_boxed_slice(),
+            lens: [0; CAPACITY],
+            dest: (0..CAPACITY).map(|_| storage()).collect(),
+            dest_len: [0; CAPACITY],
+            src: [None; CAPACITY],
+            iov: (0..CAPACITY)
+                .map(|_| libc::iovec {
+                    iov_base: ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            hdr: (0..CAPACITY).map(|_| header()).collect(),
+            cmsg: vec![[0u64; CMSG_SPACE / 8]; CAPACITY].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == CAPACITY
+    }
+
+    /// Queues `data` for `to`, from `src` if given. Returns false when it
+    /// does not fit (full, or larger than a slot): the caller sends it itself.
+    pub fn push(&mut self, data: &[u8], to: SocketAddr, src: Option<IpAddr>) -> bool {
+        if self.len == CAPACITY || data.len() > SLOT {
+            return false;
+        }
+        let i = self.len;
+        self.buf[i * SLOT..i * SLOT + data.len()].copy_from_slice(data);
+        self.lens[i] = data.len();
+        let addr = SockAddr::from(to);
+        // SAFETY: `addr` holds a valid sockaddr of `addr.len()` bytes, which fits
+        // a sockaddr_storage.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                addr.as_ptr().cast::<u8>(),
+                (&mut self.dest[i] as *mut libc::sockaddr_storage).cast::<u8>(),
+                addr.len() as usize,
+            );
+        }
+        self.dest_len[i] = addr.len();
+        self.src[i] = src;
+        self.len += 1;
+        true
+    }
+
+    /// Sends everything queued with `sendmmsg` on `fd` and empties the queue.
+    /// Like the network, it drops what the socket cannot take now (a full send
+    /// buffer) and skips a datagram the kernel refuses.
+    pub fn flush(&mut self, fd: RawFd) {
+        let n = self.len;
+        if n == 0 {
+            return;
+        }
+        let base = self.buf.as_mut_ptr();
+        for i in 0..n {
+            self.iov[i] = libc::iovec {
+                // SAFETY: i * SLOT is within buf.
+                iov_base: unsafe { base.add(i * SLOT) }.cast(),
+                iov_len: self.lens[i],
+            };
+            let (control, control_len) = match self.src[i] {
+                Some(ip) => {
+                    let len = write_pktinfo(&mut self.cmsg[i], ip);
+                    (self.cmsg[i].as_mut_ptr().cast::<libc::c_void>(), len)
+                }
+                None => (ptr::null_mut(), 0),
+            };
+            let h = &mut self.hdr[i];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = (&mut self.dest[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = self.dest_len[i];
+            h.msg_hdr.msg_iov = &mut self.iov[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = control;
+            h.msg_hdr.msg_controllen = control_len as _;
+            h.msg_hdr.msg_flags = 0;
+        }
+        let mut sent = 0;
+        while sent < n {
+            // SAFETY: headers 0..n point into buffers this struct owns, which
+            // live across the call.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdr.as_mut_ptr().add(sent),
+                    (n - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                sent += r as usize;
+                continue;
+            }
+            match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => continue,
+                // A full buffer: the rest is dropped, as a congested link would.
+                io::ErrorKind::WouldBlock => break,
+                // This datagram was refused (e.g. an unreachable destination):
+                // skip it, send the others.
+                _ => sent += 1,
+            }
+        }
+        self.len = 0;
+    }
+}
+
+/// Writes an IP_PKTINFO (IPv4) or IPV6_PKTINFO control message for source
+/// `ip` into `buf`; returns its length.
+fn write_pktinfo(buf: &mut [u64; CMSG_SPACE / 8], ip: IpAddr) -> usize {
+    *buf = [0; CMSG_SPACE / 8];
+    // SAFETY: `buf` is 8-byte aligned and CMSG_SPACE bytes long, enough for one
+    // cmsghdr with an in_pktinfo or in6_pktinfo (checked by the asserts).
+    unsafe {
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_control = buf.as_mut_ptr().cast();
+        msg.msg_controllen = CMSG_SPACE as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        match ip {
+            IpAddr::V4(v4) => {
+                let size = mem::size_of::<libc::in_pktinfo>() as u32;
+                assert!(libc::CMSG_SPACE(size) as usize <= CMSG_SPACE);
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size) as _;
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                libc::CMSG_SPACE(size) as usize
+            }
+            IpAddr::V6(v6) => {
+                let size = mem::size_of::<libc::in6_pktinfo>() as u32;
+                assert!(libc::CMSG_SPACE(size) as usize <= CMSG_SPACE);
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = libc::IPV6_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size) as _;
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: v6.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                libc::CMSG_SPACE(size) as usize
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    #[test]
+    fn sends_every_queued_datagram_in_order_with_source_addresses() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        // Wildcard senders need IP_PKTINFO to choose their source.
+        let to = rx.local_addr().unwrap();
+        let mut b = SendBatch::new();
+        for i in 0..CAPACITY {
+            let src = (i % 2 == 0).then(|| "127.0.0.3".parse().unwrap());
+            assert!(b.push(&[i as u8; 10], to, src));
+        }
+        assert!(b.is_full());
+        assert!(!b.push(b"more", to, None));
+        assert!(!SendBatch::new().push(&[0; SLOT + 1], to, None));
+        b.flush(tx.as_raw_fd());
+        assert!(b.is_empty());
+        let mut buf = [0u8; 64];
+        for i in 0..CAPACITY {
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i as u8; 10]);
+            let want: IpAddr = if i % 2 == 0 {
+                "127.0.0.3".parse().unwrap()
+            } else {
+                "127.0.0.1".parse().unwrap()
+            };
+            assert_eq!(from.ip(), want, "datagram {i}");
+        }
+    }
+
+    #[test]
+    fn ipv6_source_addresses() {
+        let Ok(rx) = std::net::UdpSocket::bind("[::1]:0") else {
+            return; // no IPv6 on this host
+        };
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("[::]:0").unwrap();
+        let mut b = SendBatch::new();
+        assert!(b.push(
+            b"six",
+            rx.local_addr().unwrap(),
+            Some("::1".parse().unwrap())
+        ));
+        b.flush(tx.as_raw_fd());
+        let mut buf = [0u8; 8];
+        let (n, from) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"six");
+        assert_eq!(from.ip(), "::1".parse::<IpAddr>().unwrap());
+    }
+}
