@@ -443,3 +443,51 @@ async fn same_shard_client_to_client_is_relayed_in_process_with_rfc_semantics() 
     }
     srv.stop().unwrap();
 }
+
+/// A TCP client that stops reading: relayed data beyond its 1 MiB backlog is
+/// dropped (as UDP would drop it) and counted as `backlog`, and the server goes
+/// on serving others.
+#[tokio::test]
+async fn a_tcp_client_that_stops_reading_gets_backlog_drops() {
+    let srv = server("127.0.0.1:0");
+    let mut slow = Client::tcp(srv.tcp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    let relayed = slow.allocate().await.unwrap().relayed[0];
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    slow.create_permission(&[peer.local_addr().unwrap()])
+        .await
+        .unwrap();
+    // 16 MB at the relay, far beyond the backlog plus the socket buffers; the
+    // client reads none of it.
+    let chunk = [0x5Au8; 1200];
+    let metrics = srv.metrics.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut dropped = 0;
+    'flood: for round in 0..20 {
+        for _ in 0..700 {
+            let _ = peer.send_to(&chunk, relayed).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if round % 4 == 3 {
+            let (_, body) = http_get(metrics, "/metrics").await;
+            dropped = body
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(r#"ferroturn_dropped_packets_total{reason="backlog"} "#)
+                })
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            if dropped > 0 || std::time::Instant::now() > deadline {
+                break 'flood;
+            }
+        }
+    }
+    assert!(dropped > 0, "no backlog drop counted");
+    // Others are served as before.
+    let mut c = Client::udp(srv.udp[0]).await.unwrap();
+    c.binding().await.unwrap();
+    drop(slow);
+    srv.stop().unwrap();
+}

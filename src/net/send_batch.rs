@@ -106,11 +106,12 @@ impl SendBatch {
 
     /// Sends everything queued with `sendmmsg` on `fd` and empties the queue.
     /// Like the network, it drops what the socket cannot take now (a full send
-    /// buffer) and skips a datagram the kernel refuses.
-    pub fn flush(&mut self, fd: RawFd) {
+    /// buffer) and skips a datagram the kernel refuses. Returns how many
+    /// datagrams were dropped for a full buffer.
+    pub fn flush(&mut self, fd: RawFd) -> u64 {
         let n = self.len;
         if n == 0 {
-            return;
+            return 0;
         }
         let base = self.buf.as_mut_ptr();
         for i in 0..n {
@@ -155,13 +156,17 @@ impl SendBatch {
             match io::Error::last_os_error().kind() {
                 io::ErrorKind::Interrupted => continue,
                 // A full buffer: the rest is dropped, as a congested link would.
-                io::ErrorKind::WouldBlock => break,
+                io::ErrorKind::WouldBlock => {
+                    self.len = 0;
+                    return (n - sent) as u64;
+                }
                 // This datagram was refused (e.g. an unreachable destination):
                 // skip it, send the others.
                 _ => sent += 1,
             }
         }
         self.len = 0;
+        0
     }
 }
 

@@ -26,7 +26,9 @@ use super::send_batch::SendBatch;
 use super::usage::{UsageLog, UsageRecord};
 use crate::metrics::{Health, ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
 use crate::stun::framing::{next_frame, Frame};
-use crate::turn::server::{Drain, Event, KillFilter, Session, PEER_HEADROOM, PEER_TAILROOM};
+use crate::turn::server::{
+    Drain, DropReason, Event, KillFilter, Session, PEER_HEADROOM, PEER_TAILROOM,
+};
 use crate::turn::{
     FastMap, FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
 };
@@ -76,14 +78,16 @@ struct ConnOut {
 }
 
 impl ConnOut {
-    fn push(&self, bytes: &[u8], relayed: bool) {
+    /// Queues `bytes`; false when relayed data was dropped for a full backlog.
+    fn push(&self, bytes: &[u8], relayed: bool) -> bool {
         let mut p = self.pending.borrow_mut();
         if relayed && p.len() + bytes.len() > MAX_TCP_BACKLOG {
-            return;
+            return false;
         }
         p.extend_from_slice(bytes);
         drop(p);
         self.notify.notify_one();
+        true
     }
 }
 
@@ -116,14 +120,16 @@ fn unix_now() -> u64 {
 impl State {
     /// Sends `data` to a client: queued on its UDP listener (the client gets
     /// it from the address it reached; see [`State::flush_udp`]), or into its
-    /// TCP connection's queue.
+    /// TCP connection's queue. Returns how many datagrams were dropped for a
+    /// full buffer or backlog (for `DropReason::Backlog`).
+    #[must_use]
     fn send_to_client(
         udp: &mut [UdpListener],
         conns: &FastMap<FiveTuple, Rc<ConnOut>>,
         tuple: &FiveTuple,
         data: &[u8],
         relayed: bool,
-    ) {
+    ) -> u64 {
         match tuple.transport {
             Transport::Udp => {
                 let Some(l) = udp.iter_mut().find(|l| {
@@ -132,16 +138,16 @@ impl State {
                             || (l.local.ip().is_unspecified()
                                 && l.local.is_ipv4() == tuple.server.is_ipv4()))
                 }) else {
-                    return;
+                    return 0;
                 };
                 let src = l.local.ip().is_unspecified().then_some(tuple.server.ip());
                 if l.tx.push(data, tuple.client, src) {
-                    return;
+                    return 0;
                 }
                 // Full, or too big to queue: what is queued goes first, in order.
-                l.tx.flush(l.socket.as_raw_fd());
+                let dropped = l.tx.flush(l.socket.as_raw_fd());
                 if l.tx.push(data, tuple.client, src) {
-                    return;
+                    return dropped;
                 }
                 let t = Transmit {
                     destination: tuple.client,
@@ -153,22 +159,26 @@ impl State {
                 // Straight to sendmsg, not gated on readiness tokio has seen: a UDP
                 // send never needs to wait, and a full socket buffer drops the
                 // datagram, as the network would.
-                let _ = l.state.try_send((&*l.socket).into(), &t);
+                let full = l.state.try_send((&*l.socket).into(), &t).is_err();
+                dropped + u64::from(full)
             }
-            Transport::Tcp | Transport::Tls => {
-                if let Some(c) = conns.get(tuple) {
-                    c.push(data, relayed);
-                }
-            }
+            Transport::Tcp | Transport::Tls => match conns.get(tuple) {
+                Some(c) => u64::from(!c.push(data, relayed)),
+                None => 0,
+            },
         }
     }
 
     /// Sends every queued client datagram.
     fn flush_udp(&mut self) {
+        let mut dropped = 0;
         for l in &mut self.udp {
             if !l.tx.is_empty() {
-                l.tx.flush(l.socket.as_raw_fd());
+                dropped += l.tx.flush(l.socket.as_raw_fd());
             }
+        }
+        if dropped > 0 {
+            self.server.count_drop(DropReason::Backlog, dropped);
         }
     }
 
@@ -185,7 +195,9 @@ impl State {
         match out {
             Output::None => {}
             Output::Reply => {
-                Self::send_to_client(&mut self.udp, &self.conns, tuple, &self.reply, false);
+                let dropped =
+                    Self::send_to_client(&mut self.udp, &self.conns, tuple, &self.reply, false);
+                self.server.count_drop(DropReason::Backlog, dropped);
                 self.timer.notify_one();
             }
             Output::ToPeer {
@@ -224,13 +236,14 @@ impl State {
             .server
             .handle_peer(now, to, source, &mut self.peer_buf, PEER_HEADROOM, end);
         if let PeerOutput::ToClient { tuple, start, end } = out {
-            Self::send_to_client(
+            let dropped = Self::send_to_client(
                 &mut self.udp,
                 &self.conns,
                 &tuple,
                 &self.peer_buf[start..end],
                 true,
             );
+            self.server.count_drop(DropReason::Backlog, dropped);
         }
     }
 }
@@ -276,13 +289,14 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<UdpSocket>) {
                         PEER_HEADROOM + n,
                     );
                     if let PeerOutput::ToClient { tuple, start, end } = out {
-                        State::send_to_client(
+                        let dropped = State::send_to_client(
                             &mut s.udp,
                             &s.conns,
                             &tuple,
                             &s.peer_buf[start..end],
                             true,
                         );
+                        s.server.count_drop(DropReason::Backlog, dropped);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

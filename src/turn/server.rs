@@ -149,10 +149,14 @@ pub enum DropReason {
     DeniedPeer,
     /// Peer address of a family the allocation has no relay for.
     FamilyMismatch,
+    /// Relayed data the driver could not pass on: the client's TCP/TLS backlog
+    /// (1 MiB) or the UDP socket's send buffer was full. Counted by the driver
+    /// through [`Server::count_drop`]; the core never produces it.
+    Backlog,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -162,6 +166,7 @@ impl DropReason {
         DropReason::UnknownChannel,
         DropReason::DeniedPeer,
         DropReason::FamilyMismatch,
+        DropReason::Backlog,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -174,6 +179,7 @@ impl DropReason {
             DropReason::UnknownChannel => "unknown_channel",
             DropReason::DeniedPeer => "denied_peer",
             DropReason::FamilyMismatch => "family_mismatch",
+            DropReason::Backlog => "backlog",
         }
     }
 }
@@ -751,6 +757,11 @@ impl<B: RelayBinder> Server<B> {
 
     fn unix(&self, now: Instant) -> u64 {
         self.wall_base.1 + now.saturating_duration_since(self.wall_base.0).as_secs()
+    }
+
+    /// Counts `n` packets the driver dropped for `why`.
+    pub fn count_drop(&mut self, why: DropReason, n: u64) {
+        self.stats.drops[why as usize] += n;
     }
 
     pub fn stats(&self) -> &Stats {
