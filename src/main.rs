@@ -28,6 +28,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::User(command) => Ok(ferroturn::admin::user(&command)?),
         Command::Secret(command) => Ok(ferroturn::admin::secret(&command)?),
         Command::Credential(command) => Ok(ferroturn::admin::credential(&command)?),
+        Command::Bench(args) => ferroturn::bench::run(&args),
     }
 }
 
