@@ -193,6 +193,11 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
             tasks.spawn(async move {
                 while Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < c.count
                 {
+                    // A server that has failed every cycle so far is not going
+                    // to start answering: stop rather than wait out --duration.
+                    if done.load(Ordering::Relaxed) == 0 && errors.load(Ordering::Relaxed) > 0 {
+                        break;
+                    }
                     match cycle(&c).await {
                         Ok(()) => {
                             done.fetch_add(1, Ordering::Relaxed);
@@ -312,6 +317,11 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
             let c = common.clone();
             tasks.spawn(async move {
                 while Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < n {
+                    if errors.load(Ordering::Relaxed) > 0
+                        && held.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+                    {
+                        break;
+                    }
                     let r = async {
                         let mut client = new_client(&c).await?;
                         client
