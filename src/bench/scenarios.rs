@@ -260,16 +260,29 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
 /// One allocation cycle from a fresh socket: Allocate (401, then with
 /// credentials), then Refresh LIFETIME 0.
 async fn cycle(c: &Common) -> Result<()> {
-    let mut client = new_client(c).await?;
-    client
-        .allocate()
-        .await
-        .map_err(|e| fail(c.server, "Allocate", e))?;
+    let (mut client, _) = allocate(c).await?;
     client
         .refresh(0)
         .await
         .map_err(|e| fail(c.server, "Refresh", e))?;
     Ok(())
+}
+
+/// Allocate from a fresh socket; returns the client and its (first) relayed
+/// address. A 437 (allocation mismatch) means the server still keeps state for
+/// this 5-tuple from an earlier allocation on the same port (coturn does, for a
+/// while after Refresh 0): another fresh socket is tried, up to 5 in all.
+async fn allocate(c: &Common) -> Result<(Client, SocketAddr)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut client = new_client(c).await?;
+        match client.allocate().await {
+            Ok(a) => return Ok((client, a.relayed[0])),
+            Err(e) if e.code() == Some(437) && attempt < 5 => continue,
+            Err(e) => return Err(fail(c.server, "Allocate", e)),
+        }
+    }
 }
 
 async fn new_client(c: &Common) -> Result<Client> {
@@ -322,15 +335,7 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
                     {
                         break;
                     }
-                    let r = async {
-                        let mut client = new_client(&c).await?;
-                        client
-                            .allocate()
-                            .await
-                            .map_err(|e| fail(c.server, "Allocate", e))?;
-                        Ok::<_, String>(client)
-                    }
-                    .await;
+                    let r = allocate(&c).await.map(|(client, _)| client);
                     match r {
                         Ok(client) => held.lock().unwrap_or_else(|p| p.into_inner()).push(client),
                         Err(e) => {
@@ -516,22 +521,14 @@ fn setup(
                         Ok::<_, String>(cl)
                     }
                 };
-                let allocate = |c: Common| async move {
-                    let mut cl = new_client(&c).await?;
-                    let a = cl
-                        .allocate()
-                        .await
-                        .map_err(|e| fail(c.server, "Allocate", e))?;
-                    Ok::<_, String>((cl, a.relayed[0]))
-                };
                 let r = match echo_addr {
                     Some(to) => {
-                        let (a, _) = allocate(c.clone()).await?;
+                        let (a, _) = allocate(&c).await?;
                         (bind(a, to).await?, to, None)
                     }
                     None => {
-                        let (a, ra) = allocate(c.clone()).await?;
-                        let (b, rb) = allocate(c.clone()).await?;
+                        let (a, ra) = allocate(&c).await?;
+                        let (b, rb) = allocate(&c).await?;
                         let a = bind(a, rb).await?;
                         let b = bind(b, ra).await?;
                         (a, rb, Some(b))
