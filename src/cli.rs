@@ -1,6 +1,7 @@
-//! Command-line interface: `ferroturn serve`, `ferroturn check`, and the
+//! Command-line interface: `ferroturn serve`, `ferroturn check`, the
 //! credential administration commands `user`, `secret` and `credential`
-//! (carried out by [`crate::admin`]).
+//! (carried out by [`crate::admin`]) and the load generator `bench`
+//! ([`crate::bench`]).
 //!
 //! `serve` flags override the configuration file. They are applied to the
 //! [`RawConfig`] *before* validation, so a bad flag value is reported by the
@@ -27,7 +28,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands. Later additions (bench, ...) go here.
+/// Subcommands.
 // Parsed once per process, so the size difference between variants is
 // irrelevant; boxing would only make matching on them clumsier.
 #[allow(clippy::large_enum_variant)]
@@ -55,6 +56,9 @@ pub enum Command {
     /// Make a running server drain: refuse new allocations, keep relaying the
     /// existing ones, exit when none is left or at the deadline.
     Drain(DrainArgs),
+    /// Load-test a STUN/TURN server (this one or another): Binding, allocation,
+    /// relay throughput, latency and memory per allocation.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `ferroturn serve`: configuration file plus overrides.

@@ -8,6 +8,7 @@
 //! when it next wants to be woken. Tokio lives only in the drivers under `net`.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -31,6 +31,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Sessions(command) => Ok(ferroturn::control_cli::sessions(&command)?),
         Command::Reload(args) => Ok(ferroturn::control_cli::reload(&args)?),
         Command::Drain(args) => Ok(ferroturn::control_cli::drain(&args)?),
+        Command::Bench(args) => ferroturn::bench::run(&args),
     }
 }
 

@@ -158,6 +158,14 @@ impl Client {
         Ok(Self::new(Conn::Udp(sock), server))
     }
 
+    /// A client over a UDP socket already connected to `server`, such as one
+    /// taken with [`into_udp_socket`](Self::into_udp_socket) for raw traffic and
+    /// handed back to delete the allocation afterwards. It starts without realm or
+    /// nonce: its first request goes through the 401 round again.
+    pub fn from_udp_socket(sock: UdpSocket, server: SocketAddr) -> Self {
+        Self::new(Conn::Udp(sock), server)
+    }
+
     /// A client over TCP.
     pub async fn tcp(server: SocketAddr) -> io::Result<Self> {
         let stream = TcpStream::connect(server).await?;
