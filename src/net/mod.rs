@@ -9,6 +9,7 @@ pub mod admin_socket;
 pub mod control;
 pub mod credentials;
 pub mod flood;
+pub mod recv_batch;
 pub mod relay;
 pub mod reload;
 pub mod send_batch;

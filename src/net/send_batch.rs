@@ -36,6 +36,8 @@ pub struct SendBatch {
     dest: Box<[libc::sockaddr_storage]>,
     dest_len: [libc::socklen_t; CAPACITY],
     src: [Option<IpAddr>; CAPACITY],
+    /// Which socket each datagram goes out of, for [`SendBatch::flush_by_key`].
+    key: [u32; CAPACITY],
     iov: Box<[libc::iovec]>,
     hdr: Box<[libc::mmsghdr]>,
     cmsg: Box<[[u64; CMSG_SPACE / 8]]>,
@@ -59,6 +61,7 @@ impl SendBatch {
             dest: (0..CAPACITY).map(|_| storage()).collect(),
             dest_len: [0; CAPACITY],
             src: [None; CAPACITY],
+            key: [0; CAPACITY],
             iov: (0..CAPACITY)
                 .map(|_| libc::iovec {
                     iov_base: ptr::null_mut(),
@@ -82,10 +85,23 @@ impl SendBatch {
     /// Queues `data` for `to`, from `src` if given. Returns false when it
     /// does not fit (full, or larger than a slot): the caller sends it itself.
     pub fn push(&mut self, data: &[u8], to: SocketAddr, src: Option<IpAddr>) -> bool {
+        self.push_keyed(0, data, to, src)
+    }
+
+    /// Like [`push`](Self::push), for the socket `key` stands for (see
+    /// [`flush_by_key`](Self::flush_by_key)).
+    pub fn push_keyed(
+        &mut self,
+        key: u32,
+        data: &[u8],
+        to: SocketAddr,
+        src: Option<IpAddr>,
+    ) -> bool {
         if self.len == CAPACITY || data.len() > SLOT {
             return false;
         }
         let i = self.len;
+        self.key[i] = key;
         self.buf[i * SLOT..i * SLOT + data.len()].copy_from_slice(data);
         self.lens[i] = data.len();
         let addr = SockAddr::from(to);
@@ -110,42 +126,81 @@ impl SendBatch {
     /// datagrams were dropped for a full buffer.
     pub fn flush(&mut self, fd: RawFd) -> u64 {
         let n = self.len;
-        if n == 0 {
-            return 0;
-        }
-        let base = self.buf.as_mut_ptr();
         for i in 0..n {
-            self.iov[i] = libc::iovec {
-                // SAFETY: i * SLOT is within buf.
-                iov_base: unsafe { base.add(i * SLOT) }.cast(),
-                iov_len: self.lens[i],
-            };
-            let (control, control_len) = match self.src[i] {
-                Some(ip) => {
-                    let len = write_pktinfo(&mut self.cmsg[i], ip);
-                    (self.cmsg[i].as_mut_ptr().cast::<libc::c_void>(), len)
-                }
-                None => (ptr::null_mut(), 0),
-            };
-            let h = &mut self.hdr[i];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = (&mut self.dest[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = self.dest_len[i];
-            h.msg_hdr.msg_iov = &mut self.iov[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = control;
-            h.msg_hdr.msg_controllen = control_len as _;
-            h.msg_hdr.msg_flags = 0;
+            self.fill(i, i);
         }
-        let mut sent = 0;
-        while sent < n {
-            // SAFETY: headers 0..n point into buffers this struct owns, which
-            // live across the call.
+        let dropped = self.send(fd, 0, n);
+        self.len = 0;
+        dropped
+    }
+
+    /// Sends what is queued, each datagram out of the socket its key names
+    /// (`fd_of`; `None` drops it): one `sendmmsg` per key, in the order the
+    /// datagrams of that key were queued. Returns how many were dropped for a
+    /// full buffer.
+    pub fn flush_by_key(&mut self, fd_of: impl Fn(u32) -> Option<RawFd>) -> u64 {
+        let n = self.len;
+        let mut done = [false; CAPACITY];
+        let mut dropped = 0;
+        for first in 0..n {
+            if done[first] {
+                continue;
+            }
+            let key = self.key[first];
+            let mut pos = 0;
+            for (i, d) in done.iter_mut().enumerate().take(n).skip(first) {
+                if !*d && self.key[i] == key {
+                    *d = true;
+                    self.fill(pos, i);
+                    pos += 1;
+                }
+            }
+            if let Some(fd) = fd_of(key) {
+                dropped += self.send(fd, 0, pos);
+            }
+        }
+        self.len = 0;
+        dropped
+    }
+
+    /// Points header `pos` at queued datagram `i`.
+    fn fill(&mut self, pos: usize, i: usize) {
+        let base = self.buf.as_mut_ptr();
+        self.iov[pos] = libc::iovec {
+            // SAFETY: i * SLOT is within buf.
+            iov_base: unsafe { base.add(i * SLOT) }.cast(),
+            iov_len: self.lens[i],
+        };
+        let (control, control_len) = match self.src[i] {
+            Some(ip) => {
+                let len = write_pktinfo(&mut self.cmsg[pos], ip);
+                (self.cmsg[pos].as_mut_ptr().cast::<libc::c_void>(), len)
+            }
+            None => (ptr::null_mut(), 0),
+        };
+        let h = &mut self.hdr[pos];
+        h.msg_len = 0;
+        h.msg_hdr.msg_name = (&mut self.dest[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = self.dest_len[i];
+        h.msg_hdr.msg_iov = &mut self.iov[pos];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = control;
+        h.msg_hdr.msg_controllen = control_len as _;
+        h.msg_hdr.msg_flags = 0;
+    }
+
+    /// `sendmmsg` of headers `from..to`; returns how many were dropped for a
+    /// full buffer.
+    fn send(&mut self, fd: RawFd, from: usize, to: usize) -> u64 {
+        let mut sent = from;
+        while sent < to {
+            // SAFETY: headers from..to point into buffers this struct owns,
+            // which live across the call.
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
                     self.hdr.as_mut_ptr().add(sent),
-                    (n - sent) as libc::c_uint,
+                    (to - sent) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -156,16 +211,12 @@ impl SendBatch {
             match io::Error::last_os_error().kind() {
                 io::ErrorKind::Interrupted => continue,
                 // A full buffer: the rest is dropped, as a congested link would.
-                io::ErrorKind::WouldBlock => {
-                    self.len = 0;
-                    return (n - sent) as u64;
-                }
+                io::ErrorKind::WouldBlock => return (to - sent) as u64,
                 // This datagram was refused (e.g. an unreachable destination):
                 // skip it, send the others.
                 _ => sent += 1,
             }
         }
-        self.len = 0;
         0
     }
 }
@@ -251,6 +302,36 @@ mod tests {
             };
             assert_eq!(from.ip(), want, "datagram {i}");
         }
+    }
+
+    #[test]
+    fn flush_by_key_sends_each_datagram_out_of_its_socket_in_order() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = rx.local_addr().unwrap();
+        let socks: Vec<_> = (0..3)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut b = SendBatch::new();
+        // Keys interleaved; key 9 has no socket and is dropped.
+        for (i, key) in [0u32, 1, 0, 2, 9, 1, 0].into_iter().enumerate() {
+            assert!(b.push_keyed(key, &[i as u8], to, None));
+        }
+        let dropped = b.flush_by_key(|k| socks.get(k as usize).map(|s| s.as_raw_fd()));
+        assert_eq!(dropped, 0);
+        assert!(b.is_empty());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8];
+        for _ in 0..6 {
+            let (_, from) = rx.recv_from(&mut buf).unwrap();
+            let key = socks
+                .iter()
+                .position(|s| s.local_addr().unwrap() == from)
+                .unwrap();
+            got.push((key, buf[0]));
+        }
+        // Grouped per socket, each group in queue order.
+        assert_eq!(got, [(0, 0), (0, 2), (0, 6), (1, 1), (1, 5), (2, 3)]);
     }
 
     #[test]

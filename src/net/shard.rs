@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::flood::FloodWatch;
+use super::recv_batch::{RecvBatch, BATCH as RECV_BATCH};
 use super::relay::{Binder, PortBudget};
 use super::send_batch::SendBatch;
 use super::usage::{UsageLog, UsageRecord};
@@ -103,6 +104,11 @@ struct State {
     conns: FastMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
     peer_buf: Box<[u8]>,
+    /// What relay readers read peers' datagrams into (one set per shard).
+    relay_rx: RecvBatch,
+    /// Datagrams for peers from a batch of client messages, sent per relay
+    /// socket with one `sendmmsg` each (see [`State::flush_peers`]).
+    peer_tx: SendBatch,
     timer: Rc<Notify>,
     /// Wakes the task that sends what relay readers queued (see [`flusher`]).
     flush: Rc<Notify>,
@@ -182,6 +188,18 @@ impl State {
         }
     }
 
+    /// Sends the datagrams queued for peers, each out of its relay socket.
+    fn flush_peers(&mut self) {
+        if self.peer_tx.is_empty() {
+            return;
+        }
+        let binder = self.server.binder();
+        let dropped = self
+            .peer_tx
+            .flush_by_key(|k| binder.socket(RelayId(k)).map(|s| s.as_raw_fd()));
+        self.server.count_drop(DropReason::Backlog, dropped);
+    }
+
     /// Has the flusher send the queued datagrams once the tasks that are ready
     /// now have run, so that they go out together.
     fn flush_soon(&self) {
@@ -211,7 +229,17 @@ impl State {
                 };
                 if let Some(target) = self.server.binder().local_relay(peer) {
                     self.deliver_in_process(now, relay, target, payload);
-                } else if let Some(sock) = self.server.binder().socket(relay) {
+                    return;
+                }
+                if self.peer_tx.push_keyed(relay.0, payload, peer, None) {
+                    return;
+                }
+                // Full, or too big to queue: what is queued goes first.
+                self.flush_peers();
+                if self.peer_tx.push_keyed(relay.0, payload, peer, None) {
+                    return;
+                }
+                if let Some(sock) = self.server.binder().socket(relay) {
                     send_udp(sock, payload, peer);
                 }
             }
@@ -270,38 +298,35 @@ fn start_relay_readers(shard: &ShardRef) {
 }
 
 async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<UdpSocket>) {
+    let fd = socket.as_raw_fd();
     loop {
         if socket.readable().await.is_err() {
             return;
         }
-        for _ in 0..RELAY_BUDGET {
+        for _ in 0..RELAY_BUDGET / RECV_BATCH {
             let mut guard = shard.borrow_mut();
             let s = &mut *guard;
-            let cap = s.peer_buf.len() - PEER_TAILROOM;
-            match socket.try_recv_from(&mut s.peer_buf[PEER_HEADROOM..cap]) {
-                Ok((n, from)) => {
-                    let out = s.server.handle_peer(
-                        Instant::now(),
-                        id,
-                        from,
-                        &mut s.peer_buf,
-                        PEER_HEADROOM,
-                        PEER_HEADROOM + n,
-                    );
-                    if let PeerOutput::ToClient { tuple, start, end } = out {
-                        let dropped = State::send_to_client(
-                            &mut s.udp,
-                            &s.conns,
-                            &tuple,
-                            &s.peer_buf[start..end],
-                            true,
-                        );
-                        s.server.count_drop(DropReason::Backlog, dropped);
-                    }
-                }
+            let n = match socket.try_io(tokio::io::Interest::READABLE, || s.relay_rx.recv(fd)) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors surface here on some kernels; the socket stays usable.
                 Err(_) => break,
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let Some((from, buf, start, end)) = s.relay_rx.get(i) else {
+                    s.server.count_drop(DropReason::Malformed, 1);
+                    continue;
+                };
+                let out = s.server.handle_peer(now, id, from, buf, start, end);
+                if let PeerOutput::ToClient { tuple, start, end } = out {
+                    let dropped =
+                        State::send_to_client(&mut s.udp, &s.conns, &tuple, &buf[start..end], true);
+                    s.server.count_drop(DropReason::Backlog, dropped);
+                }
+            }
+            if n < RECV_BATCH {
+                break;
             }
         }
         shard.borrow().flush_soon();
@@ -355,6 +380,7 @@ async fn udp_listener(shard: ShardRef, index: usize) {
                         s.dispatch(now, &tuple, datagram, out);
                     }
                 }
+                s.flush_peers();
                 s.flush_udp();
             }
             if control {
@@ -532,8 +558,12 @@ where
             }
             buf.advance(len);
         }
-        // Data relayed in-process to a UDP client of this shard.
-        shard.borrow().flush_soon();
+        // Data for peers goes out now; data relayed in-process to a UDP client
+        // of this shard goes with the flusher.
+        let mut s = shard.borrow_mut();
+        s.flush_peers();
+        s.flush_soon();
+        drop(s);
         if control {
             start_relay_readers(&shard);
         }
@@ -809,6 +839,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             conns: FastMap::default(),
             reply: BytesMut::with_capacity(1024),
             peer_buf: vec![0u8; PEER_HEADROOM + SLOT + PEER_TAILROOM].into_boxed_slice(),
+            relay_rx: RecvBatch::new(PEER_HEADROOM, SLOT, PEER_TAILROOM),
+            peer_tx: SendBatch::new(),
             timer: Rc::new(Notify::new()),
             flush: Rc::new(Notify::new()),
             usage,
