@@ -14,7 +14,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::Rng;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// A relay socket as its reader waits on it: registered for reading only (a UDP
+/// send never waits), with readiness the reader clears itself when a batch read
+/// shows the queue empty, which saves the extra read that would only say so.
+pub type RelaySocket = AsyncFd<std::net::UdpSocket>;
 use tokio::task::AbortHandle;
 
 use super::sockets::relay_socket;
@@ -25,7 +31,7 @@ use crate::turn::{BindError, Bound, PortRequest, RelayBinder, RelayId};
 const RANDOM_TRIES: usize = 32;
 
 struct Slot {
-    socket: Rc<UdpSocket>,
+    socket: Rc<RelaySocket>,
     reader: Option<AbortHandle>,
     addr: SocketAddr,
 }
@@ -53,7 +59,7 @@ pub struct Binder {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     /// Sockets opened since the driver last collected them: each needs a reader.
-    pending: Vec<(RelayId, Rc<UdpSocket>)>,
+    pending: Vec<(RelayId, Rc<RelaySocket>)>,
     budget: Arc<PortBudget>,
     /// Relay sockets of this shard by local address, so that data for a peer that
     /// is another allocation of this shard is handed over in-process.
@@ -73,8 +79,11 @@ impl Binder {
     }
 
     /// The socket of a relay, for sending.
-    pub fn socket(&self, id: RelayId) -> Option<&UdpSocket> {
-        self.slots.get(id.0 as usize)?.as_ref().map(|s| &*s.socket)
+    pub fn socket(&self, id: RelayId) -> Option<&std::net::UdpSocket> {
+        self.slots
+            .get(id.0 as usize)?
+            .as_ref()
+            .map(|s| s.socket.get_ref())
     }
 
     /// The relay of this shard bound to `addr`, if any.
@@ -91,7 +100,7 @@ impl Binder {
     }
 
     /// Sockets opened since the last call, for the driver to start readers on.
-    pub fn take_pending(&mut self) -> Vec<(RelayId, Rc<UdpSocket>)> {
+    pub fn take_pending(&mut self) -> Vec<(RelayId, Rc<RelaySocket>)> {
         std::mem::take(&mut self.pending)
     }
 
@@ -119,8 +128,11 @@ impl Binder {
     }
 
     fn open(&mut self, socket: std::net::UdpSocket) -> io::Result<(RelayId, SocketAddr)> {
-        let socket = Rc::new(UdpSocket::from_std(socket)?);
         let addr = socket.local_addr()?;
+        // SAFETY: the AsyncFd owns the std socket, whose descriptor stays open
+        // and the same until the AsyncFd is dropped.
+        let socket =
+            Rc::new(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?);
         let index = match self.free.pop() {
             Some(i) => i,
             None => {

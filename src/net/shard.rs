@@ -17,12 +17,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BytesMut};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::flood::FloodWatch;
 use super::recv_batch::{RecvBatch, BATCH as RECV_BATCH};
-use super::relay::{Binder, PortBudget};
+use super::relay::{Binder, PortBudget, RelaySocket};
 use super::send_batch::SendBatch;
 use super::usage::{UsageLog, UsageRecord};
 use crate::metrics::{Health, ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
@@ -63,7 +63,8 @@ pub struct TlsParams {
 
 struct UdpListener {
     local: SocketAddr,
-    socket: Rc<UdpSocket>,
+    /// Registered for reading only, like relay sockets (see [`RelaySocket`]).
+    socket: Rc<RelaySocket>,
     state: UdpSocketState,
     /// Datagrams to clients, sent together with one `sendmmsg`.
     tx: SendBatch,
@@ -162,10 +163,11 @@ impl State {
                     segment_size: None,
                     src_ip: src,
                 };
+                let socket = l.socket.get_ref();
                 // Straight to sendmsg, not gated on readiness tokio has seen: a UDP
                 // send never needs to wait, and a full socket buffer drops the
                 // datagram, as the network would.
-                let full = l.state.try_send((&*l.socket).into(), &t).is_err();
+                let full = l.state.try_send(socket.into(), &t).is_err();
                 dropped + u64::from(full)
             }
             Transport::Tcp | Transport::Tls => match conns.get(tuple) {
@@ -281,7 +283,7 @@ impl State {
 /// moment ago may not have happened yet: the first datagram out of a fresh
 /// allocation would be dropped. A full buffer still drops it (EAGAIN), as the
 /// network would.
-fn send_udp(sock: &UdpSocket, payload: &[u8], to: SocketAddr) {
+fn send_udp(sock: &std::net::UdpSocket, payload: &[u8], to: SocketAddr) {
     let _ = socket2::SockRef::from(sock).send_to(payload, &to.into());
 }
 
@@ -297,18 +299,26 @@ fn start_relay_readers(shard: &ShardRef) {
     }
 }
 
-async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<UdpSocket>) {
+async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {
     let fd = socket.as_raw_fd();
     loop {
-        if socket.readable().await.is_err() {
+        let Ok(mut ready) = socket.readable().await else {
             return;
-        }
+        };
+        // Drained: a batch came back short (or empty), so the queue was empty
+        // then; clearing readiness saves the read that would only say so. A
+        // datagram arriving after that raises readiness anew (tokio compares
+        // the readiness tick, so none is missed).
+        let mut drained = false;
         for _ in 0..RELAY_BUDGET / RECV_BATCH {
             let mut guard = shard.borrow_mut();
             let s = &mut *guard;
-            let n = match socket.try_io(tokio::io::Interest::READABLE, || s.relay_rx.recv(fd)) {
+            let n = match s.relay_rx.recv(fd) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 // ICMP errors surface here on some kernels; the socket stays usable.
                 Err(_) => break,
             };
@@ -326,9 +336,14 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<UdpSocket>) {
                 }
             }
             if n < RECV_BATCH {
+                drained = true;
                 break;
             }
         }
+        if drained {
+            ready.clear_ready();
+        }
+        drop(ready);
         shard.borrow().flush_soon();
         tokio::task::yield_now().await;
     }
@@ -339,9 +354,9 @@ async fn udp_listener(shard: ShardRef, index: usize) {
     let mut storage = vec![0u8; BATCH * SLOT];
     let mut meta = [RecvMeta::default(); BATCH];
     loop {
-        if socket.readable().await.is_err() {
+        let Ok(mut ready) = socket.readable().await else {
             return;
-        }
+        };
         loop {
             let n = {
                 let s = shard.borrow();
@@ -349,13 +364,16 @@ async fn udp_listener(shard: ShardRef, index: usize) {
                 let mut chunks = storage.chunks_mut(SLOT);
                 let mut slices: [IoSliceMut<'_>; BATCH] =
                     std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-                socket.try_io(tokio::io::Interest::READABLE, || {
-                    l.state.recv((&*socket).into(), &mut slices, &mut meta)
-                })
+                l.state
+                    .recv(socket.get_ref().into(), &mut slices, &mut meta)
             };
             let n = match n {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    break;
+                }
+                // An ICMP error and the like: try again at the next readiness.
                 Err(_) => break,
             };
             let now = Instant::now();
@@ -385,6 +403,12 @@ async fn udp_listener(shard: ShardRef, index: usize) {
             }
             if control {
                 start_relay_readers(&shard);
+            }
+            // A short batch: the queue was empty a moment ago. Readiness is
+            // cleared instead of asking again (see `relay_reader`).
+            if n < BATCH {
+                ready.clear_ready();
+                break;
             }
         }
     }
@@ -823,9 +847,15 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         for s in sockets.udp {
             let local = s.local_addr()?;
             let state = UdpSocketState::new((&s).into())?;
+            s.set_nonblocking(true)?;
+            // SAFETY: the AsyncFd owns the socket, whose descriptor stays open
+            // and the same until the AsyncFd is dropped.
+            let socket = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(s, tokio::io::Interest::READABLE)
+            }?;
             udp.push(UdpListener {
                 local,
-                socket: Rc::new(UdpSocket::from_std(s)?),
+                socket: Rc::new(socket),
                 state,
                 tx: SendBatch::new(),
             });
