@@ -50,9 +50,8 @@ for s in $servers; do
     case $s in coturn | turn-rs | ferroturn | ceiling) ;; *) die "unknown server '$s' in SERVERS" ;; esac
 done
 [ "$(nproc)" -ge 2 ] || die "needs two CPUs (the server on CPU 0, the load on CPU 1)"
-for tool in taskset jq; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing"
-done
+command -v taskset >/dev/null 2>&1 || die "taskset is missing (util-linux)"
+command -v jq >/dev/null 2>&1 || apt_install_keeping_services_stopped jq ""
 
 # --- what we need ------------------------------------------------------------------
 
