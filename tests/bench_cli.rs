@@ -181,36 +181,26 @@ fn a_silent_server_is_named_and_bad_arguments_are_refused() {
     // A bound socket that never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args([
-            "bench",
-            "--server",
-            &addr,
-            "--timeout",
-            "500ms",
-            "-q",
-            "binding",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The bench's stderr against the silent server, which must fail.
+    let against_silent = |scenario: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
+            .args([
+                "bench",
+                "--server",
+                &addr,
+                "--timeout",
+                "500ms",
+                "-q",
+                scenario,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{scenario}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = against_silent("binding");
     assert!(err.contains(&addr), "{err}");
-
-    let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args([
-            "bench",
-            "--server",
-            &addr,
-            "--timeout",
-            "500ms",
-            "-q",
-            "alloc",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = against_silent("alloc");
     assert!(err.contains(&addr) && err.contains("no response"), "{err}");
 
     for bad in [

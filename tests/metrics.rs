@@ -7,30 +7,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ferroturn::client::{Client, ClientError, Received};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// GET `path` from `addr`: status and body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
 
 /// The value of one series (name with its labels, as Prometheus writes them) in a
 /// scrape, if present.
@@ -48,7 +28,7 @@ fn value(scrape: &str, series: &str) -> Option<u64> {
 async fn expect(metrics: SocketAddr, want: &[(&str, u64)]) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let (status, body) = get(metrics, "/metrics").await;
+        let (status, body) = http_get(metrics, "/metrics").await;
         assert_eq!(status, 200);
         let wrong: Vec<_> = want
             .iter()
@@ -278,7 +258,7 @@ async fn refusals_auth_failures_and_quotas_are_counted() {
     .await;
     // The client retries a 401 with the nonce it got, so a wrong password fails
     // at least once; the exact count is the client's business.
-    let (_, body) = get(m, "/metrics").await;
+    let (_, body) = http_get(m, "/metrics").await;
     assert!(
         value(
             &body,
@@ -295,20 +275,20 @@ async fn refusals_auth_failures_and_quotas_are_counted() {
 async fn health_endpoints_and_unknown_paths() {
     let srv = server("127.0.0.1:0");
     let m = srv.metrics.unwrap();
-    assert_eq!(get(m, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(http_get(m, "/healthz").await, (200, "ok\n".into()));
     // Ready once every shard serves its listeners.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while get(m, "/readyz").await.0 != 200 {
+    while http_get(m, "/readyz").await.0 != 200 {
         assert!(Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(get(m, "/nope").await.0, 404);
-    assert_eq!(get(m, "/metrics/extra").await.0, 404);
+    assert_eq!(http_get(m, "/nope").await.0, 404);
+    assert_eq!(http_get(m, "/metrics/extra").await.0, 404);
     srv.health.draining.store(true, Ordering::SeqCst);
-    assert_eq!(get(m, "/readyz").await, (503, "draining\n".into()));
-    assert_eq!(get(m, "/healthz").await.0, 200);
+    assert_eq!(http_get(m, "/readyz").await, (503, "draining\n".into()));
+    assert_eq!(http_get(m, "/healthz").await.0, 200);
     srv.health.draining.store(false, Ordering::SeqCst);
-    assert_eq!(get(m, "/readyz").await.0, 200);
+    assert_eq!(http_get(m, "/readyz").await.0, 200);
 
     // Garbage instead of HTTP: answered with an error or closed, and the
     // endpoint keeps serving.
@@ -318,7 +298,7 @@ async fn health_endpoints_and_unknown_paths() {
         .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
-    assert_eq!(get(m, "/healthz").await.0, 200);
+    assert_eq!(http_get(m, "/healthz").await.0, 200);
     srv.stop().unwrap();
 }
 

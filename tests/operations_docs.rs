@@ -13,17 +13,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ferroturn::client::{Client, Received};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use support::*;
-use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferroturn");
 
@@ -33,23 +28,6 @@ fn repo(path: &str) -> PathBuf {
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// GET `path` from `addr` with hyper's client: status and body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
 /// The `ferroturn_*` families of a scrape: name -> (type, label names seen).
@@ -143,7 +121,7 @@ async fn every_metric_family_is_documented() {
     );
     let deadline = Instant::now() + Duration::from_secs(3);
     let (scrape, found) = loop {
-        let (status, body) = get(m, "/metrics").await;
+        let (status, body) = http_get(m, "/metrics").await;
         assert_eq!(status, 200);
         let found = families(&body);
         let relayed = body.lines().any(|l| {
@@ -214,7 +192,7 @@ async fn every_metric_family_is_documented() {
             missing.push(format!("path {path} is not documented"));
         }
         let deadline = Instant::now() + Duration::from_secs(2);
-        while get(m, path).await.0 != 200 {
+        while http_get(m, path).await.0 != 200 {
             assert!(Instant::now() < deadline, "{path} never answered 200");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

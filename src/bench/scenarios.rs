@@ -13,7 +13,6 @@ use super::report::Row;
 use super::stats::{self, CpuMeter, Histogram};
 use super::{AllocArgs, BindingArgs, Common, HoldArgs, LatencyArgs, Mode, PeerKind, RelayArgs};
 use crate::client::Client;
-use crate::stun::attr::{Data, XorPeerAddress};
 use crate::stun::channel_data;
 use crate::stun::{Class, MessageBuilder, Method, TransactionId};
 
@@ -162,6 +161,31 @@ pub fn binding(args: &BindingArgs, common: &Common) -> Result<Vec<Row>> {
     Ok(vec![row])
 }
 
+/// Failed operations of concurrent tasks: how many, and the first message.
+#[derive(Default)]
+struct Failures {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Failures {
+    fn record(&self, e: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn first(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // alloc
 
@@ -169,8 +193,7 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
     let rt = runtime(common.threads)?;
     let started = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let failures = Arc::new(Failures::default());
     if common.progress {
         eprintln!(
             "alloc: {} cycles in flight against {}",
@@ -183,32 +206,21 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
     let elapsed = rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..args.concurrency {
-            let (started, done, errors, first_error) = (
-                started.clone(),
-                done.clone(),
-                errors.clone(),
-                first_error.clone(),
-            );
+            let (started, done, failures) = (started.clone(), done.clone(), failures.clone());
             let c = common.clone();
             tasks.spawn(async move {
                 while Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < c.count
                 {
                     // A server that has failed every cycle so far is not going
                     // to start answering: stop rather than wait out --duration.
-                    if done.load(Ordering::Relaxed) == 0 && errors.load(Ordering::Relaxed) > 0 {
+                    if done.load(Ordering::Relaxed) == 0 && failures.count() > 0 {
                         break;
                     }
                     match cycle(&c).await {
                         Ok(()) => {
                             done.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                        }
+                        Err(e) => failures.record(e),
                     }
                 }
             });
@@ -231,11 +243,7 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
     });
     let cpu_s = cpu.stop();
     let done = done.load(Ordering::Relaxed);
-    let errors = errors.load(Ordering::Relaxed);
-    let first_error = first_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let (errors, first_error) = (failures.count(), failures.first());
     if done == 0 {
         return Err(fail(
             common.server,
@@ -315,22 +323,16 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
     let start = Instant::now();
     let deadline = start + common.duration;
     let started = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let failures = Arc::new(Failures::default());
     let held: Arc<Mutex<Vec<Client>>> = Arc::default();
     let opened = rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..args.concurrency {
-            let (started, errors, first_error, held) = (
-                started.clone(),
-                errors.clone(),
-                first_error.clone(),
-                held.clone(),
-            );
+            let (started, failures, held) = (started.clone(), failures.clone(), held.clone());
             let c = common.clone();
             tasks.spawn(async move {
                 while Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < n {
-                    if errors.load(Ordering::Relaxed) > 0
+                    if failures.count() > 0
                         && held.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
                     {
                         break;
@@ -338,13 +340,7 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
                     let r = allocate(&c).await.map(|(client, _)| client);
                     match r {
                         Ok(client) => held.lock().unwrap_or_else(|p| p.into_inner()).push(client),
-                        Err(e) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                        }
+                        Err(e) => failures.record(e),
                     }
                 }
             });
@@ -367,11 +363,7 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
     // Let the server settle (a shard may still be publishing) before reading.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = pid.and_then(stats::rss);
-    let errors = errors.load(Ordering::Relaxed);
-    let first_error = first_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let (errors, first_error) = (failures.count(), failures.first());
     if common.progress {
         eprintln!("hold: {opened} open; deleting them");
     }
@@ -439,16 +431,7 @@ fn frame(mode: Mode, peer: SocketAddr, size: usize) -> (Vec<u8>, usize) {
             (f, channel_data::CHANNEL_DATA_HEADER_LEN)
         }
         Mode::Send => {
-            let mut buf = BytesMut::new();
-            let mut b = MessageBuilder::new(
-                &mut buf,
-                Method::Send,
-                Class::Indication,
-                TransactionId::random(),
-            );
-            b.add(&XorPeerAddress(peer));
-            b.add(&Data(&payload));
-            b.finish();
+            let buf = crate::client::send_indication(peer, &payload);
             let at = buf.len() - size.div_ceil(4) * 4;
             (buf.to_vec(), at)
         }

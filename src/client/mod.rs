@@ -601,17 +601,7 @@ impl Client {
 
     /// A Send indication carrying `data` to `peer`.
     pub async fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
-        let mut buf = BytesMut::new();
-        let mut b = MessageBuilder::new(
-            &mut buf,
-            Method::Send,
-            Class::Indication,
-            TransactionId::random(),
-        );
-        b.add(&XorPeerAddress(peer));
-        b.add(&Data(data));
-        b.finish();
-        self.send_raw(&buf).await
+        self.send_raw(&send_indication(peer, data)).await
     }
 
     /// ChannelData on `channel` (padded on TCP).
@@ -656,4 +646,19 @@ impl Client {
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.send_raw(bytes).await
     }
+}
+
+/// A Send indication carrying `data` to `peer`, with a fresh transaction ID.
+pub fn send_indication(peer: SocketAddr, data: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let mut b = MessageBuilder::new(
+        &mut buf,
+        Method::Send,
+        Class::Indication,
+        TransactionId::random(),
+    );
+    b.add(&XorPeerAddress(peer));
+    b.add(&Data(data));
+    b.finish();
+    buf
 }
