@@ -74,7 +74,7 @@ pub fn bind(path: Option<&Path>) -> io::Result<Option<AdminSocket>> {
     match path.parent() {
         Some(dir) if !dir.is_dir() => {
             if is_default {
-                tracing::warn!(
+                tracing::info!(
                     path = %path.display(),
                     "no admin socket: its directory does not exist (set admin.socket to enable `ferroturn sessions`, `reload` and `drain`)"
                 );
