@@ -370,6 +370,10 @@ pub struct DrainArgs {
     /// (e.g. 90s, 10m, 1h; default drain.deadline of the server).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub deadline: Option<std::time::Duration>,
+
+    /// Cancel the drain in progress: accept new allocations again.
+    #[arg(long, conflicts_with = "deadline")]
+    pub cancel: bool,
 }
 
 /// `ferroturn sessions ...`

@@ -168,6 +168,13 @@ pub fn reload(args: &AdminArgs) -> Result<(), String> {
 }
 
 pub fn drain(args: &DrainArgs) -> Result<(), String> {
+    if args.cancel {
+        let answer = call(&args.admin, &Request::Resume)?;
+        return out(&format!(
+            "drain cancelled: new allocations are accepted again ({} held)\n",
+            answer["allocations"].as_u64().unwrap_or(0)
+        ));
+    }
     let answer = call(
         &args.admin,
         &Request::Drain {

@@ -235,6 +235,16 @@ async fn drain_refuses_new_allocations_while_old_ones_relay_then_exits() {
     let peer = echo_peer("127.0.0.1:0", 1000).await;
     let (mut a, _) = allocation(b.udp, "alice", peer).await;
 
+    // A drain can be cancelled: back to normal.
+    assert!(s.ctl(&["drain"]).status.success());
+    assert_eq!(try_allocate(b.udp, "alice").await, Some(403));
+    let out = s.ctl(&["drain", "--cancel"]);
+    assert!(stdout(&out).contains("drain cancelled"), "{}", stderr(&out));
+    assert_eq!(readyz(metrics).await, 200);
+    assert_eq!(try_allocate(b.udp, "alice").await, None);
+    let out = s.ctl(&["drain", "--cancel"]);
+    assert!(stderr(&out).contains("not draining"), "{}", stderr(&out));
+
     let out = s.ctl(&["drain", "--deadline", "60s"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("1 allocation"), "{}", stdout(&out));
@@ -256,9 +266,10 @@ async fn drain_refuses_new_allocations_while_old_ones_relay_then_exits() {
         .expect("exits after the drain");
     assert!(status.success(), "{status:?}");
     assert!(!s.socket().exists(), "the admin socket is removed at exit");
-    let r = s.wait_records(1);
-    assert_eq!(r[0]["reason"], "deleted");
-    assert_eq!(r[0]["to_peer_bytes"], 20 * 64);
+    // The allocation made while the drain was cancelled, and the old one.
+    let r = s.wait_records(2);
+    assert!(r.iter().all(|r| r["reason"] == "deleted"), "{r:?}");
+    assert_eq!(r[1]["to_peer_bytes"], 20 * 64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,8 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline_secs: Option<u64>,
     },
+    /// Stop draining: accept new allocations again.
+    Resume,
     /// Allocations held and whether the server drains.
     Status,
 }

@@ -4,7 +4,7 @@
 //! | signal  | effect |
 //! |---------|--------|
 //! | SIGHUP  | reload the configuration (and reopen the usage file) |
-//! | SIGUSR1 | drain with `drain.deadline` |
+//! | SIGUSR1 | drain with `drain.deadline` (`ferroturn drain --cancel` ends it) |
 //! | SIGTERM, SIGINT | stop: close every allocation, exit within a grace period |
 
 use std::io;
@@ -210,6 +210,17 @@ where
                     "allocations": self.running.allocations(),
                     "deadline_secs": deadline_secs.unwrap_or(self.config.drain.deadline.as_secs()),
                 })
+            }
+            Request::Resume => {
+                if self.drain_deadline.take().is_none() {
+                    return admin_socket::error_answer("the server is not draining");
+                }
+                self.running.set_drain(None);
+                tracing::info!(
+                    trigger = "admin socket",
+                    "drain cancelled: new allocations are accepted again"
+                );
+                json!({ "ok": true, "allocations": self.running.allocations() })
             }
             Request::Status => json!({
                 "ok": true,

@@ -95,7 +95,13 @@ enum Sink {
 #[derive(Default)]
 pub struct UsageLog {
     sink: Mutex<Option<Sink>>,
+    /// Failed writes: when the last warning was logged and how many failures
+    /// since, so that a full disk costs one log line a minute, not one a record.
+    failures: Mutex<(Option<std::time::Instant>, u64)>,
 }
+
+/// At most one "usage record not written" warning per this interval.
+const FAILURE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for UsageLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,7 +178,14 @@ impl UsageLog {
                 Some(Sink::File { path, .. }) => path.display().to_string(),
                 _ => "stdout".into(),
             };
-            tracing::warn!(error = %e, path, "usage record not written");
+            drop(sink);
+            let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            f.1 += 1;
+            let due = f.0.is_none_or(|t| t.elapsed() >= FAILURE_WARNING_INTERVAL);
+            if due {
+                tracing::warn!(error = %e, path, records_lost = f.1, "usage records not written");
+                *f = (Some(std::time::Instant::now()), 0);
+            }
         }
     }
 }
@@ -242,6 +255,20 @@ mod tests {
         );
         let new = std::fs::read_to_string(&path).unwrap();
         assert!(new.contains("\"id\":8"));
+    }
+
+    #[test]
+    fn failed_writes_are_counted_and_warned_about_once_a_minute() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        let Ok(log) = UsageLog::open(Some(&UsageTarget::File("/dev/full".into()))) else {
+            return;
+        };
+        for id in 0..5 {
+            record_line(&log, id);
+        }
+        let f = log.failures.lock().unwrap();
+        assert!(f.0.is_some(), "the first failure warns");
+        assert_eq!(f.1, 4, "the next four are only counted");
     }
 
     #[test]
