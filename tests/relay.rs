@@ -154,6 +154,15 @@ async fn relay_round_trips(mut c: Client, peer_bind: &str, family: Option<Family
             other => panic!("expected ChannelData, got {other:?}"),
         }
     }
+    // Around and beyond the send queues' 2048-byte slots (sent alone, in order).
+    for len in [2000usize, 2048, 2049, 4000, 20_000, 60_000] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        c.send_channel_data(0x4001, &payload).await.unwrap();
+        match c.recv_data(WAIT).await.unwrap() {
+            Received::Channel { data, .. } => assert_eq!(data, payload, "{len} bytes"),
+            other => panic!("expected ChannelData, got {other:?}"),
+        }
+    }
     assert_eq!(c.refresh(0).await.unwrap(), 0);
     // After deletion, nothing is relayed any more.
     c.send_channel_data(0x4001, b"late").await.unwrap();
