@@ -43,8 +43,13 @@ static GLOBAL: Counting = Counting;
 
 const ROUND_TRIPS: u64 = 2000;
 
+/// The counter is process-wide: tests in one process (plain `cargo test`) take
+/// turns, so that one's setup is never counted in another's window.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "current_thread")]
 async fn relaying_channel_data_does_not_allocate_per_packet() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let srv = server("127.0.0.1:0");
     // An echo peer on a plain thread with one fixed buffer.
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -102,4 +107,67 @@ async fn relaying_channel_data_does_not_allocate_per_packet() {
     );
     srv.stop().unwrap();
     let _ = echo.join();
+}
+
+/// Client to client on one shard (the in-process hand-over): A's ChannelData
+/// reaches B as ChannelData, B sends it back the same way, 2,000 times.
+#[tokio::test(flavor = "current_thread")]
+async fn client_to_client_in_process_does_not_allocate_per_packet() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut opts = options("127.0.0.1:0");
+    opts.threads = 1;
+    let srv = ferroturn::net::start(opts).unwrap();
+    let mut a = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    let mut b = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    let ra = a.allocate().await.unwrap().relayed[0];
+    let rb = b.allocate().await.unwrap().relayed[0];
+    a.channel_bind(0x4000, rb).await.unwrap();
+    b.channel_bind(0x4001, ra).await.unwrap();
+    let (a, b) = (a.into_udp_socket().unwrap(), b.into_udp_socket().unwrap());
+    let frame = |channel| {
+        let mut f = BytesMut::new();
+        ChannelData {
+            channel,
+            payload: &[0x5a; 100],
+        }
+        .write(&mut f, false);
+        f
+    };
+    let (to_b, to_a) = (frame(0x4000), frame(0x4001));
+    let mut buf = [0u8; 2048];
+    let mut round_trip = async || {
+        a.send(&to_b).await.unwrap();
+        let n = tokio::time::timeout(WAIT, b.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        // B receives on its channel to A: the same payload, channel 0x4001.
+        assert_eq!(&buf[..n], &to_a[..]);
+        b.send(&to_a).await.unwrap();
+        let n = tokio::time::timeout(WAIT, a.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], &to_b[..]);
+    };
+    for _ in 0..10 {
+        round_trip().await;
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..ROUND_TRIPS {
+        round_trip().await;
+    }
+    let during = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!("heap allocations during {ROUND_TRIPS} client-to-client round trips: {during}");
+    assert!(
+        during < ROUND_TRIPS / 20,
+        "{during} allocations for {ROUND_TRIPS} round trips: the in-process path allocates per packet"
+    );
+    srv.stop().unwrap();
 }
