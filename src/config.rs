@@ -310,6 +310,8 @@ pub struct RawQuota {
     pub max_channels_per_allocation: i64,
     /// `max-relay-ports`; 0 = limited by the port range only.
     pub max_relay_ports: i64,
+    /// `max-bps-per-allocation`: bytes per second each way; 0 = unlimited.
+    pub max_bps_per_allocation: i64,
 }
 
 impl Default for RawQuota {
@@ -320,6 +322,7 @@ impl Default for RawQuota {
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             max_relay_ports: 0,
+            max_bps_per_allocation: 0,
         }
     }
 }
@@ -721,6 +724,8 @@ pub struct QuotaConfig {
     pub max_channels_per_allocation: u32,
     /// Relay ports in use server-wide; 0 = limited by the port range only.
     pub max_relay_ports: u32,
+    /// Bytes per second an allocation may relay each way; 0 = unlimited.
+    pub max_bps_per_allocation: u64,
 }
 
 impl Default for Config {
@@ -866,6 +871,12 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
             quota.max_relay_ports,
             0,
             u16::MAX.into(),
+        )?,
+        max_bps_per_allocation: int_in(
+            "quota.max-bps-per-allocation",
+            quota.max_bps_per_allocation,
+            0,
+            i64::MAX,
         )?,
     };
 

@@ -170,6 +170,7 @@ fn every_key_can_be_set() {
         max-permissions-per-allocation = 8
         max-channels-per-allocation = 4096
         max-relay-ports = 500
+        max-bps-per-allocation = 250000
 
         [store]
         url = "postgres://turn:db-pw@db.example:5432/turn"
@@ -228,6 +229,7 @@ fn every_key_can_be_set() {
     assert_eq!(config.quota.max_permissions_per_allocation, 8);
     assert_eq!(config.quota.max_channels_per_allocation, 4096);
     assert_eq!(config.quota.max_relay_ports, 500);
+    assert_eq!(config.quota.max_bps_per_allocation, 250_000);
     assert_eq!(
         config.store.url,
         Some(
@@ -1080,6 +1082,10 @@ fn drain_usage_and_admin_sections() {
         ),
         ("[drain]\ndeadline = 0\n", "drain.deadline"),
         ("[admin]\nsocket = \"relative.sock\"\n", "admin.socket"),
+        (
+            "[quota]\nmax-bps-per-allocation = -1\n",
+            "quota.max-bps-per-allocation",
+        ),
     ] {
         let (k, _) = invalid_key(toml);
         assert_eq!(k, key, "{toml}");

@@ -399,6 +399,7 @@ impl NetOptions {
             nonce_lifetime: config.auth.nonce_lifetime,
             max_permissions_per_allocation: config.quota.max_permissions_per_allocation,
             max_channels_per_allocation: config.quota.max_channels_per_allocation,
+            max_bps_per_allocation: config.quota.max_bps_per_allocation,
             relay_ips: config.relay.relay_ips.clone(),
             external_ips: config
                 .relay

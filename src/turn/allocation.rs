@@ -54,6 +54,40 @@ pub struct Traffic {
     pub to_client_bytes: u64,
 }
 
+/// A token bucket limiting one direction of an allocation to `rate` bytes per
+/// second, with a burst of one second (at least one largest datagram).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bandwidth {
+    tokens: u64,
+    last: Option<Instant>,
+}
+
+impl Bandwidth {
+    /// Whether `len` bytes may pass at `now` under `rate` (0 = unlimited), taking
+    /// them from the bucket if so.
+    #[inline]
+    pub fn admit(&mut self, now: Instant, len: u64, rate: u64) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let burst = rate.max(65_536);
+        let refill = match self.last {
+            None => burst,
+            Some(last) => {
+                let nanos = now.saturating_duration_since(last).as_nanos();
+                u64::try_from(nanos * u128::from(rate) / 1_000_000_000).unwrap_or(u64::MAX)
+            }
+        };
+        self.tokens = self.tokens.saturating_add(refill).min(burst);
+        self.last = Some(now);
+        if self.tokens < len {
+            return false;
+        }
+        self.tokens -= len;
+        true
+    }
+}
+
 /// One allocation.
 #[derive(Debug)]
 pub struct Allocation {
@@ -87,6 +121,9 @@ pub struct Allocation {
     pub traffic: Traffic,
     /// Distinct peer IPs ever permitted (for usage records).
     pub peers_seen: u32,
+    /// `max-bps-per-allocation`, towards peers and towards the client.
+    pub to_peer_bandwidth: Bandwidth,
+    pub to_client_bandwidth: Bandwidth,
 }
 
 impl Allocation {
@@ -185,5 +222,38 @@ impl Allocation {
         let perms = self.permissions.iter().map(|p| p.expires);
         let chans = self.channels.iter().map(|c| c.expires + CHANNEL_COOLDOWN);
         perms.chain(chans).fold(self.expires, Instant::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_admits_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bandwidth::default();
+        assert!(b.admit(t0, 1_000_000, 0), "0 = unlimited");
+        // 100 kB/s: a 100 kB burst, then 10 kB per 100 ms.
+        let rate = 100_000;
+        for _ in 0..100 {
+            assert!(b.admit(t0, 1000, rate));
+        }
+        assert!(!b.admit(t0, 1000, rate));
+        let t1 = t0 + Duration::from_millis(100);
+        for _ in 0..10 {
+            assert!(b.admit(t1, 1000, rate));
+        }
+        assert!(!b.admit(t1, 1000, rate));
+        // A long pause refills to the burst, no more.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..100 {
+            assert!(b.admit(t2, 1000, rate));
+        }
+        assert!(!b.admit(t2, 1000, rate));
+        // Below 64 KiB/s a largest datagram still fits the burst.
+        let mut slow = Bandwidth::default();
+        assert!(slow.admit(t0, 65_000, 1000));
+        assert!(!slow.admit(t0, 1000, 1000));
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ipnet::IpNet;
 
-use super::allocation::{Allocation, Relay, Traffic};
+use super::allocation::{Allocation, Bandwidth, Relay, Traffic};
 use super::auth::{
     nonce_features, CredentialStore, Lookup, NonceCheck, NonceKey, FEATURE_PASSWORD_ALGORITHMS,
     FEATURE_USERNAME_ANONYMITY,
@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     pub max_permissions_per_allocation: u32,
     pub max_channels_per_allocation: u32,
+    /// Bytes per second each allocation may relay in each direction; 0 =
+    /// unlimited. Beyond it datagrams are dropped (`DropReason::RateLimit`).
+    pub max_bps_per_allocation: u64,
     /// Addresses relay sockets bind to, at most one per family. Without one for a
     /// family, relays bind to the server address the client reached.
     pub relay_ips: Vec<IpAddr>,
@@ -88,6 +91,7 @@ impl ServerConfig {
             nonce_lifetime: Duration::from_secs(600),
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
+            max_bps_per_allocation: 0,
             relay_ips: Vec::new(),
             external_ips: Vec::new(),
             relay_ports: 49152..=65535,
@@ -153,10 +157,12 @@ pub enum DropReason {
     /// (1 MiB) or the UDP socket's send buffer was full. Counted by the driver
     /// through [`Server::count_drop`]; the core never produces it.
     Backlog,
+    /// Over the allocation's `max-bps-per-allocation` in that direction.
+    RateLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -167,6 +173,7 @@ impl DropReason {
         DropReason::DeniedPeer,
         DropReason::FamilyMismatch,
         DropReason::Backlog,
+        DropReason::RateLimit,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -180,6 +187,7 @@ impl DropReason {
             DropReason::DeniedPeer => "denied_peer",
             DropReason::FamilyMismatch => "family_mismatch",
             DropReason::Backlog => "backlog",
+            DropReason::RateLimit => "rate_limit",
         }
     }
 }
@@ -1387,6 +1395,8 @@ impl<B: RelayBinder> Server<B> {
             created: now,
             traffic: Traffic::default(),
             peers_seen: 0,
+            to_peer_bandwidth: Bandwidth::default(),
+            to_client_bandwidth: Bandwidth::default(),
         };
         self.table.insert(alloc);
         self.stats.allocations_created += 1;
@@ -1711,6 +1721,7 @@ impl<B: RelayBinder> Server<B> {
         msg: &Message<'_>,
         data: &[u8],
     ) -> Output {
+        let rate = self.cfg.max_bps_per_allocation;
         let Some(id) = self.table.by_tuple(&tuple) else {
             return self.drop_packet(DropReason::NoAllocation);
         };
@@ -1733,6 +1744,9 @@ impl<B: RelayBinder> Server<B> {
         }
         let start = payload.as_ptr() as usize - data.as_ptr() as usize;
         let len = payload.len() as u64;
+        if !a.to_peer_bandwidth.admit(now, len, rate) {
+            return self.drop_packet(DropReason::RateLimit);
+        }
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += len;
         let t = tuple.transport.index();
@@ -1751,6 +1765,7 @@ impl<B: RelayBinder> Server<B> {
         let Ok(cd) = ChannelData::parse(data) else {
             return self.drop_packet(DropReason::Malformed);
         };
+        let rate = self.cfg.max_bps_per_allocation;
         let Some(id) = self.table.by_tuple(&tuple) else {
             return self.drop_packet(DropReason::NoAllocation);
         };
@@ -1767,6 +1782,9 @@ impl<B: RelayBinder> Server<B> {
             return self.drop_packet(DropReason::FamilyMismatch);
         };
         let len = cd.payload.len() as u64;
+        if !a.to_peer_bandwidth.admit(now, len, rate) {
+            return self.drop_packet(DropReason::RateLimit);
+        }
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += len;
         let t = tuple.transport.index();
@@ -1815,6 +1833,13 @@ impl<B: RelayBinder> Server<B> {
             return PeerOutput::None;
         }
         let len = end - start;
+        if !a
+            .to_client_bandwidth
+            .admit(now, len as u64, self.cfg.max_bps_per_allocation)
+        {
+            self.stats.drops[DropReason::RateLimit as usize] += 1;
+            return PeerOutput::None;
+        }
         a.traffic.to_client_packets += 1;
         a.traffic.to_client_bytes += len as u64;
         let tuple = a.tuple;

@@ -224,6 +224,8 @@ mod tests {
             created: now,
             traffic: Traffic::default(),
             peers_seen: 0,
+            to_peer_bandwidth: Default::default(),
+            to_client_bandwidth: Default::default(),
         }
     }
 

@@ -2792,3 +2792,53 @@ fn reconfigure_changes_policy_realm_and_limits_for_new_requests_only() {
     let Realm(realm) = r.msg().get::<Realm>().unwrap().unwrap();
     assert_eq!(realm, "elsewhere");
 }
+
+#[test]
+fn max_bps_per_allocation_drops_beyond_the_rate_each_way() {
+    let mut cfg = base_config();
+    cfg.max_bps_per_allocation = 100_000;
+    let mut h = H::with_config(cfg);
+    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
+    h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
+    let frame = |len: usize| {
+        let mut f = BytesMut::new();
+        ChannelData {
+            channel: 0x4000,
+            payload: &vec![7u8; len],
+        }
+        .write(&mut f, false);
+        f.to_vec()
+    };
+    // Towards the peer: a one-second burst of 100 kB, then nothing until time
+    // passes.
+    let f = frame(1000);
+    for _ in 0..100 {
+        assert!(matches!(h.send_raw(c.tuple, &f).0, Output::ToPeer { .. }));
+    }
+    assert_eq!(h.send_raw(c.tuple, &f).0, Output::None);
+    assert_eq!(h.drops(DropReason::RateLimit), 1);
+    // Towards the client: its own bucket, full.
+    let rid = h.relay_id(relay);
+    for _ in 0..100 {
+        let (o, _) = h.peer_data(rid, sa(PEER_A), &[1; 1000]);
+        assert!(matches!(o, PeerOutput::ToClient { .. }));
+    }
+    let (o, _) = h.peer_data(rid, sa(PEER_A), &[1; 1000]);
+    assert_eq!(o, PeerOutput::None);
+    assert_eq!(h.drops(DropReason::RateLimit), 2);
+    // 100 ms later, 10 kB more each way.
+    h.advance(Duration::from_millis(100));
+    for _ in 0..10 {
+        assert!(matches!(h.send_raw(c.tuple, &f).0, Output::ToPeer { .. }));
+    }
+    assert_eq!(h.send_raw(c.tuple, &f).0, Output::None);
+    // Counted traffic is what was relayed, not what was dropped.
+    h.refresh(&mut c, Some(0)).expect_success();
+    let closed = h.events().into_iter().find_map(|e| match e {
+        Event::AllocationClosed { traffic, .. } => Some(traffic),
+        _ => None,
+    });
+    let t = closed.unwrap();
+    assert_eq!(t.to_peer_bytes, 110_000);
+    assert_eq!(t.to_client_bytes, 100_000);
+}
