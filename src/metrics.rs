@@ -59,6 +59,8 @@ pub struct ShardSnapshot {
     /// Datagrams handed from one allocation's relay to another's of the same
     /// shard without a socket in between.
     pub in_process: u64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: u64,
 }
 
 /// One shard's published counters: written by the shard a few times a second,
@@ -183,6 +185,7 @@ pub struct Metrics {
     tcp_active: prometheus::IntGaugeVec,
     tcp_total: IntCounterVec,
     in_process: IntCounter,
+    tls_handshake_failures: IntCounter,
 }
 
 fn counter_vec(
@@ -235,8 +238,14 @@ impl Metrics {
             "Packets relayed from one allocation to another of the same shard in-process (client-to-client through this server), also counted in ferroturn_relayed_packets_total both ways.",
         )?;
         r.register(Box::new(in_process.clone()))?;
+        let tls_handshake_failures = IntCounter::new(
+            "ferroturn_tls_handshake_failures_total",
+            "TLS connections closed because their handshake failed or did not finish within tls.handshake-timeout.",
+        )?;
+        r.register(Box::new(tls_handshake_failures.clone()))?;
         Ok(Self {
             in_process,
+            tls_handshake_failures,
             requests: counter_vec(
                 &r,
                 "ferroturn_requests_total",
@@ -308,6 +317,7 @@ impl Metrics {
             sum.permissions += s.permissions;
             sum.channels += s.channels;
             sum.in_process += s.in_process;
+            sum.tls_handshake_failures += s.tls_handshake_failures;
             for i in 0..2 {
                 sum.tcp_active[i] += s.tcp_active[i];
                 sum.tcp_total[i] += s.tcp_total[i];
@@ -372,6 +382,7 @@ impl Metrics {
         set_gauge(&self.permissions_active, sum.permissions);
         set_gauge(&self.channels_active, sum.channels);
         advance(&self.in_process, sum.in_process);
+        advance(&self.tls_handshake_failures, sum.tls_handshake_failures);
         for (i, t) in ["tcp", "tls"].into_iter().enumerate() {
             set_gauge(&self.tcp_active.with_label_values(&[t]), sum.tcp_active[i]);
             advance(&self.tcp_total.with_label_values(&[t]), sum.tcp_total[i]);

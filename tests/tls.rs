@@ -124,6 +124,23 @@ async fn a_client_that_does_not_finish_the_handshake_is_dropped() {
         .expect("closed within the handshake timeout");
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     assert!(started.elapsed() >= Duration::from_millis(900));
+    // Counted, and not as a connection.
+    let metrics = srv.metrics.expect("metrics on");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, body) = http_get(metrics, "/metrics").await;
+        if body
+            .lines()
+            .any(|l| l == "ferroturn_tls_handshake_failures_total 1")
+        {
+            assert!(body
+                .lines()
+                .any(|l| l == r#"ferroturn_tcp_connections_total{transport="tls"} 0"#));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     srv.stop().unwrap();
 }
 

@@ -101,6 +101,8 @@ struct State {
     tcp_total: [u64; 2],
     /// Datagrams delivered in-process between this shard's allocations.
     in_process: u64,
+    /// TLS connections that did not complete their handshake (in time).
+    tls_handshake_failures: u64,
     udp: Vec<UdpListener>,
     conns: FastMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
@@ -484,6 +486,7 @@ async fn tls_acceptor(shard: ShardRef, listener: TcpListener, tls: TlsParams) {
                     let Ok(Ok(tls_stream)) =
                         tokio::time::timeout(timeout, acceptor.accept(stream)).await
                     else {
+                        shard.borrow_mut().tls_handshake_failures += 1;
                         return;
                     };
                     let tuple = FiveTuple {
@@ -716,6 +719,7 @@ fn publish(shard: &ShardRef, slot: &ShardSlot) {
         tcp_active: s.tcp_active,
         tcp_total: s.tcp_total,
         in_process: s.in_process,
+        tls_handshake_failures: s.tls_handshake_failures,
     };
     drop(s);
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
@@ -865,6 +869,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             tcp_active: [0; 2],
             tcp_total: [0; 2],
             in_process: 0,
+            tls_handshake_failures: 0,
             udp,
             conns: FastMap::default(),
             reply: BytesMut::with_capacity(1024),
