@@ -500,3 +500,48 @@ async fn a_tcp_client_that_stops_reading_gets_backlog_drops() {
     drop(slow);
     srv.stop().unwrap();
 }
+
+/// `max-bps-per-allocation` over the wire: a burst beyond the bucket is cut,
+/// counted as `rate_limit`, and the allocation relays again once time passes.
+#[tokio::test]
+async fn bandwidth_limit_drops_beyond_the_rate_and_counts_it() {
+    let mut opts = options("127.0.0.1:0");
+    opts.core.max_bps_per_allocation = 20_000; // burst: 64 KiB
+    let srv = ferroturn::net::start(opts).unwrap();
+    let peer = echo_peer("127.0.0.1:0", 1000).await;
+    let mut c = Client::udp(srv.udp[0])
+        .await
+        .unwrap()
+        .credentials(USER, PASS);
+    c.allocate().await.unwrap();
+    c.channel_bind(0x4000, peer).await.unwrap();
+    // 100 kB at once: at most the 64 KiB burst (plus a little refill) passes.
+    for _ in 0..100 {
+        c.send_channel_data(0x4000, &[9u8; 1000]).await.unwrap();
+    }
+    let mut back = 0;
+    while c.recv_data(Duration::from_millis(300)).await.is_ok() {
+        back += 1;
+    }
+    assert!((60..=70).contains(&back), "{back} of 100 came back");
+    // Every datagram that did not come back was dropped by the limit (towards
+    // the peer; the way back has its own, full bucket).
+    let want = format!(
+        r#"ferroturn_dropped_packets_total{{reason="rate_limit"}} {}"#,
+        100 - back
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, body) = http_get(srv.metrics.unwrap(), "/metrics").await;
+        if body.lines().any(|l| l == want) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "want {want}:\n{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A second later the bucket has 20 kB again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.send_channel_data(0x4000, &[1u8; 1000]).await.unwrap();
+    assert!(c.recv_data(WAIT).await.is_ok());
+    srv.stop().unwrap();
+}
