@@ -192,6 +192,16 @@ impl State {
         }
     }
 
+    /// A request may end an allocation and a later one in the same batch may
+    /// reuse its relay ID for a new socket: datagrams queued for the old relay
+    /// must not leave from the new one. So the peer queue is sent before any
+    /// STUN request is handled (data and indications keep batching).
+    fn before_client_message(&mut self, data: &[u8]) {
+        if !self.peer_tx.is_empty() && is_stun_request(data) {
+            self.flush_peers();
+        }
+    }
+
     /// Sends the datagrams queued for peers, each out of its relay socket.
     fn flush_peers(&mut self) {
         if self.peer_tx.is_empty() {
@@ -278,6 +288,14 @@ impl State {
             self.server.count_drop(DropReason::Backlog, dropped);
         }
     }
+}
+
+/// Whether `data` starts like a STUN request (top bits 00, class bits 00).
+fn is_stun_request(data: &[u8]) -> bool {
+    let [b0, b1, ..] = *data else {
+        return false;
+    };
+    b0 & 0xC0 == 0 && b0 & 0x01 == 0 && b1 & 0x10 == 0
 }
 
 /// Sends a datagram with a direct `sendto`. Tokio's `try_send_to` refuses until the
@@ -394,6 +412,7 @@ async fn udp_listener(shard: ShardRef, index: usize) {
                     let stride = m.stride.max(1);
                     for datagram in buf[..m.len].chunks(stride) {
                         let mut reply = std::mem::take(&mut s.reply);
+                        s.before_client_message(datagram);
                         let out = s.server.handle_client(now, tuple, datagram, &mut reply);
                         s.reply = reply;
                         control |= out == Output::Reply;
@@ -578,6 +597,7 @@ where
                 let s = &mut *guard;
                 let frame = &buf[..len];
                 let mut reply = std::mem::take(&mut s.reply);
+                s.before_client_message(frame);
                 let o = s.server.handle_client(now, tuple, frame, &mut reply);
                 s.reply = reply;
                 control |= o == Output::Reply;
@@ -917,4 +937,32 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         tracing::debug!(shard = index, allocations = n, "shard stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stun::{Class, MessageBuilder, Method, TransactionId};
+
+    #[test]
+    fn stun_requests_are_told_from_indications_responses_and_channel_data() {
+        let message = |method, class| {
+            let mut buf = BytesMut::new();
+            MessageBuilder::new(&mut buf, method, class, TransactionId::random()).finish();
+            buf.to_vec()
+        };
+        for m in [
+            Method::Allocate,
+            Method::Refresh,
+            Method::ChannelBind,
+            Method::Binding,
+        ] {
+            assert!(is_stun_request(&message(m, Class::Request)), "{m:?}");
+            assert!(!is_stun_request(&message(m, Class::Success)));
+            assert!(!is_stun_request(&message(m, Class::Error)));
+        }
+        assert!(!is_stun_request(&message(Method::Send, Class::Indication)));
+        assert!(!is_stun_request(&[0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]));
+        assert!(!is_stun_request(&[0x00]));
+    }
 }
