@@ -439,17 +439,11 @@ async fn same_shard_client_to_client_is_relayed_in_process_with_rfc_semantics() 
         }
     );
     // Every one of those 102 datagrams was handed over in-process.
-    let metrics = srv.metrics.unwrap();
-    let want = "ferroturn_relayed_in_process_packets_total 102";
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let (_, body) = http_get(metrics, "/metrics").await;
-        if body.lines().any(|l| l == want) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metrics(
+        srv.metrics.unwrap(),
+        &["ferroturn_relayed_in_process_packets_total 102"],
+    )
+    .await;
     srv.stop().unwrap();
 }
 
@@ -530,15 +524,7 @@ async fn bandwidth_limit_drops_beyond_the_rate_and_counts_it() {
         r#"ferroturn_dropped_packets_total{{reason="rate_limit"}} {}"#,
         100 - back
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let (_, body) = http_get(srv.metrics.unwrap(), "/metrics").await;
-        if body.lines().any(|l| l == want) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "want {want}:\n{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metrics(srv.metrics.unwrap(), &[&want]).await;
     // A second later the bucket has 20 kB again.
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.send_channel_data(0x4000, &[1u8; 1000]).await.unwrap();

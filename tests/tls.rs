@@ -99,15 +99,7 @@ async fn binding_and_relaying_over_tls() {
         r#"ferroturn_tcp_connections_total{transport="tls"} 2"#,
         r#"ferroturn_tcp_connections_total{transport="tcp"} 0"#,
     ];
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let (_, body) = http_get(metrics, "/metrics").await;
-        if want.iter().all(|w| body.lines().any(|l| l == *w)) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metrics(metrics, &want).await;
     srv.stop().unwrap();
 }
 
@@ -126,21 +118,14 @@ async fn a_client_that_does_not_finish_the_handshake_is_dropped() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     // Counted, and not as a connection.
     let metrics = srv.metrics.expect("metrics on");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let (_, body) = http_get(metrics, "/metrics").await;
-        if body
-            .lines()
-            .any(|l| l == "ferroturn_tls_handshake_failures_total 1")
-        {
-            assert!(body
-                .lines()
-                .any(|l| l == r#"ferroturn_tcp_connections_total{transport="tls"} 0"#));
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metrics(
+        metrics,
+        &[
+            "ferroturn_tls_handshake_failures_total 1",
+            r#"ferroturn_tcp_connections_total{transport="tls"} 0"#,
+        ],
+    )
+    .await;
     srv.stop().unwrap();
 }
 

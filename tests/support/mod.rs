@@ -238,3 +238,20 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
+
+/// Scrapes `/metrics` until every line of `want` appears exactly (the shards
+/// publish every 250 ms); panics with the last scrape after 3 s.
+pub async fn wait_for_metrics(addr: SocketAddr, want: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, body) = http_get(addr, "/metrics").await;
+        if want.iter().all(|w| body.lines().any(|l| l == *w)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "want {want:?}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
