@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ferroturn::client::Client;
 use ferroturn::stun::ChannelData;
 use support::*;
 
@@ -66,11 +65,7 @@ async fn relaying_channel_data_does_not_allocate_per_packet() {
         }
     });
 
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    c.allocate().await.unwrap();
+    let (mut c, _) = allocated_client(&srv, Transport::Udp).await;
     c.channel_bind(0x4000, peer_addr).await.unwrap();
     let sock = c.into_udp_socket().unwrap();
     let mut frame = BytesMut::new();
@@ -117,16 +112,9 @@ async fn client_to_client_in_process_does_not_allocate_per_packet() {
     let mut opts = options("127.0.0.1:0");
     opts.threads = 1;
     let srv = ferroturn::net::start(opts).unwrap();
-    let mut a = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    let mut b = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    let ra = a.allocate().await.unwrap().relayed[0];
-    let rb = b.allocate().await.unwrap().relayed[0];
+    let (mut a, alloc_a) = allocated_client(&srv, Transport::Udp).await;
+    let (mut b, alloc_b) = allocated_client(&srv, Transport::Udp).await;
+    let (ra, rb) = (alloc_a.relayed[0], alloc_b.relayed[0]);
     a.channel_bind(0x4000, rb).await.unwrap();
     b.channel_bind(0x4001, ra).await.unwrap();
     let (a, b) = (a.into_udp_socket().unwrap(), b.into_udp_socket().unwrap());

@@ -44,87 +44,53 @@ async fn authenticate_and_relay(mut c: Client) {
     assert_eq!(c.refresh(0).await.unwrap(), 0);
 }
 
+/// On a fresh server, a client of the test user over `transport` with the
+/// security features `features` turns on authenticates and relays.
+async fn one_client(transport: Transport, features: fn(Client) -> Client) {
+    let srv = server("127.0.0.1:0");
+    authenticate_and_relay(features(turn_client(&srv, transport).await)).await;
+    srv.stop().unwrap();
+}
+
 #[tokio::test]
 async fn sha256_over_udp_then_relay() {
-    let srv = server("127.0.0.1:0");
-    let c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS)
-        .with_sha256();
-    authenticate_and_relay(c).await;
-    srv.stop().unwrap();
+    one_client(Transport::Udp, Client::with_sha256).await;
 }
 
 #[tokio::test]
 async fn sha256_over_tcp_then_relay() {
-    let srv = server("127.0.0.1:0");
-    let c = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS)
-        .with_sha256();
-    authenticate_and_relay(c).await;
-    srv.stop().unwrap();
+    one_client(Transport::Tcp, Client::with_sha256).await;
 }
 
 #[tokio::test]
 async fn userhash_over_udp_then_relay() {
-    let srv = server("127.0.0.1:0");
-    let c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS)
-        .with_userhash();
-    authenticate_and_relay(c).await;
-    srv.stop().unwrap();
+    one_client(Transport::Udp, Client::with_userhash).await;
 }
 
 #[tokio::test]
 async fn userhash_over_tcp_then_relay() {
-    let srv = server("127.0.0.1:0");
-    let c = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS)
-        .with_userhash();
-    authenticate_and_relay(c).await;
-    srv.stop().unwrap();
+    one_client(Transport::Tcp, Client::with_userhash).await;
 }
 
 #[tokio::test]
 async fn sha256_and_userhash_together_over_udp_and_tcp() {
     let srv = server("127.0.0.1:0");
-    let c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS)
-        .with_sha256()
-        .with_userhash();
-    authenticate_and_relay(c).await;
-    let c = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS)
-        .with_sha256()
-        .with_userhash();
-    authenticate_and_relay(c).await;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let c = turn_client(&srv, transport).await;
+        authenticate_and_relay(c.with_sha256().with_userhash()).await;
+    }
     srv.stop().unwrap();
 }
 
 #[tokio::test]
 async fn wrong_password_or_unknown_userhash_is_401() {
     let srv = server("127.0.0.1:0");
-    let mut c = Client::udp(srv.udp[0])
+    let mut c = turn_client_as(&srv, Transport::Udp, USER, "wrong")
         .await
-        .unwrap()
-        .credentials(USER, "wrong")
         .with_sha256();
     assert_eq!(c.allocate().await.unwrap_err().code(), Some(401));
-    let mut c = Client::tcp(srv.tcp[0])
+    let mut c = turn_client_as(&srv, Transport::Tcp, "mallory", PASS)
         .await
-        .unwrap()
-        .credentials("mallory", PASS)
         .with_sha256()
         .with_userhash();
     assert_eq!(c.allocate().await.unwrap_err().code(), Some(401));
@@ -134,16 +100,7 @@ async fn wrong_password_or_unknown_userhash_is_401() {
 #[tokio::test]
 async fn classic_and_sha256_clients_share_a_server() {
     let srv = server("127.0.0.1:0");
-    let classic = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    authenticate_and_relay(classic).await;
-    let modern = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS)
-        .with_sha256();
-    authenticate_and_relay(modern).await;
+    authenticate_and_relay(turn_client(&srv, Transport::Udp).await).await;
+    authenticate_and_relay(turn_client(&srv, Transport::Udp).await.with_sha256()).await;
     srv.stop().unwrap();
 }

@@ -3,10 +3,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
-use support::spawn_binary;
+use support::{ferroturn_cli, spawn_binary};
 
 fn server() -> support::Binary {
     spawn_binary(&[
@@ -23,30 +21,22 @@ fn server() -> support::Binary {
 
 /// Runs `ferroturn bench ARGS --json` and returns its JSON.
 fn bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .arg("bench")
-        .args(args)
-        .args([
-            "--json",
-            "--quiet",
-            "--user",
-            "bench:bench",
-            "--threads",
-            "1",
-        ])
-        .output()
-        .expect("ferroturn bench runs");
+    let fixed = [
+        "--json",
+        "--quiet",
+        "--user",
+        "bench:bench",
+        "--threads",
+        "1",
+    ];
+    let out = ferroturn_cli(&[&["bench"], args, &fixed].concat(), None);
     assert!(
         out.status.success(),
         "bench {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bench {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench {args:?} printed no JSON ({e}): {}", out.stdout))
 }
 
 fn u(v: &Value, key: &str) -> u64 {
@@ -183,8 +173,8 @@ fn a_silent_server_is_named_and_bad_arguments_are_refused() {
     let addr = silent.local_addr().unwrap().to_string();
     // The bench's stderr against the silent server, which must fail.
     let against_silent = |scenario: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-            .args([
+        let out = ferroturn_cli(
+            &[
                 "bench",
                 "--server",
                 &addr,
@@ -192,11 +182,11 @@ fn a_silent_server_is_named_and_bad_arguments_are_refused() {
                 "500ms",
                 "-q",
                 scenario,
-            ])
-            .output()
-            .unwrap();
+            ],
+            None,
+        );
         assert!(!out.status.success(), "{scenario}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        out.stderr
     };
     let err = against_silent("binding");
     assert!(err.contains(&addr), "{err}");
@@ -209,10 +199,7 @@ fn a_silent_server_is_named_and_bad_arguments_are_refused() {
         &["bench", "relay", "--size", "5"],
         &["bench", "--count", "0", "binding"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-            .args(bad)
-            .output()
-            .unwrap();
+        let out = ferroturn_cli(bad, None);
         assert!(!out.status.success(), "{bad:?} was accepted");
         assert!(!out.stderr.is_empty(), "{bad:?}: no message");
     }

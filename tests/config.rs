@@ -1,14 +1,16 @@
 //! Configuration, CLI overrides and the `check` subcommand.
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
 use ferroturn::cli::{Cli, Command as Sub, ServeArgs};
 use ferroturn::config::{Config, ConfigError, ExternalIp, LogFormat, RawConfig};
 use ferroturn::store::StoreLocation;
+use support::ferroturn_cli;
 
 fn sample_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("turnserver.toml")
@@ -943,24 +945,13 @@ fn clap_rejects_bad_invocations() {
 // The binary
 // ---------------------------------------------------------------------------
 
-fn ferroturn(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args(args)
-        .output()
-        .expect("run ferroturn")
-}
-
 #[test]
 fn check_accepts_the_sample() {
     let sample = sample_path();
     let sample = sample.to_str().expect("utf-8 path");
-    let out = ferroturn(&["check", "--config", sample]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ferroturn_cli(&["check", "--config", sample], None);
+    let stdout = &out.stdout;
+    assert!(out.status.success(), "stderr: {}", out.stderr);
     assert!(stdout.starts_with(&format!("ok: {sample}\n")), "{stdout}");
     assert!(stdout.contains("realm \"ferroturn\""), "{stdout}");
 }
@@ -980,8 +971,11 @@ fn check_rejects_bad_files_with_exit_1() {
     for (name, text, needle) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write");
-        let out = ferroturn(&["check", "--config", path.to_str().expect("utf-8 path")]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let out = ferroturn_cli(
+            &["check", "--config", path.to_str().expect("utf-8 path")],
+            None,
+        );
+        let stderr = &out.stderr;
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(stderr.starts_with("error: "), "{name}: {stderr}");
         assert!(stderr.contains(needle), "{name}: {stderr}");
@@ -989,14 +983,17 @@ fn check_rejects_bad_files_with_exit_1() {
     }
 
     let missing = dir.path().join("missing.toml");
-    let out = ferroturn(&["check", "--config", missing.to_str().expect("utf-8 path")]);
+    let out = ferroturn_cli(
+        &["check", "--config", missing.to_str().expect("utf-8 path")],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn serve_with_bad_flag_exits_1_before_starting() {
-    let out = ferroturn(&["serve", "--relay-ports", "9-1"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = ferroturn_cli(&["serve", "--relay-ports", "9-1"], None);
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.starts_with("error: relay.port-range (from --relay-ports): "),

@@ -15,35 +15,15 @@ use ferroturn::net::{start, Running};
 use ferroturn::store::StoreLocation;
 use ferroturn::turn::auth::rest_password;
 use support::*;
-use tokio::io::AsyncWriteExt;
 
 /// How long a change may take to reach a running server (the bound).
 const EFFECT: Duration = Duration::from_secs(2);
 
+/// Runs `ferroturn ARGS --db DB`, which must succeed.
 async fn cli(db: &str, args: &[&str], stdin: Option<&str>) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args(args)
-        .args(["--db", db])
-        .env_remove("FERROTURN_DB")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferroturn CLI runs");
-    if let Some(text) = stdin {
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "ferroturn {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferroturn_cli_async(&[args, &["--db", db]].concat(), stdin)
+        .await
+        .ok();
 }
 
 fn node(db: &str) -> Running {
@@ -55,38 +35,27 @@ fn node(db: &str) -> Running {
 
 /// Retries `attempt` until it returns true or `EFFECT` (plus slack for a loaded
 /// machine) runs out; returns how long it took.
-async fn within_effect<F, Fut>(what: &str, mut attempt: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+async fn within_effect(what: &str, mut attempt: impl AsyncFnMut() -> bool) -> Duration {
     let started = Instant::now();
-    while started.elapsed() < EFFECT + Duration::from_secs(3) {
-        if attempt().await {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: no effect after {:?}", started.elapsed());
+    let within = EFFECT + Duration::from_secs(3);
+    eventually_async(within, what, async || match attempt().await {
+        true => Ok(()),
+        false => Err("no effect yet"),
+    })
+    .await;
+    started.elapsed()
 }
 
 /// Refreshes until the server answers 401 (bounded like `within_effect`).
 async fn refused_within_effect(c: &mut Client, what: &str) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < EFFECT + Duration::from_secs(3) {
-        if c.refresh(600).await.map_err(|e| e.code()) == Err(Some(401)) {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: still accepted after {:?}", started.elapsed());
+    within_effect(what, async || {
+        c.refresh(600).await.map_err(|e| e.code()) == Err(Some(401))
+    })
+    .await
 }
 
 async fn allocates(srv: &Running, user: &str, password: &str) -> bool {
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(user, password);
+    let mut c = turn_client_as(srv, Transport::Udp, user, password).await;
     c.allocate().await.is_ok()
 }
 
@@ -103,10 +72,7 @@ async fn live_changes(db: &str) {
     .await;
     let took = within_effect("user add", || allocates(&srv, "dave", "dave-pw")).await;
     println!("user add took effect in {took:?}");
-    let mut dave = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials("dave", "dave-pw");
+    let mut dave = turn_client_as(&srv, Transport::Udp, "dave", "dave-pw").await;
     dave.allocate().await.unwrap();
     dave.channel_bind(0x4000, peer).await.unwrap();
 
@@ -159,10 +125,7 @@ async fn live_changes(db: &str) {
     let username = format!("{}:erin", ferroturn::store::unix_now() + 3600);
     let password = rest_password(b"shared-secret-1", &username);
     within_effect("secret add", || allocates(&srv, &username, &password)).await;
-    let mut erin = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(&username, &password);
+    let mut erin = turn_client_as(&srv, Transport::Udp, &username, &password).await;
     erin.allocate().await.unwrap();
     erin.channel_bind(0x4001, peer).await.unwrap();
     erin.send_channel_data(0x4001, b"before").await.unwrap();
@@ -224,10 +187,7 @@ async fn postgres_outage_keeps_existing_allocations_relaying() {
     .await;
     within_effect("user add", || allocates(&srv, "gina", "gina-pw")).await;
     let peer = echo_peer("127.0.0.1:0", 100).await;
-    let mut gina = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials("gina", "gina-pw");
+    let mut gina = turn_client_as(&srv, Transport::Udp, "gina", "gina-pw").await;
     gina.allocate().await.unwrap();
     gina.channel_bind(0x4000, peer).await.unwrap();
 
@@ -246,10 +206,7 @@ async fn postgres_outage_keeps_existing_allocations_relaying() {
     assert!(status.success(), "could not drop the test database");
 
     within_effect("outage noticed", || async { !srv.credentials.is_healthy() }).await;
-    let mut newcomer = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials("gina", "gina-pw");
+    let mut newcomer = turn_client_as(&srv, Transport::Udp, "gina", "gina-pw").await;
     assert_eq!(newcomer.allocate().await.unwrap_err().code(), Some(500));
     assert_eq!(gina.refresh(600).await.unwrap(), 600);
     for i in 0..10u8 {

@@ -5,7 +5,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferroturn::client::{Client, ClientError, Received};
 use support::*;
@@ -26,8 +26,7 @@ fn value(scrape: &str, series: &str) -> Option<u64> {
 /// Scrapes until every series has its expected value (the shards publish every
 /// 250 ms), or panics with the last scrape after ~2 s.
 async fn expect(metrics: SocketAddr, want: &[(&str, u64)]) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
+    eventually_async(Duration::from_secs(2), "the expected series", async || {
         let (status, body) = http_get(metrics, "/metrics").await;
         assert_eq!(status, 200);
         let wrong: Vec<_> = want
@@ -36,13 +35,12 @@ async fn expect(metrics: SocketAddr, want: &[(&str, u64)]) {
             .map(|(s, v)| format!("{s}: want {v}, got {:?}", value(&body, s)))
             .collect();
         if wrong.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{}\n--- scrape ---\n{body}", wrong.join("\n")))
         }
-        if Instant::now() > deadline {
-            panic!("{}\n--- scrape ---\n{body}", wrong.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Sends `n` Send indications and `n` ChannelData messages through the echo
@@ -77,11 +75,7 @@ async fn udp_relay_counts_are_exact_and_live() {
     let srv = server("127.0.0.1:0");
     let m = srv.metrics.expect("metrics on");
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    c.allocate().await.unwrap();
+    let (mut c, _) = allocated_client(&srv, Transport::Udp).await;
     let bytes = relay(&mut c, peer, 10).await;
     // Live, while the allocation is still open.
     expect(
@@ -154,11 +148,7 @@ async fn tcp_relay_counts_by_transport_and_connections() {
     let srv = server("127.0.0.1:0");
     let m = srv.metrics.expect("metrics on");
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let mut c = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    c.allocate().await.unwrap();
+    let (mut c, _) = allocated_client(&srv, Transport::Tcp).await;
     let bytes = relay(&mut c, peer, 7).await;
     expect(
         m,
@@ -210,32 +200,19 @@ async fn refusals_auth_failures_and_quotas_are_counted() {
     let srv = ferroturn::net::start(opts).unwrap();
     let m = srv.metrics.unwrap();
     // A wrong password, then an unknown user: both a plain 401 on the wire.
-    let mut bad = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, "wrong");
+    let mut bad = turn_client_as(&srv, Transport::Udp, USER, "wrong").await;
     assert!(bad.allocate().await.is_err());
-    let mut nobody = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials("nobody", PASS);
+    let mut nobody = turn_client_as(&srv, Transport::Udp, "nobody", PASS).await;
     assert!(nobody.allocate().await.is_err());
     // A peer the default policy denies (private range, not opened): 403.
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    c.allocate().await.unwrap();
+    let (mut c, _) = allocated_client(&srv, Transport::Udp).await;
     let err = c
         .create_permission(&["10.1.2.3:5000".parse().unwrap()])
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(403));
     // A second allocation for the same user: 486.
-    let mut c2 = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
+    let mut c2 = turn_client(&srv, Transport::Udp).await;
     let e: ClientError = c2.allocate().await.unwrap_err();
     assert_eq!(e.code(), Some(486));
     expect(
@@ -277,11 +254,7 @@ async fn health_endpoints_and_unknown_paths() {
     let m = srv.metrics.unwrap();
     assert_eq!(http_get(m, "/healthz").await, (200, "ok\n".into()));
     // Ready once every shard serves its listeners.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while http_get(m, "/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_http_200(m, "/readyz", Duration::from_secs(2)).await;
     assert_eq!(http_get(m, "/nope").await.0, 404);
     assert_eq!(http_get(m, "/metrics/extra").await.0, 404);
     srv.health.draining.store(true, Ordering::SeqCst);
@@ -316,11 +289,7 @@ fn metrics_can_be_turned_off() {
 async fn metrics_address_is_not_a_relay_target() {
     let srv = server("127.0.0.1:0");
     let m = srv.metrics.unwrap();
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    c.allocate().await.unwrap();
+    let (mut c, _) = allocated_client(&srv, Transport::Udp).await;
     let err = c.channel_bind(0x4000, m).await.unwrap_err();
     assert_eq!(err.code(), Some(403));
     srv.stop().unwrap();

@@ -8,7 +8,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ferroturn::client::{Client, Received};
@@ -69,13 +68,10 @@ impl Setup {
     }
 
     /// Runs `ferroturn ARGS --socket <admin socket>`.
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-            .args(args)
-            .arg("--socket")
-            .arg(self.socket())
-            .output()
-            .unwrap()
+    fn ctl(&self, args: &[&str]) -> CliOutput {
+        let socket = self.socket();
+        let args = [args, &["--socket", socket.to_str().unwrap()]].concat();
+        ferroturn_cli(&args, None)
     }
 
     /// The usage records written so far.
@@ -84,16 +80,22 @@ impl Setup {
     }
 
     /// Waits for `n` usage records.
+    #[track_caller]
     fn wait_records(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let r = self.records();
-            if r.len() >= n || Instant::now() > deadline {
-                assert_eq!(r.len(), n, "usage records: {r:?}");
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let r = eventually(
+            Duration::from_secs(5),
+            &format!("{n} usage records"),
+            || {
+                let r = self.records();
+                if r.len() >= n {
+                    Ok(r)
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+        );
+        assert_eq!(r.len(), n, "usage records: {r:?}");
+        r
     }
 }
 
@@ -105,21 +107,10 @@ fn read_records(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// An allocation for `user` with a channel to `peer`; returns the client and
 /// its relayed address.
-async fn allocation(server: SocketAddr, user: &str, peer: SocketAddr) -> (Client, SocketAddr) {
-    let mut c = Client::udp(server)
-        .await
-        .unwrap()
-        .credentials(user, PASSWORD);
+async fn allocation(b: &Binary, user: &str, peer: SocketAddr) -> (Client, SocketAddr) {
+    let mut c = turn_client_as(b, Transport::Udp, user, PASSWORD).await;
     let a = c.allocate().await.unwrap();
     c.channel_bind(0x4000, peer).await.unwrap();
     (c, a.relayed[0])
@@ -136,11 +127,8 @@ async fn round_trip(c: &mut Client, payload: &[u8]) {
 
 /// Tries to allocate as `user`; the error code, or None on success (the
 /// allocation is then deleted again).
-async fn try_allocate(server: SocketAddr, user: &str) -> Option<u16> {
-    let mut c = Client::udp(server)
-        .await
-        .unwrap()
-        .credentials(user, PASSWORD);
+async fn try_allocate(b: &Binary, user: &str) -> Option<u16> {
+    let mut c = turn_client_as(b, Transport::Udp, user, PASSWORD).await;
     match c.allocate().await {
         Ok(_) => {
             c.refresh(0).await.unwrap();
@@ -160,16 +148,16 @@ async fn reload_during_a_live_relay_keeps_it_relaying_and_applies_the_new_config
     s.write(&[("alice", PASSWORD)], 10, "");
     let b = s.spawn(&[]);
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let (mut a, _) = allocation(b.udp, "alice", peer).await;
+    let (mut a, _) = allocation(&b, "alice", peer).await;
     round_trip(&mut a, b"before").await;
-    assert_eq!(try_allocate(b.udp, "bob").await, Some(401));
+    assert_eq!(try_allocate(&b, "bob").await, Some(401));
 
     // bob added, alice limited to one allocation, realm unchanged: SIGHUP.
     s.write(&[("alice", PASSWORD), ("bob", PASSWORD)], 1, "");
     b.signal(libc::SIGHUP);
     b.wait_log("configuration reloaded", WAIT);
-    assert_eq!(try_allocate(b.udp, "bob").await, None);
-    assert_eq!(try_allocate(b.udp, "alice").await, Some(486));
+    assert_eq!(try_allocate(&b, "bob").await, None);
+    assert_eq!(try_allocate(&b, "alice").await, Some(486));
     // The allocation made before the reload relays and refreshes on.
     round_trip(&mut a, b"after SIGHUP").await;
     a.refresh(600).await.unwrap();
@@ -182,13 +170,9 @@ async fn reload_during_a_live_relay_keeps_it_relaying_and_applies_the_new_config
         "[relay]\nport-range = \"50000-50100\"\n",
     );
     let out = s.ctl(&["reload"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("relay.port-range"),
-        "{}",
-        stdout(&out)
-    );
-    assert_eq!(try_allocate(b.udp, "alice").await, None);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("relay.port-range"), "{}", out.stdout);
+    assert_eq!(try_allocate(&b, "alice").await, None);
     round_trip(&mut a, b"after reload").await;
 }
 
@@ -198,24 +182,24 @@ async fn a_bad_reload_is_refused_and_the_old_config_stays() {
     s.write(&[("alice", PASSWORD)], 10, "");
     let b = s.spawn(&[]);
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let (mut a, _) = allocation(b.udp, "alice", peer).await;
+    let (mut a, _) = allocation(&b, "alice", peer).await;
 
     // An invalid value: the CLI names the key and fails; nothing changes.
     s.write(&[("bob", PASSWORD)], 0, "");
     let out = s.ctl(&["reload"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("quota.max-allocations-per-user"),
+        out.stderr.contains("quota.max-allocations-per-user"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     // Not even parseable TOML, by SIGHUP: logged, nothing changes.
     std::fs::write(s.config(), "[server\nrealm = ").unwrap();
     b.signal(libc::SIGHUP);
     b.wait_log("configuration NOT reloaded", WAIT);
 
-    assert_eq!(try_allocate(b.udp, "alice").await, None);
-    assert_eq!(try_allocate(b.udp, "bob").await, Some(401));
+    assert_eq!(try_allocate(&b, "alice").await, None);
+    assert_eq!(try_allocate(&b, "bob").await, Some(401));
     round_trip(&mut a, b"still relaying").await;
     a.refresh(600).await.unwrap();
 }
@@ -227,28 +211,24 @@ async fn drain_refuses_new_allocations_while_old_ones_relay_then_exits() {
     let mut b = s.spawn(&[]);
     let metrics = b.metrics.unwrap();
     // Ready once every shard runs, a moment after the listeners are logged.
-    let deadline = Instant::now() + WAIT;
-    while readyz(metrics).await != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_http_200(metrics, "/readyz", WAIT).await;
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let (mut a, _) = allocation(b.udp, "alice", peer).await;
+    let (mut a, _) = allocation(&b, "alice", peer).await;
 
     // A drain can be cancelled: back to normal.
     assert!(s.ctl(&["drain"]).status.success());
-    assert_eq!(try_allocate(b.udp, "alice").await, Some(403));
+    assert_eq!(try_allocate(&b, "alice").await, Some(403));
     let out = s.ctl(&["drain", "--cancel"]);
-    assert!(stdout(&out).contains("drain cancelled"), "{}", stderr(&out));
+    assert!(out.stdout.contains("drain cancelled"), "{}", out.stderr);
     assert_eq!(readyz(metrics).await, 200);
-    assert_eq!(try_allocate(b.udp, "alice").await, None);
+    assert_eq!(try_allocate(&b, "alice").await, None);
     let out = s.ctl(&["drain", "--cancel"]);
-    assert!(stderr(&out).contains("not draining"), "{}", stderr(&out));
+    assert!(out.stderr.contains("not draining"), "{}", out.stderr);
 
     let out = s.ctl(&["drain", "--deadline", "60s"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("1 allocation"), "{}", stdout(&out));
-    assert_eq!(try_allocate(b.udp, "alice").await, Some(403));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("1 allocation"), "{}", out.stdout);
+    assert_eq!(try_allocate(&b, "alice").await, Some(403));
     assert_eq!(readyz(metrics).await, 503);
     for i in 0..20u8 {
         round_trip(&mut a, &[i; 64]).await;
@@ -282,10 +262,10 @@ async fn sigusr1_drain_redirects_with_300_and_ends_at_its_deadline() {
     );
     let mut b = s.spawn(&[]);
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let (mut a, _) = allocation(b.udp, "alice", peer).await;
+    let (mut a, _) = allocation(&b, "alice", peer).await;
     b.signal(libc::SIGUSR1);
     b.wait_log("draining", WAIT);
-    assert_eq!(try_allocate(b.udp, "alice").await, Some(300));
+    assert_eq!(try_allocate(&b, "alice").await, Some(300));
     round_trip(&mut a, b"during the drain").await;
     // The allocation outlives the 2 s deadline: the server ends it and exits.
     let status = b
@@ -302,7 +282,7 @@ async fn usage_records_have_exact_byte_counts_and_the_file_reopens_on_sighup() {
     s.write(&[("alice", PASSWORD)], 10, "");
     let b = s.spawn(&[]);
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let (mut a, relayed) = allocation(b.udp, "alice", peer).await;
+    let (mut a, relayed) = allocation(&b, "alice", peer).await;
     let client = a.local_addr().unwrap();
     let (n, size) = (37u64, 150usize);
     for i in 0..n {
@@ -331,7 +311,7 @@ async fn usage_records_have_exact_byte_counts_and_the_file_reopens_on_sighup() {
     std::fs::rename(s.usage(), &rotated).unwrap();
     b.signal(libc::SIGHUP);
     b.wait_log("configuration reloaded", WAIT);
-    let (mut c, _) = allocation(b.udp, "alice", peer).await;
+    let (mut c, _) = allocation(&b, "alice", peer).await;
     round_trip(&mut c, b"x").await;
     c.refresh(0).await.unwrap();
     let r = s.wait_records(1);
@@ -349,14 +329,15 @@ async fn sessions_list_and_kill_over_the_admin_socket() {
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
 
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let (mut a1, _) = allocation(b.udp, "alice", peer).await;
-    let (mut a2, _) = allocation(b.udp, "alice", peer).await;
-    let (mut bob, bob_relay) = allocation(b.udp, "bob", peer).await;
+    let (mut a1, _) = allocation(&b, "alice", peer).await;
+    let (mut a2, _) = allocation(&b, "alice", peer).await;
+    let (mut bob, bob_relay) = allocation(&b, "bob", peer).await;
     round_trip(&mut bob, b"hello").await;
 
     let out = s.ctl(&["sessions", "list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let list: Vec<Value> = stdout(&out)
+    assert!(out.status.success(), "{}", out.stderr);
+    let list: Vec<Value> = out
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -365,7 +346,7 @@ async fn sessions_list_and_kill_over_the_admin_socket() {
     assert_eq!(bob_session["relays"][0], bob_relay.to_string());
     assert_eq!(bob_session["to_peer_bytes"], 5);
     assert_eq!(bob_session["channels"], 1);
-    let table = stdout(&s.ctl(&["sessions", "list"]));
+    let table = s.ctl(&["sessions", "list"]).stdout;
     assert!(
         table.contains("alice") && table.contains("3 allocation(s)"),
         "{table}"
@@ -374,35 +355,42 @@ async fn sessions_list_and_kill_over_the_admin_socket() {
     // By ID: bob's allocation ends; the server no longer knows it.
     let id = bob_session["id"].as_u64().unwrap().to_string();
     let out = s.ctl(&["sessions", "kill", "--id", &id]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(bob.refresh(600).await.unwrap_err().code(), Some(437));
     // By user: both of alice's.
     let out = s.ctl(&["sessions", "kill", "--user", "alice"]);
-    assert!(stdout(&out).contains("killed 2"), "{}", stdout(&out));
+    assert!(out.stdout.contains("killed 2"), "{}", out.stdout);
     assert_eq!(a1.refresh(600).await.unwrap_err().code(), Some(437));
     assert_eq!(a2.refresh(600).await.unwrap_err().code(), Some(437));
     let out = s.ctl(&["sessions", "kill", "--user", "nobody"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("no allocation of user"),
+        out.stderr.contains("no allocation of user"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     let r = s.wait_records(3);
     assert!(r.iter().all(|r| r["reason"] == "killed"), "{r:?}");
 
     // A second server on the same admin socket is refused, and says why.
-    let second = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off"])
-        .arg("--admin-socket")
-        .arg(s.socket())
-        .output()
-        .unwrap();
+    let socket = s.socket();
+    let second = ferroturn_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "off",
+            "--admin-socket",
+            socket.to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(!second.status.success());
     assert!(
-        stderr(&second).contains("another ferroturn"),
+        second.stderr.contains("another ferroturn"),
         "{}",
-        stderr(&second)
+        second.stderr
     );
     // The first one still answers.
     assert!(s.ctl(&["sessions", "list"]).status.success());
@@ -411,23 +399,20 @@ async fn sessions_list_and_kill_over_the_admin_socket() {
 #[test]
 fn admin_commands_without_a_server_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args(["sessions", "list", "--socket"])
-        .arg(dir.path().join("none.sock"))
-        .output()
-        .unwrap();
+    let none = dir.path().join("none.sock");
+    let out = ferroturn_cli(
+        &["sessions", "list", "--socket", none.to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("cannot reach the admin socket"),
+        out.stderr.contains("cannot reach the admin socket"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args(["drain", "--deadline", "soon"])
-        .output()
-        .unwrap();
+    let out = ferroturn_cli(&["drain", "--deadline", "soon"], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--deadline"), "{}", stderr(&out));
+    assert!(out.stderr.contains("--deadline"), "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,7 +421,7 @@ async fn sigterm_ends_allocations_and_exits_promptly() {
     s.write(&[("alice", PASSWORD)], 10, "");
     let mut b = s.spawn(&[]);
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let (mut a, _) = allocation(b.udp, "alice", peer).await;
+    let (mut a, _) = allocation(&b, "alice", peer).await;
     round_trip(&mut a, b"bye").await;
     let t = Instant::now();
     b.signal(libc::SIGTERM);
@@ -460,7 +445,7 @@ async fn logs_hold_no_secrets_and_no_per_packet_lines() {
     // Debug level: even there no secret may appear.
     let b = s.spawn(&["--log-level", "debug"]);
     let peer = echo_peer("127.0.0.1:0", 10_000).await;
-    let (mut a, _) = allocation(b.udp, "alice", peer).await;
+    let (mut a, _) = allocation(&b, "alice", peer).await;
     for i in 0..200u8 {
         round_trip(&mut a, &[i; 20]).await;
     }
@@ -472,15 +457,9 @@ async fn logs_hold_no_secrets_and_no_per_packet_lines() {
     // in general terms.
     let user = "4000000000:carol";
     let rest_pw = ferroturn::turn::auth::rest_password(secret.as_bytes(), user);
-    let mut r = Client::udp(b.udp)
-        .await
-        .unwrap()
-        .credentials(user, &rest_pw);
+    let mut r = turn_client_as(&b, Transport::Udp, user, &rest_pw).await;
     r.allocate().await.unwrap();
-    let mut w = Client::udp(b.udp)
-        .await
-        .unwrap()
-        .credentials("alice", "wrong-password-Pp4");
+    let mut w = turn_client_as(&b, Transport::Udp, "alice", "wrong-password-Pp4").await;
     assert!(w.allocate().await.is_err());
     a.refresh(0).await.unwrap();
     b.signal(libc::SIGHUP);

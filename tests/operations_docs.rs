@@ -14,10 +14,10 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use ferroturn::client::{Client, Received};
+use ferroturn::client::Received;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferroturn");
@@ -95,16 +95,8 @@ async fn every_metric_family_is_documented() {
     // (ferroturn_requests_total) are in the scrape: an Allocate (challenged,
     // then granted) and data relayed both ways over UDP and over TCP.
     let peer = echo_peer("127.0.0.1:0", 100).await;
-    let mut udp = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    let mut tcp = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    for c in [&mut udp, &mut tcp] {
-        c.allocate().await.unwrap();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (mut c, _) = allocated_client(&srv, transport).await;
         c.create_permission(&[peer]).await.unwrap();
         c.send_indication(peer, b"hello").await.unwrap();
         match c.recv_data(WAIT).await.unwrap() {
@@ -119,8 +111,8 @@ async fn every_metric_family_is_documented() {
         registered.len() >= 12,
         "metric names not found as literals in src/metrics.rs: {registered:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let (scrape, found) = loop {
+    let what = "the traffic and every registered family in the scrape";
+    let (scrape, found) = eventually_async(Duration::from_secs(3), what, async || {
         let (status, body) = http_get(m, "/metrics").await;
         assert_eq!(status, 200);
         let found = families(&body);
@@ -130,18 +122,17 @@ async fn every_metric_family_is_documented() {
             ) && !l.ends_with(" 0")
         });
         if relayed && registered.iter().all(|n| found.contains_key(n)) {
-            break (body, found);
+            return Ok((body, found));
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "registered families missing from the scrape: {:?}\n--- scrape ---\n{body}",
             registered
                 .iter()
                 .filter(|n| !found.contains_key(*n))
                 .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        ))
+    })
+    .await;
 
     let doc = read("docs/operations.md");
     let section = metrics_section(&doc);
@@ -191,11 +182,7 @@ async fn every_metric_family_is_documented() {
         if !doc.contains(&format!("`{path}`")) {
             missing.push(format!("path {path} is not documented"));
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while http_get(m, path).await.0 != 200 {
-            assert!(Instant::now() < deadline, "{path} never answered 200");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_http_200(m, path, Duration::from_secs(2)).await;
     }
     assert!(
         missing.is_empty(),
@@ -232,19 +219,11 @@ fn unit_settings(unit: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("ferroturn runs")
-}
-
 /// The long flags `ferroturn <subcommand> --help` lists.
 fn flags_of(subcommand: &str) -> BTreeSet<String> {
-    let out = run(&[subcommand, "--help"]);
+    let out = ferroturn_cli(&[subcommand, "--help"], None);
     assert!(out.status.success(), "{subcommand} --help: {out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
+    out.stdout
         .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
         .filter(|w| w.starts_with("--") && w.len() > 2)
         .map(|w| w.split('=').next().unwrap().to_string())
@@ -326,13 +305,13 @@ fn packaged_command_lines_and_sample_config_work() {
 
     // The sample configuration they ship is valid...
     let sample = repo("turnserver.toml");
-    let out = run(&["check", "--config", sample.to_str().unwrap()]);
+    let out = ferroturn_cli(&["check", "--config", sample.to_str().unwrap()], None);
     assert!(
         out.status.success(),
         "ferroturn check turnserver.toml: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+    assert!(out.stdout.starts_with("ok: "));
     // ... and a server starts from it (listeners and metrics moved to loopback
     // port 0, as every test does).
     let bin = spawn_binary(&["--config", sample.to_str().unwrap()]);

@@ -172,10 +172,7 @@ async fn relay_round_trips(mut c: Client, peer_bind: &str, family: Option<Family
 #[tokio::test]
 async fn relay_over_udp_client_transport() {
     let srv = server("127.0.0.1:0");
-    let c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
+    let c = turn_client(&srv, Transport::Udp).await;
     relay_round_trips(c, "127.0.0.1:0", None).await;
     srv.stop().unwrap();
 }
@@ -183,10 +180,7 @@ async fn relay_over_udp_client_transport() {
 #[tokio::test]
 async fn relay_over_tcp_client_transport() {
     let srv = server("127.0.0.1:0");
-    let c = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
+    let c = turn_client(&srv, Transport::Tcp).await;
     relay_round_trips(c, "127.0.0.1:0", None).await;
     srv.stop().unwrap();
 }
@@ -194,10 +188,7 @@ async fn relay_over_tcp_client_transport() {
 #[tokio::test]
 async fn ipv6_relay_on_loopback() {
     let srv = server("[::1]:0");
-    let c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
+    let c = turn_client(&srv, Transport::Udp).await;
     relay_round_trips(c, "[::1]:0", Some(Family::V6)).await;
     srv.stop().unwrap();
 }
@@ -205,16 +196,9 @@ async fn ipv6_relay_on_loopback() {
 #[tokio::test]
 async fn two_clients_relay_to_each_other_through_one_server() {
     let srv = server("127.0.0.1:0");
-    let mut a = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    let mut b = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    let ra = a.allocate().await.unwrap().relayed[0];
-    let rb = b.allocate().await.unwrap().relayed[0];
+    let (mut a, alloc_a) = allocated_client(&srv, Transport::Udp).await;
+    let (mut b, alloc_b) = allocated_client(&srv, Transport::Tcp).await;
+    let (ra, rb) = (alloc_a.relayed[0], alloc_b.relayed[0]);
     a.create_permission(&[rb]).await.unwrap();
     b.create_permission(&[ra]).await.unwrap();
     a.channel_bind(0x4000, rb).await.unwrap();
@@ -242,11 +226,7 @@ async fn default_policy_denies_loopback_and_metadata_peers_on_the_wire() {
     let mut opts = options("127.0.0.1:0");
     opts.core.allow_peers.clear();
     let srv = ferroturn::net::start(opts).unwrap();
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    c.allocate().await.unwrap();
+    let (mut c, _) = allocated_client(&srv, Transport::Udp).await;
     for peer in [
         "127.0.0.1:9",
         "[::ffff:127.0.0.1]:9",
@@ -267,15 +247,9 @@ async fn default_policy_denies_loopback_and_metadata_peers_on_the_wire() {
 #[tokio::test]
 async fn wrong_password_is_refused() {
     let srv = server("127.0.0.1:0");
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, "wrong");
+    let mut c = turn_client_as(&srv, Transport::Udp, USER, "wrong").await;
     assert_eq!(c.allocate().await.unwrap_err().code(), Some(401));
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials("mallory", PASS);
+    let mut c = turn_client_as(&srv, Transport::Udp, "mallory", PASS).await;
     assert_eq!(c.allocate().await.unwrap_err().code(), Some(401));
     srv.stop().unwrap();
 }
@@ -288,10 +262,7 @@ async fn wrong_password_is_refused() {
 async fn reservation_token_is_redeemed_whichever_shard_gets_it() {
     let srv = server("127.0.0.1:0");
     for _ in 0..6 {
-        let mut a = Client::udp(srv.udp[0])
-            .await
-            .unwrap()
-            .credentials(USER, PASS);
+        let mut a = turn_client(&srv, Transport::Udp).await;
         let first = a
             .allocate_with(&AllocateOptions {
                 even_port: Some(true),
@@ -301,10 +272,7 @@ async fn reservation_token_is_redeemed_whichever_shard_gets_it() {
             .unwrap();
         assert_eq!(first.relayed[0].port() % 2, 0);
         let token = first.reservation_token.expect("a RESERVATION-TOKEN");
-        let mut b = Client::udp(srv.udp[0])
-            .await
-            .unwrap()
-            .credentials(USER, PASS);
+        let mut b = turn_client(&srv, Transport::Udp).await;
         let second = b
             .allocate_with(&AllocateOptions {
                 reservation_token: Some(token),
@@ -345,14 +313,8 @@ async fn removing_a_user_ends_their_allocation_in_a_running_server() {
     srv.credentials_changed.send(1).unwrap();
 
     let peer = echo_peer("127.0.0.1:0", 100).await;
-    let mut carol = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials("carol", "carol-pw");
-    let mut alice = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
+    let mut carol = turn_client_as(&srv, Transport::Udp, "carol", "carol-pw").await;
+    let mut alice = turn_client(&srv, Transport::Udp).await;
     for c in [&mut carol, &mut alice] {
         c.allocate().await.unwrap();
         c.channel_bind(0x4000, peer).await.unwrap();
@@ -391,16 +353,10 @@ async fn same_shard_client_to_client_is_relayed_in_process_with_rfc_semantics() 
     let mut opts = options("127.0.0.1:0");
     opts.threads = 1;
     let srv = ferroturn::net::start(opts).unwrap();
-    let connect = || async {
-        Client::udp(srv.udp[0])
-            .await
-            .unwrap()
-            .credentials(USER, PASS)
-    };
-    let (mut a, mut b, mut c) = (connect().await, connect().await, connect().await);
-    let ra = a.allocate().await.unwrap().relayed[0];
-    let rb = b.allocate().await.unwrap().relayed[0];
-    let rc = c.allocate().await.unwrap().relayed[0];
+    let (mut a, alloc_a) = allocated_client(&srv, Transport::Udp).await;
+    let (mut b, alloc_b) = allocated_client(&srv, Transport::Udp).await;
+    let (mut c, alloc_c) = allocated_client(&srv, Transport::Udp).await;
+    let (ra, rb, rc) = (alloc_a.relayed[0], alloc_b.relayed[0], alloc_c.relayed[0]);
     a.create_permission(&[rb, rc]).await.unwrap();
     b.create_permission(&[ra]).await.unwrap();
     a.channel_bind(0x4001, rb).await.unwrap();
@@ -453,41 +409,46 @@ async fn same_shard_client_to_client_is_relayed_in_process_with_rfc_semantics() 
 #[tokio::test]
 async fn a_tcp_client_that_stops_reading_gets_backlog_drops() {
     let srv = server("127.0.0.1:0");
-    let mut slow = Client::tcp(srv.tcp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    let relayed = slow.allocate().await.unwrap().relayed[0];
+    let (mut slow, alloc) = allocated_client(&srv, Transport::Tcp).await;
+    let relayed = alloc.relayed[0];
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     slow.create_permission(&[peer.local_addr().unwrap()])
         .await
         .unwrap();
     // 16 MB at the relay, far beyond the backlog plus the socket buffers; the
     // client reads none of it.
+    // Five checks at the most, each after 4 rounds of 700 datagrams.
     let chunk = [0x5Au8; 1200];
     let metrics = srv.metrics.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut dropped = 0;
-    'flood: for round in 0..20 {
-        for _ in 0..700 {
-            let _ = peer.send_to(&chunk, relayed).await;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if round % 4 == 3 {
+    let mut checks = 0;
+    eventually_async(
+        Duration::from_secs(10),
+        "a backlog drop counted",
+        async || {
+            checks += 1;
+            assert!(checks <= 5, "no backlog drop counted");
+            for _ in 0..4 {
+                for _ in 0..700 {
+                    let _ = peer.send_to(&chunk, relayed).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let (_, body) = http_get(metrics, "/metrics").await;
-            dropped = body
+            let dropped = body
                 .lines()
                 .find_map(|l| {
                     l.strip_prefix(r#"ferroturn_dropped_packets_total{reason="backlog"} "#)
                 })
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
-            if dropped > 0 || std::time::Instant::now() > deadline {
-                break 'flood;
+            if dropped > 0 {
+                Ok(())
+            } else {
+                Err(body)
             }
-        }
-    }
-    assert!(dropped > 0, "no backlog drop counted");
+        },
+    )
+    .await;
     // Others are served as before.
     let mut c = Client::udp(srv.udp[0]).await.unwrap();
     c.binding().await.unwrap();
@@ -503,11 +464,7 @@ async fn bandwidth_limit_drops_beyond_the_rate_and_counts_it() {
     opts.core.max_bps_per_allocation = 20_000; // burst: 64 KiB
     let srv = ferroturn::net::start(opts).unwrap();
     let peer = echo_peer("127.0.0.1:0", 1000).await;
-    let mut c = Client::udp(srv.udp[0])
-        .await
-        .unwrap()
-        .credentials(USER, PASS);
-    c.allocate().await.unwrap();
+    let (mut c, _) = allocated_client(&srv, Transport::Udp).await;
     c.channel_bind(0x4000, peer).await.unwrap();
     // 100 kB at once: at most the 64 KiB burst (plus a little refill) passes.
     for _ in 0..100 {

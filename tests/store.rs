@@ -5,10 +5,10 @@
 //! against both backends, so the two cannot drift apart.
 
 mod pg;
+mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -17,6 +17,7 @@ use ferroturn::stun::integrity::userhash;
 use ferroturn::turn::auth::UserKeys;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use support::{ferroturn_cli, poll_until, CliOutput};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -309,12 +310,10 @@ async fn sqlite_file_never_contains_the_password() {
     // into the file and deleting it) just after the pool reports closed;
     // scan once it is done, and skip a file that vanishes meanwhile.
     let wal = PathBuf::from(format!("{url}-wal"));
-    for _ in 0..100 {
-        if !wal.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let _ = poll_until(Duration::from_secs(5), || match wal.exists() {
+        true => Err(()),
+        false => Ok(()),
+    });
     let mut scanned = 0;
     for entry in std::fs::read_dir(dir.path()).expect("read dir") {
         let path = entry.expect("entry").path();
@@ -512,48 +511,15 @@ async fn bad_and_unreachable_locations() {
 // The admin CLI, through the real binary
 // ---------------------------------------------------------------------------
 
-fn ferroturn(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .args(args)
-        .env_remove("FERROTURN_DB")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ferroturn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    child.wait_with_output().expect("wait")
-}
-
 /// Runs and expects exit 0; returns stdout.
 fn ok(args: &[&str], stdin: Option<&str>) -> String {
-    let out = ferroturn(args, stdin);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "ferroturn {args:?}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
+    ferroturn_cli(args, stdin).ok().stdout
 }
 
 /// Runs and expects exit 1 with `needle` in the `error: ...` line.
 fn fails(args: &[&str], stdin: Option<&str>, needle: &str) -> String {
-    let out = ferroturn(args, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "ferroturn {args:?}: {stderr}");
+    let CliOutput { status, stderr, .. } = ferroturn_cli(args, stdin);
+    assert_eq!(status.code(), Some(1), "ferroturn {args:?}: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     stderr
@@ -566,20 +532,9 @@ fn hmac_sha1_base64(secret: &str, message: &str) -> String {
 }
 
 async fn cli_round_trip(db: &str) {
-    let with = |args: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        v.extend(["--db".to_owned(), db.to_owned()]);
-        v
-    };
-    let run_ok = |args: &[&str], stdin: Option<&str>| {
-        let args = with(args);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ok(&args, stdin)
-    };
+    let run_ok = |args: &[&str], stdin: Option<&str>| ok(&[args, &["--db", db]].concat(), stdin);
     let run_fails = |args: &[&str], stdin: Option<&str>, needle: &str| {
-        let args = with(args);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        fails(&args, stdin, needle)
+        fails(&[args, &["--db", db]].concat(), stdin, needle)
     };
 
     // Users.

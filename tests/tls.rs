@@ -231,26 +231,22 @@ fn serve_fails(args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve {args:?} did not fail");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let Ok(status) = poll_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().ok_or(())
+    }) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("serve {args:?} did not fail");
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
 }
 
 #[test]
@@ -298,11 +294,6 @@ fn sighup_reloads_the_certificate_without_dropping_live_connections() {
     std::fs::copy(&a.cert, &cert).unwrap();
     std::fs::copy(&a.key, &key).unwrap();
     let (srv, addr) = ferroturn_tls(&cert, &key);
-    let hup = |srv: &Binary| {
-        // SAFETY: kill(2) on the PID of the child this test started.
-        let rc = unsafe { libc::kill(srv.pid() as libc::pid_t, libc::SIGHUP) };
-        assert_eq!(rc, 0);
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -313,20 +304,13 @@ fn sighup_reloads_the_certificate_without_dropping_live_connections() {
 
         std::fs::copy(&b.cert, &cert).unwrap();
         std::fs::copy(&b.key, &key).unwrap();
-        hup(&srv);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(mut c) = Client::tls(addr, "localhost", roots(&b)).await {
-                if c.binding().await.is_ok() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the new certificate was not taken up"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        srv.signal(libc::SIGHUP);
+        let what = "the new certificate taken up";
+        eventually_async(Duration::from_secs(5), what, async || {
+            let mut c = Client::tls(addr, "localhost", roots(&b)).await?;
+            c.binding().await.map_err(std::io::Error::other)
+        })
+        .await;
         assert!(
             Client::tls(addr, "localhost", roots(&a)).await.is_err(),
             "new handshakes still get the old certificate"
@@ -336,7 +320,7 @@ fn sighup_reloads_the_certificate_without_dropping_live_connections() {
 
         // A key that does not match: refused, the current pair stays.
         std::fs::copy(&a.key, &key).unwrap();
-        hup(&srv);
+        srv.signal(libc::SIGHUP);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut c = Client::tls(addr, "localhost", roots(&b)).await.unwrap();
         c.binding().await.unwrap();

@@ -1,10 +1,14 @@
 //! Shared helpers for the integration tests: an in-process server on loopback
-//! port 0, and a UDP echo peer.
+//! port 0, a UDP echo peer, a TURN client of the test user, the real binary
+//! (as a server or a one-shot CLI run), and `eventually` for everything that
+//! becomes true a moment later.
 #![allow(dead_code)]
 
+use std::fmt::Display;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ferroturn::client::{Allocation, Client};
 use ferroturn::net::{start, NetOptions, Running};
 use ferroturn::turn::ServerConfig;
 use tokio::net::UdpSocket;
@@ -59,6 +63,209 @@ pub async fn echo_peer(bind: &str, limit: usize) -> SocketAddr {
 
 pub const WAIT: Duration = Duration::from_secs(3);
 
+/// How long `eventually` and `poll_until` sleep between two checks.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Calls `check` until it returns `Ok` or `within` has passed, sleeping between
+/// tries: the `Ok` value, or the last `Err` once the time is up. For waits whose
+/// timeout is an answer rather than a failure; see `eventually` for the others.
+pub fn poll_until<T, E>(within: Duration, mut check: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return Ok(v),
+            Err(last) if started.elapsed() >= within => return Err(last),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// Calls `check` until it returns `Ok`, and returns that value; panics naming
+/// `what`, with the last error `check` returned (what it saw instead), when it
+/// is still not `Ok` after `within`. For synchronous callers.
+#[track_caller]
+pub fn eventually<T, E: Display>(
+    within: Duration,
+    what: &str,
+    check: impl FnMut() -> Result<T, E>,
+) -> T {
+    match poll_until(within, check) {
+        Ok(v) => v,
+        Err(last) => timed_out(what, within, &last),
+    }
+}
+
+/// `eventually` for async checks: an async closure (or a closure returning a
+/// future), awaited until it returns `Ok`, sleeping on the runtime between tries.
+pub async fn eventually_async<T, E: Display>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if started.elapsed() >= within => timed_out(what, within, &last),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+#[track_caller]
+fn timed_out(what: &str, within: Duration, last: &dyn Display) -> ! {
+    panic!("{what}: not within {within:?}; last seen:\n{last}")
+}
+
+/// How a test client reaches a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A server under test, in-process or the real binary: where it listens.
+pub trait Listeners {
+    fn listener(&self, transport: Transport) -> SocketAddr;
+}
+
+impl Listeners for Running {
+    fn listener(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Udp => self.udp[0],
+            Transport::Tcp => self.tcp[0],
+        }
+    }
+}
+
+impl Listeners for Binary {
+    fn listener(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+        }
+    }
+}
+
+/// A TURN client (`ferroturn::client`) of `srv` over `transport`, with `user`'s
+/// long-term credentials; nothing allocated yet.
+pub async fn turn_client_as(
+    srv: &impl Listeners,
+    transport: Transport,
+    user: &str,
+    password: &str,
+) -> Client {
+    let addr = srv.listener(transport);
+    let c = match transport {
+        Transport::Udp => Client::udp(addr).await,
+        Transport::Tcp => Client::tcp(addr).await,
+    };
+    c.unwrap_or_else(|e| panic!("a {transport:?} client of {addr}: {e}"))
+        .credentials(user, password)
+}
+
+/// A TURN client of `srv` over `transport` as the test user (`USER`, `PASS`).
+pub async fn turn_client(srv: &impl Listeners, transport: Transport) -> Client {
+    turn_client_as(srv, transport, USER, PASS).await
+}
+
+/// A TURN client of `srv` as the test user, with an allocation: the client and
+/// what the Allocate granted.
+pub async fn allocated_client(srv: &impl Listeners, transport: Transport) -> (Client, Allocation) {
+    let mut c = turn_client(srv, transport).await;
+    let a = c.allocate().await.unwrap();
+    (c, a)
+}
+
+/// What one run of the `ferroturn` CLI left: its exit status and both streams.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub args: Vec<String>,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics, showing both streams, unless the run exited 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code(),
+            Some(0),
+            "ferroturn {:?}\nstdout: {}\nstderr: {}",
+            self.args,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `ferroturn ARGS` (the binary under test) to completion, with `stdin`
+/// written to its standard input, or with none (it reads end of file). It never
+/// sees a store from the environment (`FERROTURN_DB` is removed).
+pub fn ferroturn_cli(args: &[&str], stdin: Option<&str>) -> CliOutput {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
+        .args(args)
+        .env_remove("FERROTURN_DB")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("ferroturn {args:?} does not start: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin piped");
+        match pipe.write_all(input.as_bytes()) {
+            // A run that exits without reading its input is judged by its output.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.expect("write stdin"),
+        }
+    }
+    let out = child.wait_with_output().expect("wait for ferroturn");
+    let text = |bytes: Vec<u8>, stream: &str| {
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| panic!("ferroturn {args:?} wrote non-UTF-8 on {stream}: {e}"))
+    };
+    CliOutput {
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        status: out.status,
+        stdout: text(out.stdout, "stdout"),
+        stderr: text(out.stderr, "stderr"),
+    }
+}
+
+/// `ferroturn_cli` from async code, on the blocking pool (the runtime's own
+/// threads go on serving, e.g. an echo peer).
+pub async fn ferroturn_cli_async(args: &[&str], stdin: Option<&str>) -> CliOutput {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let stdin = stdin.map(str::to_owned);
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ferroturn_cli(&args, stdin.as_deref())
+    });
+    match run.await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("ferroturn CLI task: {e}"),
+    }
+}
+
 /// The real `ferroturn` binary, started by a test and killed (by the PID the test
 /// started) when dropped.
 pub struct Binary {
@@ -84,17 +291,15 @@ impl Binary {
     }
 
     /// Waits until a log line contains `text`; panics with the log after `within`.
+    #[track_caller]
     pub fn wait_log(&self, text: &str, within: Duration) -> String {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(l) = self.log().into_iter().find(|l| l.contains(text)) {
-                return l;
-            }
-            if std::time::Instant::now() > deadline {
-                panic!("no log line with {text:?}:\n{}", self.log().join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(within, &format!("a log line with {text:?}"), || {
+            let log = self.log();
+            log.iter()
+                .find(|l| l.contains(text))
+                .cloned()
+                .ok_or_else(|| log.join("\n"))
+        })
     }
 
     /// Sends `signal` to the process this test started.
@@ -106,16 +311,7 @@ impl Binary {
 
     /// Waits up to `within` for the process to exit; its status, or None.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(within, || self.child.try_wait().unwrap().ok_or(())).ok()
     }
 }
 
@@ -133,7 +329,6 @@ impl Drop for Binary {
 pub fn spawn_binary(args: &[&str]) -> Binary {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    use std::time::Instant;
 
     let own_metrics = !args.contains(&"--metrics");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferroturn"));
@@ -242,16 +437,25 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Scrapes `/metrics` until every line of `want` appears exactly (the shards
 /// publish every 250 ms); panics with the last scrape after 3 s.
 pub async fn wait_for_metrics(addr: SocketAddr, want: &[&str]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
+    let what = format!("metrics {want:?}");
+    eventually_async(Duration::from_secs(3), &what, async || {
         let (_, body) = http_get(addr, "/metrics").await;
         if want.iter().all(|w| body.lines().any(|l| l == *w)) {
-            return;
+            Ok(())
+        } else {
+            Err(body)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "want {want:?}:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until GET `path` answers 200 (`/readyz`: once every shard serves its
+/// listeners); panics naming the path and the last status after `within`.
+pub async fn wait_http_200(addr: SocketAddr, path: &str, within: Duration) {
+    let what = format!("{path} answering 200");
+    eventually_async(within, &what, async || match http_get(addr, path).await {
+        (200, _) => Ok(()),
+        (status, body) => Err(format!("{status} {body}")),
+    })
+    .await
 }
