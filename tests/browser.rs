@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use support::{spawn_binary, Binary};
+use support::{pki, spawn_binary, Binary, Pki};
 
 mod support;
 
@@ -46,7 +46,7 @@ const RUNNER_LIMIT: Duration = Duration::from_secs(90);
 
 struct Server {
     _bin: Binary,
-    _pki: tempfile::TempDir,
+    _pki: Pki,
     udp: SocketAddr,
     tcp: SocketAddr,
     tls: SocketAddr,
@@ -83,17 +83,9 @@ fn preflight() {
 /// listeners, a static user and a REST secret, and reads the three bound addresses
 /// from its JSON log. `allow_loopback_peers` adds `--allow-peer 127.0.0.0/8`.
 fn ferroturn(allow_loopback_peers: bool) -> Server {
-    let pki = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    let cert = pki.path().join("cert.pem");
-    let key = pki.path().join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-
+    let pki = pki();
     let user = format!("{USER}:{PASS}");
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
     let mut args = vec![
         "--tls-listen",
         "127.0.0.1:0",

@@ -6,36 +6,17 @@
 //! These tests fail, rather than skip, when the tools are missing: the suite's
 //! command installs them, and a silently skipped interop test proves nothing.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::process::Command;
 
 mod support;
 
-use support::{spawn_binary, Binary};
+use support::{
+    coturn_tool, spawn_binary, turnutils_peer, turnutils_uclient, uclient_total, Binary,
+};
 
 const USER: &str = "ninefingers";
 const PASS: &str = "youhavetoberealistic";
-
-fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin"] {
-        let p = format!("{dir}/{name}");
-        if std::path::Path::new(&p).exists() {
-            return p;
-        }
-    }
-    panic!("{name} not found: install Debian's `coturn` package (scripts/test.sh does)");
-}
-
-/// A child process killed (by its PID, which we started) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `ferroturn serve` on 127.0.0.1 port 0 with the test user; returns it and its
 /// UDP address.
@@ -48,30 +29,10 @@ fn ferroturn(extra: &[&str]) -> (Binary, SocketAddr) {
     (srv, udp)
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn peer() -> (Proc, u16) {
-    let port = free_udp_port();
-    let child = Command::new(tool("turnutils_peer"))
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnutils_peer starts");
-    std::thread::sleep(Duration::from_millis(200));
-    (Proc(child), port)
-}
-
 #[test]
 fn turnutils_stunclient_gets_the_mapped_address() {
     let (_srv, addr) = ferroturn(&[]);
-    let out = Command::new(tool("turnutils_stunclient"))
+    let out = Command::new(coturn_tool("turnutils_stunclient"))
         .args(["-p", &addr.port().to_string(), "127.0.0.1"])
         .output()
         .expect("turnutils_stunclient runs");
@@ -92,43 +53,22 @@ fn turnutils_stunclient_gets_the_mapped_address() {
 /// asserts every packet came back.
 fn uclient(flags: &[&str]) {
     let (_srv, addr) = ferroturn(&["--allow-peer", "127.0.0.0/8"]);
-    let (_peer, peer_port) = peer();
+    let (_peer, peer_port) = turnutils_peer();
     let (messages, clients) = (40, 3);
-    let out = Command::new(tool("turnutils_uclient"))
-        .args(flags)
-        .args(["-u", USER, "-w", PASS, "-p", &addr.port().to_string()])
-        .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
-        .args([
-            "-n",
-            &messages.to_string(),
-            "-m",
-            &clients.to_string(),
-            "-l",
-            "170",
-            "-z",
-            "5",
-        ])
-        .arg("127.0.0.1")
-        .output()
-        .expect("turnutils_uclient runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "uclient {flags:?} failed:\n{text}");
-    let lost = text
-        .lines()
-        .find_map(|l| l.split("Total lost packets ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no loss report from uclient {flags:?}:\n{text}"));
-    assert_eq!(lost, "0", "uclient {flags:?} lost packets:\n{text}");
+    let (port, peer_port) = (addr.port().to_string(), peer_port.to_string());
+    let (n, m) = (messages.to_string(), clients.to_string());
+    let args = [
+        flags,
+        &["-u", USER, "-w", PASS, "-p", &port],
+        &["-e", "127.0.0.1", "-r", &peer_port],
+        &["-n", &n, "-m", &m, "-l", "170", "-z", "5"],
+        &["127.0.0.1"],
+    ]
+    .concat();
+    let text = turnutils_uclient(&args);
     // Every client's messages, both directions (each client has an RTP and an
     // RTCP allocation unless -c).
-    let recv = text
-        .lines()
-        .rev()
-        .find_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or_else(|| panic!("no receive count from uclient {flags:?}:\n{text}"));
+    let recv = uclient_total(&text, "tot_recv_msgs=");
     assert!(
         recv >= messages * clients,
         "uclient {flags:?} received {recv}:\n{text}"

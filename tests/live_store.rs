@@ -54,6 +54,12 @@ async fn refused_within_effect(c: &mut Client, what: &str) -> Duration {
     .await
 }
 
+/// `ferroturn user add NAME --realm REALM --password-stdin` on `db`.
+async fn add_user(db: &str, name: &str, password: &str) {
+    let args = ["user", "add", name, "--realm", REALM, "--password-stdin"];
+    cli(db, &args, Some(&format!("{password}\n"))).await;
+}
+
 async fn allocates(srv: &Running, user: &str, password: &str) -> bool {
     let mut c = turn_client_as(srv, Transport::Udp, user, password).await;
     c.allocate().await.is_ok()
@@ -64,12 +70,7 @@ async fn live_changes(db: &str) {
     let peer = echo_peer("127.0.0.1:0", 100).await;
 
     // A user added by the CLI to a running server can allocate.
-    cli(
-        db,
-        &["user", "add", "dave", "--realm", REALM, "--password-stdin"],
-        Some("dave-pw\n"),
-    )
-    .await;
+    add_user(db, "dave", "dave-pw").await;
     let took = within_effect("user add", || allocates(&srv, "dave", "dave-pw")).await;
     println!("user add took effect in {took:?}");
     let mut dave = turn_client_as(&srv, Transport::Udp, "dave", "dave-pw").await;
@@ -161,12 +162,7 @@ async fn two_nodes_on_one_postgres_both_accept_a_user_added_once() {
     let db = pg::fresh_database();
     cli(&db, &["user", "list"], None).await; // creates the schema
     let (a, b) = (node(&db), node(&db));
-    cli(
-        &db,
-        &["user", "add", "frank", "--realm", REALM, "--password-stdin"],
-        Some("frank-pw\n"),
-    )
-    .await;
+    add_user(&db, "frank", "frank-pw").await;
     within_effect("node A", || allocates(&a, "frank", "frank-pw")).await;
     within_effect("node B", || allocates(&b, "frank", "frank-pw")).await;
     a.stop().unwrap();
@@ -179,12 +175,7 @@ async fn two_nodes_on_one_postgres_both_accept_a_user_added_once() {
 async fn postgres_outage_keeps_existing_allocations_relaying() {
     let db = pg::fresh_database();
     let srv = node(&db);
-    cli(
-        &db,
-        &["user", "add", "gina", "--realm", REALM, "--password-stdin"],
-        Some("gina-pw\n"),
-    )
-    .await;
+    add_user(&db, "gina", "gina-pw").await;
     within_effect("user add", || allocates(&srv, "gina", "gina-pw")).await;
     let peer = echo_peer("127.0.0.1:0", 100).await;
     let mut gina = turn_client_as(&srv, Transport::Udp, "gina", "gina-pw").await;

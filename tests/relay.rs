@@ -169,28 +169,32 @@ async fn relay_round_trips(mut c: Client, peer_bind: &str, family: Option<Family
     assert!(c.recv_data(Duration::from_millis(300)).await.is_err());
 }
 
+/// `relay_round_trips` for a client of a fresh server on `listen` over
+/// `transport`, to an echo peer on `peer_bind`.
+async fn relay_through_a_fresh_server(
+    listen: &str,
+    transport: Transport,
+    peer_bind: &str,
+    family: Option<Family>,
+) {
+    let srv = server(listen);
+    relay_round_trips(turn_client(&srv, transport).await, peer_bind, family).await;
+    srv.stop().unwrap();
+}
+
 #[tokio::test]
 async fn relay_over_udp_client_transport() {
-    let srv = server("127.0.0.1:0");
-    let c = turn_client(&srv, Transport::Udp).await;
-    relay_round_trips(c, "127.0.0.1:0", None).await;
-    srv.stop().unwrap();
+    relay_through_a_fresh_server("127.0.0.1:0", Transport::Udp, "127.0.0.1:0", None).await;
 }
 
 #[tokio::test]
 async fn relay_over_tcp_client_transport() {
-    let srv = server("127.0.0.1:0");
-    let c = turn_client(&srv, Transport::Tcp).await;
-    relay_round_trips(c, "127.0.0.1:0", None).await;
-    srv.stop().unwrap();
+    relay_through_a_fresh_server("127.0.0.1:0", Transport::Tcp, "127.0.0.1:0", None).await;
 }
 
 #[tokio::test]
 async fn ipv6_relay_on_loopback() {
-    let srv = server("[::1]:0");
-    let c = turn_client(&srv, Transport::Udp).await;
-    relay_round_trips(c, "[::1]:0", Some(Family::V6)).await;
-    srv.stop().unwrap();
+    relay_through_a_fresh_server("[::1]:0", Transport::Udp, "[::1]:0", Some(Family::V6)).await;
 }
 
 #[tokio::test]

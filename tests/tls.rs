@@ -6,38 +6,13 @@ mod support;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferroturn::client::{Client, Received};
 use ferroturn::config::TlsConfig;
 use support::*;
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    der: rustls::pki_types::CertificateDer<'static>,
-}
-
-/// A self-signed certificate for localhost / 127.0.0.1, written as PEM files.
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    Pki {
-        der: ck.cert.der().clone(),
-        _dir: dir,
-        cert,
-        key,
-    }
-}
 
 fn tls_server(p: &Pki, handshake: Duration) -> ferroturn::net::Running {
     let mut opts = options("127.0.0.1:0");
@@ -129,15 +104,6 @@ async fn a_client_that_does_not_finish_the_handshake_is_dropped() {
     srv.stop().unwrap();
 }
 
-fn tool(name: &str) -> String {
-    let p = format!("/usr/bin/{name}");
-    assert!(
-        Path::new(&p).exists(),
-        "{name} not found: install Debian's `coturn` package (scripts/test.sh does)"
-    );
-    p
-}
-
 /// Runs the real binary with TLS and returns it with its TLS address.
 fn ferroturn_tls(cert: &Path, key: &Path) -> (Binary, SocketAddr) {
     let srv = spawn_binary(&[
@@ -162,63 +128,39 @@ fn ferroturn_tls(cert: &Path, key: &Path) -> (Binary, SocketAddr) {
 fn turnutils_uclient_over_tls_loses_nothing() {
     let p = pki();
     let (srv, addr) = ferroturn_tls(&p.cert, &p.key);
-    let peer_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut peer = Command::new(tool("turnutils_peer"))
-        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let out = Command::new(tool("turnutils_uclient"))
-        .args([
-            "-t",
-            "-S",
-            "-u",
-            "ninefingers",
-            "-w",
-            "youhavetoberealistic",
-        ])
-        .args([
-            "-p",
-            &addr.port().to_string(),
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port.to_string(),
-        ])
-        .args(["-n", "40", "-m", "6", "-l", "170", "-z", "5", "127.0.0.1"])
-        .output()
-        .unwrap();
-    let _ = peer.kill();
-    let _ = peer.wait();
+    let (peer, peer_port) = turnutils_peer();
+    let (port, peer_port) = (addr.port().to_string(), peer_port.to_string());
+    let text = turnutils_uclient(&[
+        "-t",
+        "-S",
+        "-u",
+        "ninefingers",
+        "-w",
+        "youhavetoberealistic",
+        "-p",
+        &port,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port,
+        "-n",
+        "40",
+        "-m",
+        "6",
+        "-l",
+        "170",
+        "-z",
+        "5",
+        "127.0.0.1",
+    ]);
+    drop(peer);
     drop(srv);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "uclient -S failed:\n{text}");
-    let lost = text
-        .lines()
-        .find_map(|l| l.split("Total lost packets ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no loss report:\n{text}"));
-    assert_eq!(lost, "0", "{text}");
     // uclient picks its TLS method at random per connection, among them TLS 1.0 and
     // 1.1, which ferroturn refuses (TLS 1.2 and 1.3 only): those connections fail
     // their handshake, so how many sessions run varies. Every session that did
     // connect must have had every message echoed.
-    let last = |key: &str| -> u64 {
-        text.lines()
-            .rev()
-            .find_map(|l| l.split(key).nth(1))
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
-    };
-    let (sent, received) = (last("tot_send_msgs="), last("tot_recv_msgs="));
+    let sent = uclient_total(&text, "tot_send_msgs=");
+    let received = uclient_total(&text, "tot_recv_msgs=");
     assert!(sent >= 40, "no session completed over TLS:\n{text}");
     assert_eq!(sent, received, "{text}");
 }

@@ -459,3 +459,101 @@ pub async fn wait_http_200(addr: SocketAddr, path: &str, within: Duration) {
     })
     .await
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1, written as PEM files
+/// into a temporary directory that lives as long as this value.
+pub struct Pki {
+    _dir: tempfile::TempDir,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+pub fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    Pki {
+        der: ck.cert.der().clone(),
+        _dir: dir,
+        cert,
+        key,
+    }
+}
+
+/// One of coturn's client tools (Debian package `coturn`, installed by
+/// `scripts/test.sh`). Panics, rather than skipping, when it is missing: a
+/// silently skipped interop test proves nothing.
+pub fn coturn_tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = format!("{dir}/{name}");
+        if std::path::Path::new(&p).exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found: install Debian's `coturn` package (scripts/test.sh does)");
+}
+
+/// A child process killed (by its PID, which the test started) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `turnutils_peer` (a UDP echo peer) on a free loopback port: the process and
+/// the port.
+pub fn turnutils_peer() -> (Proc, u16) {
+    use std::process::{Command, Stdio};
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(coturn_tool("turnutils_peer"))
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_peer starts");
+    std::thread::sleep(Duration::from_millis(200));
+    (Proc(child), port)
+}
+
+/// Runs `turnutils_uclient ARGS`, which must succeed, and checks its report:
+/// "Total lost packets 0". Returns its stdout and stderr, for more checks.
+pub fn turnutils_uclient(args: &[&str]) -> String {
+    let out = std::process::Command::new(coturn_tool("turnutils_uclient"))
+        .args(args)
+        .output()
+        .expect("turnutils_uclient runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "uclient {args:?} failed:\n{text}");
+    let lost = text
+        .lines()
+        .find_map(|l| l.split("Total lost packets ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no loss report from uclient {args:?}:\n{text}"));
+    assert_eq!(lost, "0", "uclient {args:?} lost packets:\n{text}");
+    text
+}
+
+/// The last `KEY<number>` in a uclient report (`tot_send_msgs=`,
+/// `tot_recv_msgs=`).
+pub fn uclient_total(text: &str, key: &str) -> u64 {
+    text.lines()
+        .rev()
+        .find_map(|l| l.split(key).nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
