@@ -95,6 +95,7 @@ async fn every_metric_family_is_documented() {
     // (ferroturn_requests_total) are in the scrape: an Allocate (challenged,
     // then granted) and data relayed both ways over UDP and over TCP.
     let peer = echo_peer("127.0.0.1:0", 100).await;
+    let mut clients = Vec::new(); // Kept open until the end.
     for transport in [Transport::Udp, Transport::Tcp] {
         let (mut c, _) = allocated_client(&srv, transport).await;
         c.create_permission(&[peer]).await.unwrap();
@@ -103,6 +104,7 @@ async fn every_metric_family_is_documented() {
             Received::Data { data, .. } => assert_eq!(data, b"hello"),
             other => panic!("{other:?}"),
         }
+        clients.push(c);
     }
 
     // The shards publish every 250 ms: scrape until the traffic shows.
