@@ -42,7 +42,7 @@ mod migrations;
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -51,6 +51,8 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
 pub use location::{redact, SqliteTarget, StoreLocation};
+/// Re-exported from [`crate::time`], where it now lives.
+pub use crate::time::unix_now;
 
 use crate::stun::integrity::userhash;
 use crate::turn::auth::UserKeys;
@@ -870,13 +872,6 @@ fn check_password(password: &str) -> Result<(), StoreError> {
         return invalid("password", "must not be empty");
     }
     Ok(())
-}
-
-/// Wall-clock time in unix seconds (0 if the clock is before 1970).
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
