@@ -22,7 +22,8 @@ use crate::cli::{
     SecretListArgs, StoreArgs, UserCommand, UserListArgs, UserNameArgs, UserPasswordArgs,
 };
 use crate::config::{Config, ConfigError};
-use crate::store::{unix_now, Store, StoreError, StoreLocation};
+use crate::store::{Store, StoreError, StoreLocation};
+use crate::time::{format_unix, unix_now};
 use crate::turn::auth::rest_password;
 
 /// Length of a generated password: 24 alphanumerics, about 143 bits.
@@ -669,28 +670,6 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Resul
     print_line(&text)
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub fn format_unix(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,13 +765,5 @@ mod tests {
         assert_eq!(mask("a"), "…");
         assert_eq!(mask(""), "…");
         assert_eq!(mask("ééééééééé"), "éééé…");
-    }
-
-    #[test]
-    fn unix_time_formatting() {
-        assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_unix(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_unix(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(format_unix(-1), "1969-12-31T23:59:59Z");
     }
 }

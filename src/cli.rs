@@ -406,13 +406,12 @@ pub enum SessionsCommand {
     },
 }
 
-/// A duration such as `90s`, `10m` or `1h 30m` (humantime's syntax), at
-/// least one second.
+/// A duration such as `90s`, `10m` or `1h 30m` ([`crate::time::parse_duration`]),
+/// at least one second.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(s.trim()) {
-        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
-        Ok(_) => Err(format!("{s:?} is shorter than 1s")),
-        Err(e) => Err(format!("{s:?} is not a duration like 90s, 10m or 1h: {e}")),
+    match crate::time::parse_duration(s)? {
+        d if d >= std::time::Duration::from_secs(1) => Ok(d),
+        _ => Err(format!("{s:?} is shorter than 1s")),
     }
 }
 

@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod net;
 pub mod store;
 pub mod stun;
+pub mod time;
 pub mod turn;

@@ -231,29 +231,9 @@ pub struct EchoServerArgs {
     pub forward_to: Option<SocketAddr>,
 }
 
-/// Parses `5s`, `250ms`, `2m`, `1h` or plain seconds (`1.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 5s, 250ms, 2m"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e7 {
-        return Err(format!("{s:?} is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Parses `5s`, `250ms`, `2m`, `1h` or plain seconds (`1.5`): the shared
+/// parser, re-exported under its old path.
+pub use crate::time::parse_duration;
 
 /// Settings every scenario gets, resolved from [`BenchArgs`].
 #[derive(Debug, Clone)]
@@ -342,20 +322,4 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
         report.write_table(&mut out)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1").is_err());
-    }
 }

@@ -1,0 +1,152 @@
+//! `[server]`: listening addresses, REALM and SOFTWARE, threads, and
+//! logging (`log-level`, `log-format`).
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::validate::{int_in, invalid, parse_addresses, Result};
+
+/// RFC 8489 §14.9 / §14.14: REALM and SOFTWARE are "fewer than 128
+/// characters (which can be as long as 763 bytes)".
+const MAX_TEXT_CHARS: usize = 127;
+/// See [`MAX_TEXT_CHARS`].
+const MAX_TEXT_BYTES: usize = 763;
+/// Upper bound for `server.threads`; anything above is surely a typo and
+/// would only waste memory on idle shards.
+const MAX_THREADS: i64 = 1024;
+
+/// `[server]` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawServer {
+    /// `listen`: socket addresses; UDP and TCP are served on each.
+    pub listen: Vec<String>,
+    /// `realm`
+    pub realm: String,
+    /// `software`; empty means no SOFTWARE attribute.
+    pub software: String,
+    /// `threads`; 0 means one per CPU core.
+    pub threads: i64,
+    /// `log-level`
+    pub log_level: String,
+    /// `log-format`
+    pub log_format: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec!["0.0.0.0:3478".into(), "[::]:3478".into()],
+            realm: "ferroturn".into(),
+            software: String::new(),
+            threads: 0,
+            log_level: "info".into(),
+            log_format: "human".into(),
+        }
+    }
+}
+
+/// How to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive string (a bare level like `info` is
+    /// one); already checked to parse.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The `[server]` values, validated; [`Config`](super::Config) holds them
+/// at its top level.
+pub(super) struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub realm: String,
+    pub software: Option<String>,
+    pub threads: usize,
+    pub log: LogConfig,
+}
+
+pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
+    let listen = validate_listen(&server.listen)?;
+    let realm = validate_text("server.realm", &server.realm)?;
+    if realm.is_empty() {
+        return invalid("server.realm", "must not be empty");
+    }
+    let software = validate_text("server.software", &server.software)?;
+    let software = (!software.is_empty()).then_some(software);
+    let threads = int_in("server.threads", server.threads, 0, MAX_THREADS)?;
+    let log = LogConfig {
+        level: validate_log_level(&server.log_level)?,
+        format: match server.log_format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return invalid(
+                    "server.log-format",
+                    format!("{other:?} is not one of \"human\", \"json\""),
+                )
+            }
+        },
+    };
+
+    Ok(Server {
+        listen,
+        realm,
+        software,
+        threads,
+        log,
+    })
+}
+
+/// REALM/SOFTWARE text: no control characters (they would corrupt log
+/// lines and some clients' parsers) and within RFC 8489's size limits.
+fn validate_text(key: &str, value: &str) -> Result<String> {
+    if value.chars().any(char::is_control) {
+        return invalid(key, "must not contain control characters");
+    }
+    let chars = value.chars().count();
+    if chars > MAX_TEXT_CHARS || value.len() > MAX_TEXT_BYTES {
+        return invalid(
+            key,
+            format!(
+                "is {chars} characters / {} bytes; RFC 8489 allows fewer than 128 characters and at most {MAX_TEXT_BYTES} bytes",
+                value.len()
+            ),
+        );
+    }
+    Ok(value.to_owned())
+}
+
+fn validate_log_level(value: &str) -> Result<String> {
+    let level = value.trim();
+    if level.is_empty() {
+        return invalid(
+            "server.log-level",
+            "must not be empty (use trace, debug, info, warn, error or an EnvFilter directive)",
+        );
+    }
+    match crate::logging::env_filter(level) {
+        Ok(_) => Ok(level.to_owned()),
+        Err(e) => invalid(
+            "server.log-level",
+            format!("{value:?} is not a level (trace, debug, info, warn, error) or a valid EnvFilter directive: {e}"),
+        ),
+    }
+}
+
+fn validate_listen(values: &[String]) -> Result<Vec<SocketAddr>> {
+    if values.is_empty() {
+        return invalid("server.listen", "at least one address is required");
+    }
+    parse_addresses("server.listen", values)
+}
