@@ -1,5 +1,7 @@
-//! Fuzz the sans-IO TURN core (`ferroturn::turn::Server`) with a fake in-memory relay
-//! binder, a fixed nonce key, static users and a fake clock.
+//! Fuzz the sans-IO TURN core (`ferroturn::turn::Server`) with the test kit of
+//! `ferroturn::turn::testing` (the in-memory relay binder and fake clock the unit
+//! tests use), a fixed nonce key and static users. Requests are signed with
+//! `turn::auth::RequestAuth`, as every client in the crate signs them.
 //!
 //! The input is a configuration byte followed by a sequence of operations, each
 //! `op, time-advance, operands...`: an authenticated (or deliberately badly
@@ -31,10 +33,9 @@
 //!   the quota is back to zero.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use ferroturn::stun::attr::{self, *};
@@ -42,21 +43,24 @@ use ferroturn::stun::channel_data::{padded_len, ChannelData};
 use ferroturn::stun::integrity::{long_term_key_md5, long_term_key_sha256, userhash};
 use ferroturn::stun::{Class, Message, MessageBuilder, Method, TransactionId};
 use ferroturn::turn::auth::{
-    NonceKey, StaticUsers, FEATURE_PASSWORD_ALGORITHMS, FEATURE_USERNAME_ANONYMITY,
+    NonceKey, RequestAuth, RequestMac, StaticUsers, FEATURE_PASSWORD_ALGORITHMS,
+    FEATURE_USERNAME_ANONYMITY,
 };
 use ferroturn::turn::live::LiveRelayPorts;
 use ferroturn::turn::quota::QuotaTracker;
 use ferroturn::turn::reservations::Reservations;
 use ferroturn::turn::server::{Event, PEER_HEADROOM, PEER_TAILROOM};
+use ferroturn::turn::testing::{FakeBinder, FakeClock};
 use ferroturn::turn::{
-    BindError, Bound, FiveTuple, Output, PeerOutput, PortRequest, RelayBinder, RelayId, Server,
-    ServerConfig, Shared, Transport,
+    FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
 };
 use libfuzzer_sys::fuzz_target;
 
 const REALM: &str = "fuzz.test";
 const USERS: [(&str, &str); 2] = [("alice", "alice-pw"), ("bob", "bob-pw")];
 const UNIX0: u64 = 1_700_000_000;
+/// The seed of the core's RNG: a run depends on its input alone.
+const SEED: u64 = 0x5eed;
 const MAX_OPS: usize = 256;
 const RELAY_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 /// The features the server advertises in its nonces, and its PASSWORD-ALGORITHMS.
@@ -153,113 +157,6 @@ impl<'a> Input<'a> {
     }
 }
 
-/// An in-memory relay binder: one port pool for all IPs, a capacity, and a strict
-/// check that every release is of a socket it opened and has not released yet.
-struct FakeBinder {
-    open: BTreeMap<RelayId, SocketAddr>,
-    used: BTreeSet<u16>,
-    ever: BTreeSet<SocketAddr>,
-    /// Reserved sockets waiting for their token: open, not relaying.
-    parked: BTreeMap<SocketAddr, RelayId>,
-    next_id: u32,
-    cursor: u16,
-    capacity: usize,
-}
-
-impl FakeBinder {
-    fn new(capacity: usize) -> Self {
-        Self {
-            open: BTreeMap::new(),
-            used: BTreeSet::new(),
-            ever: BTreeSet::new(),
-            parked: BTreeMap::new(),
-            next_id: 0,
-            cursor: *RELAY_PORTS.start(),
-            capacity,
-        }
-    }
-
-    fn free_port(&self, even: bool, pair: bool) -> Option<u16> {
-        let (lo, hi) = (*RELAY_PORTS.start(), *RELAY_PORTS.end());
-        let span = u32::from(hi - lo) + 1;
-        (0..span).find_map(|i| {
-            let p = lo + ((u32::from(self.cursor - lo) + i) % span) as u16;
-            let ok = !self.used.contains(&p)
-                && (!even || p.is_multiple_of(2))
-                && (!pair || (p < hi && !self.used.contains(&(p + 1))));
-            ok.then_some(p)
-        })
-    }
-
-    fn open_port(&mut self, ip: IpAddr, port: u16) -> (RelayId, SocketAddr) {
-        let id = RelayId(self.next_id);
-        self.next_id += 1;
-        let addr = SocketAddr::new(ip, port);
-        self.used.insert(port);
-        self.ever.insert(addr);
-        self.open.insert(id, addr);
-        (id, addr)
-    }
-}
-
-impl RelayBinder for FakeBinder {
-    fn bind(
-        &mut self,
-        ip: IpAddr,
-        port: PortRequest,
-        _dont_fragment: bool,
-    ) -> Result<Bound, BindError> {
-        assert!(
-            ip == SERVER_V4 || ip == SERVER_V6,
-            "relay bound on {ip}, which is not a relay or server address"
-        );
-        let pair = port == PortRequest::EvenPair;
-        let need = if pair { 2 } else { 1 };
-        if self.open.len() + need > self.capacity {
-            return Err(BindError::Exhausted);
-        }
-        let p = self
-            .free_port(port != PortRequest::Any, pair)
-            .ok_or(BindError::Exhausted)?;
-        self.cursor = p
-            .checked_add(2)
-            .filter(|c| RELAY_PORTS.contains(c))
-            .unwrap_or(*RELAY_PORTS.start());
-        let (id, addr) = self.open_port(ip, p);
-        let reserved = pair.then(|| {
-            let (rid, raddr) = self.open_port(ip, p + 1);
-            self.parked.insert(raddr, rid);
-            raddr
-        });
-        Ok(Bound { id, addr, reserved })
-    }
-
-    fn adopt(&mut self, addr: SocketAddr) -> Result<Bound, BindError> {
-        let id = self.parked.remove(&addr).ok_or(BindError::Exhausted)?;
-        Ok(Bound {
-            id,
-            addr,
-            reserved: None,
-        })
-    }
-
-    fn discard(&mut self, addr: SocketAddr) {
-        let id = self
-            .parked
-            .remove(&addr)
-            .unwrap_or_else(|| panic!("discard of {addr}, which is not parked"));
-        self.release(id);
-    }
-
-    fn release(&mut self, id: RelayId) {
-        let addr = self
-            .open
-            .remove(&id)
-            .unwrap_or_else(|| panic!("release of relay {id:?}, which is not open"));
-        self.used.remove(&addr.port());
-    }
-}
-
 struct Harness {
     server: Server<FakeBinder>,
     shared: Shared,
@@ -268,8 +165,7 @@ struct Harness {
     peers: Vec<SocketAddr>,
     keys: [[u8; 16]; 2],
     sha_keys: [[u8; 32]; 2],
-    now: Instant,
-    t0: Instant,
+    clock: FakeClock,
     external: bool,
     own_services: bool,
     relayed: Vec<SocketAddr>,
@@ -328,14 +224,13 @@ impl Harness {
             live: Arc::new(LiveRelayPorts::default()),
             reservations: Arc::new(Reservations::default()),
         };
-        let now = Instant::now();
-        let server = Server::new(
-            Arc::new(cfg),
-            &shared,
-            FakeBinder::new(capacity),
-            now,
-            UNIX0,
-        );
+        // The kit's binder, with the harness's checks: a capacity, and relays
+        // only on the server's own addresses.
+        let mut binder = FakeBinder::new(RELAY_PORTS);
+        binder.capacity = capacity;
+        binder.allowed_ips = Some(vec![SERVER_V4, SERVER_V6]);
+        let clock = FakeClock::new(UNIX0);
+        let server = Server::new(Arc::new(cfg), &shared, binder, clock.now, clock.unix0, SEED);
         Self {
             server,
             shared,
@@ -344,8 +239,7 @@ impl Harness {
             peers: fixed_peers().to_vec(),
             keys: USERS.map(|(u, p)| long_term_key_md5(u, REALM, p)),
             sha_keys: USERS.map(|(u, p)| long_term_key_sha256(u, REALM, p)),
-            now,
-            t0: now,
+            clock,
             external,
             own_services,
             relayed: Vec::new(),
@@ -358,7 +252,7 @@ impl Harness {
     }
 
     fn unix(&self) -> u64 {
-        UNIX0 + self.now.duration_since(self.t0).as_secs()
+        self.clock.unix()
     }
 
     fn peer(&self, b: u8) -> SocketAddr {
@@ -378,7 +272,7 @@ impl Harness {
             2 => Duration::from_secs(u64::from(b & 63)),
             _ => Duration::from_secs(u64::from(b & 63) * 60),
         };
-        self.now += d;
+        self.clock.advance(d);
     }
 
     /// Builds a request (or Send indication) from fuzzed attributes, adds the
@@ -551,12 +445,9 @@ impl Harness {
             }
         }
         if with_auth {
-            if flags & 0x08 == 0 {
-                add_user(&mut b);
-            }
-            b.add(&Realm(realm));
-            b.add(&attr::Nonce(&nonce));
-            if sha256 || tamper {
+            // The user attribute goes here unless flag 0x08 put it first.
+            let user_here = flags & 0x08 == 0;
+            let (algorithm, algorithms) = if sha256 || tamper {
                 let algorithm = if sha256 {
                     ALGORITHM_SHA256
                 } else {
@@ -569,20 +460,25 @@ impl Harness {
                     (true, false) => Some(&[0, 1, 0, 0]),
                     (true, true) => None,
                 };
-                b.add(&PasswordAlgorithm {
-                    algorithm,
-                    params: &[],
-                });
-                if let Some(l) = list {
-                    b.add(&PasswordAlgorithms(l));
-                }
-            }
-            let k = key.as_deref().unwrap_or(&wrong_key);
-            if mac_sha256 {
-                b.add_message_integrity_sha256(k);
+                (Some((algorithm, &[][..])), list)
             } else {
-                b.add_message_integrity(k);
+                (None, None)
+            };
+            RequestAuth {
+                username: (user_here && !by_hash).then_some(username),
+                userhash: (user_here && by_hash).then_some(&hash[..]),
+                realm,
+                nonce: &nonce,
+                algorithm,
+                algorithms,
+                key: key.as_deref().unwrap_or(&wrong_key),
+                mac: if mac_sha256 {
+                    RequestMac::Sha256
+                } else {
+                    RequestMac::Sha1
+                },
             }
+            .write(&mut b);
         }
         if fingerprint {
             b.add_fingerprint();
@@ -593,7 +489,7 @@ impl Harness {
         let before = self.server.allocations();
         let output = self
             .server
-            .handle_client(self.now, tuple, &buf, &mut self.out);
+            .handle_client(self.clock.now, tuple, &buf, &mut self.out);
         match output {
             Output::None => {}
             Output::Reply => {
@@ -680,12 +576,9 @@ impl Harness {
                 let addr = XorRelayedAddress::decode(a.value, &tid)
                     .expect("relayed address")
                     .0;
-                let open = self
-                    .server
-                    .binder()
-                    .open
-                    .values()
-                    .any(|o| o.port() == addr.port() && (o.ip() == addr.ip() || self.external));
+                let open = self.server.binder().open.iter().any(|(_, o)| {
+                    o.port() == addr.port() && (o.ip() == addr.ip() || self.external)
+                });
                 assert!(open, "advertised relay {addr} is not an open relay socket");
                 if !self.relayed.contains(&addr) && self.relayed.len() < 16 {
                     self.relayed.push(addr);
@@ -724,8 +617,7 @@ impl Harness {
         let local = self
             .server
             .binder()
-            .open
-            .get(&relay)
+            .addr_of(relay)
             .unwrap_or_else(|| panic!("data sent on relay {relay:?}, which is not open"));
         assert_eq!(
             local.is_ipv4(),
@@ -744,9 +636,9 @@ impl Harness {
         let ci = usize::from(inp.byte()) % self.clients.len();
         let n = inp.u16() % 2048;
         let data = inp.bytes(usize::from(n)).to_vec();
-        let output = self
-            .server
-            .handle_client(self.now, self.clients[ci], &data, &mut self.out);
+        let output =
+            self.server
+                .handle_client(self.clock.now, self.clients[ci], &data, &mut self.out);
         match output {
             Output::None => {}
             Output::Reply => {
@@ -780,9 +672,9 @@ impl Harness {
             payload: &payload,
         }
         .write(&mut data, sel & 0x40 != 0);
-        let output = self
-            .server
-            .handle_client(self.now, self.clients[ci], &data, &mut self.out);
+        let output =
+            self.server
+                .handle_client(self.clock.now, self.clients[ci], &data, &mut self.out);
         match output {
             Output::None => {}
             Output::Reply => panic!("a reply to ChannelData"),
@@ -794,7 +686,13 @@ impl Harness {
     }
 
     fn peer_datagram(&mut self, inp: &mut Input<'_>) {
-        let open: Vec<RelayId> = self.server.binder().open.keys().copied().collect();
+        let open: Vec<RelayId> = self
+            .server
+            .binder()
+            .open
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
         let sel = inp.byte();
         let relay = match open.get(usize::from(sel) % (open.len() + 1)) {
             Some(r) => *r,
@@ -814,7 +712,7 @@ impl Harness {
         let (start, end) = (head, head + payload.len());
         let output = self
             .server
-            .handle_peer(self.now, relay, from, &mut buf, start, end);
+            .handle_peer(self.clock.now, relay, from, &mut buf, start, end);
         let PeerOutput::ToClient { tuple, start, end } = output else {
             return;
         };
@@ -827,7 +725,7 @@ impl Harness {
             self.clients.contains(&tuple),
             "data for unknown client {tuple:?}"
         );
-        assert!(self.server.binder().open.contains_key(&relay));
+        assert!(self.server.binder().addr_of(relay).is_some());
         let msg = &buf[start..end];
         if msg.first().is_some_and(|b| b & 0xC0 == 0x40) {
             let cd = ChannelData::parse(msg).expect("ChannelData to client parses");
@@ -857,14 +755,18 @@ impl Harness {
     }
 
     fn timeout(&mut self) {
-        if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.server.handle_timeout(self.now);
+        if self
+            .server
+            .poll_timeout()
+            .is_some_and(|t| t <= self.clock.now)
+        {
+            self.server.handle_timeout(self.clock.now);
         }
         let t = self.server.poll_timeout();
         assert!(
-            t.is_none_or(|t| t > self.now),
+            t.is_none_or(|t| t > self.clock.now),
             "poll_timeout {:?} is not after now after handle_timeout",
-            t.map(|t| t.duration_since(self.t0))
+            t.map(|t| t.duration_since(self.clock.t0))
         );
     }
 
@@ -894,7 +796,7 @@ impl Harness {
     }
 
     fn shutdown(&mut self) {
-        self.server.close_all(self.now);
+        self.server.close_all(self.clock.now);
         self.check_counts();
         assert_eq!(self.server.allocations(), 0);
         let b = self.server.binder();
@@ -918,9 +820,9 @@ impl Harness {
             let Some(t) = self.server.poll_timeout() else {
                 break;
             };
-            assert!(t >= self.t0, "deadline before the start");
-            self.now = self.now.max(t);
-            self.server.handle_timeout(self.now);
+            assert!(t >= self.clock.t0, "deadline before the start");
+            self.clock.now = self.clock.now.max(t);
+            self.server.handle_timeout(self.clock.now);
         }
         assert_eq!(
             self.server.poll_timeout(),
@@ -946,7 +848,7 @@ fuzz_target!(|data: &[u8]| {
         ops += 1;
         let op = inp.byte();
         h.advance(inp.byte());
-        let due_before = h.server.poll_timeout().is_some_and(|t| t <= h.now);
+        let due_before = h.server.poll_timeout().is_some_and(|t| t <= h.clock.now);
         match op % 10 {
             0..=2 => h.request(&mut inp),
             3 => h.raw(&mut inp),
@@ -955,14 +857,14 @@ fuzz_target!(|data: &[u8]| {
             7 => h.timeout(),
             8 => {
                 let ci = usize::from(inp.byte()) % h.clients.len();
-                h.server.connection_closed(h.now, h.clients[ci]);
+                h.server.connection_closed(h.clock.now, h.clients[ci]);
             }
             _ => h.shutdown(),
         }
         if !due_before {
             let t = h.server.poll_timeout();
             assert!(
-                t.is_none_or(|t| t > h.now),
+                t.is_none_or(|t| t > h.clock.now),
                 "op {op} moved poll_timeout into the past"
             );
         }
@@ -971,7 +873,7 @@ fuzz_target!(|data: &[u8]| {
             eprintln!(
                 "op {ops:3} kind {} t+{:?}: allocations {} relays {} {:?}",
                 op % 10,
-                h.now.duration_since(h.t0),
+                h.clock.now.duration_since(h.clock.t0),
                 h.server.allocations(),
                 h.server.binder().open.len(),
                 h.server.stats()

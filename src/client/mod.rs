@@ -25,7 +25,10 @@ use crate::stun::channel_data::ChannelData;
 use crate::stun::framing::{next_frame, Frame};
 use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256, userhash};
 use crate::stun::{Class, Message, MessageBuilder, Method, TransactionId};
-use crate::turn::auth::{nonce_features, FEATURE_PASSWORD_ALGORITHMS, FEATURE_USERNAME_ANONYMITY};
+use crate::turn::auth::{
+    nonce_features, RequestAuth, RequestMac, FEATURE_PASSWORD_ALGORITHMS,
+    FEATURE_USERNAME_ANONYMITY,
+};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -421,26 +424,26 @@ impl Client {
                 (key, self.realm.as_deref(), self.nonce.as_deref())
             {
                 self.check_features()?;
-                if self.userhash {
-                    b.add(&Userhash(&userhash(&self.username, realm)));
-                } else {
-                    b.add(&Username(&self.username));
+                let hash = self.userhash.then(|| userhash(&self.username, realm));
+                let (algorithm, algorithms, mac) = match (key, self.offered_algorithms.as_deref()) {
+                    (Key::Sha256(_), Some(offered)) => (
+                        Some((ALGORITHM_SHA256, &[][..])),
+                        Some(offered),
+                        RequestMac::Sha256,
+                    ),
+                    _ => (None, None, RequestMac::Sha1),
+                };
+                RequestAuth {
+                    username: (!self.userhash).then_some(self.username.as_str()),
+                    userhash: hash.as_ref().map(|h| &h[..]),
+                    realm,
+                    nonce,
+                    algorithm,
+                    algorithms,
+                    key: key.as_bytes(),
+                    mac,
                 }
-                b.add(&Realm(realm));
-                b.add(&Nonce(nonce));
-                match (key, self.offered_algorithms.as_deref()) {
-                    (Key::Sha256(k), Some(offered)) => {
-                        b.add(&PasswordAlgorithm {
-                            algorithm: ALGORITHM_SHA256,
-                            params: &[],
-                        });
-                        b.add(&PasswordAlgorithms(offered));
-                        b.add_message_integrity_sha256(&k);
-                    }
-                    _ => {
-                        b.add_message_integrity(key.as_bytes());
-                    }
-                }
+                .write(&mut b);
             }
             b.add_fingerprint();
             b.finish();

@@ -164,23 +164,24 @@ where
                     .await
                     .into_iter()
                     .map(|s| {
+                        let a = &s.allocation;
                         json!({
-                            "id": s.id,
-                            "user": &*s.username,
-                            "realm": &*s.realm,
-                            "transport": s.tuple.transport.name(),
-                            "client": s.tuple.client,
-                            "server": s.tuple.server,
-                            "relays": s.relays,
-                            "start_unix": s.started_unix,
+                            "id": a.id,
+                            "user": &*a.username,
+                            "realm": &*a.realm,
+                            "transport": a.tuple.transport.name(),
+                            "client": a.tuple.client,
+                            "server": a.tuple.server,
+                            "relays": a.relays,
+                            "start_unix": a.started_unix,
                             "expires_in": s.expires_in,
                             "permissions": s.permissions,
                             "channels": s.channels,
-                            "peers": s.peers,
-                            "to_peer_bytes": s.traffic.to_peer_bytes,
-                            "to_peer_packets": s.traffic.to_peer_packets,
-                            "to_client_bytes": s.traffic.to_client_bytes,
-                            "to_client_packets": s.traffic.to_client_packets,
+                            "peers": a.peers,
+                            "to_peer_bytes": a.traffic.to_peer_bytes,
+                            "to_peer_packets": a.traffic.to_peer_packets,
+                            "to_client_bytes": a.traffic.to_client_bytes,
+                            "to_client_packets": a.traffic.to_client_packets,
                         })
                     })
                     .collect();

@@ -111,7 +111,7 @@ impl Running {
                 all.extend(rx.await.unwrap_or_default());
             }
         }
-        all.sort_by_key(|s| s.id);
+        all.sort_by_key(|s| s.allocation.id);
         all
     }
 

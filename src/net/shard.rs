@@ -686,39 +686,20 @@ fn log_events(server: &mut Server<Binder>, usage: &UsageLog) {
                 tracing::debug!(transport = tuple.transport.name(), client = %tuple.client, "allocation created")
             }
             Event::AllocationClosed {
-                id,
-                tuple,
-                username,
-                realm,
-                started_unix,
-                relays,
-                duration,
-                traffic,
-                peers,
+                allocation: a,
                 reason,
             } => {
                 tracing::debug!(
-                    id,
-                    transport = tuple.transport.name(),
-                    client = %tuple.client,
+                    id = a.id,
+                    transport = a.tuple.transport.name(),
+                    client = %a.tuple.client,
                     reason = reason.name(),
-                    to_peer_bytes = traffic.to_peer_bytes,
-                    to_client_bytes = traffic.to_client_bytes,
+                    to_peer_bytes = a.traffic.to_peer_bytes,
+                    to_client_bytes = a.traffic.to_client_bytes,
                     "allocation closed"
                 );
                 if record {
-                    usage.write(&UsageRecord::new(
-                        id,
-                        &tuple,
-                        &username,
-                        &realm,
-                        &relays,
-                        peers,
-                        &traffic,
-                        started_unix,
-                        duration,
-                        reason,
-                    ));
+                    usage.write(&UsageRecord::new(&a, reason));
                 }
             }
         }
@@ -865,7 +846,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let binder = Binder::new(cfg.relay_ports.clone(), budget);
-        let mut server = Server::new(cfg, &shared, binder, Instant::now(), unix_now());
+        let seed = rand::random();
+        let mut server = Server::new(cfg, &shared, binder, Instant::now(), unix_now(), seed);
         server.set_id_space(index, shards);
         let mut udp = Vec::new();
         for s in sockets.udp {

@@ -17,11 +17,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::UsageTarget;
-use crate::turn::allocation::Traffic;
-use crate::turn::server::CloseReason;
-use crate::turn::FiveTuple;
+use crate::turn::server::{AllocationSummary, CloseReason};
 
-/// One finished allocation, as written.
+/// One finished allocation, as written: an [`AllocationSummary`] with the
+/// start time in RFC 3339 as well, the duration in seconds, and the reason.
 #[derive(Debug, Serialize)]
 pub struct UsageRecord<'a> {
     /// The allocation's ID (as `ferroturn sessions list` showed it).
@@ -51,36 +50,25 @@ pub struct UsageRecord<'a> {
 }
 
 impl<'a> UsageRecord<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: u64,
-        tuple: &FiveTuple,
-        user: &'a str,
-        realm: &'a str,
-        relays: &'a [SocketAddr],
-        peers: u32,
-        traffic: &Traffic,
-        started_unix: u64,
-        duration: Duration,
-        reason: CloseReason,
-    ) -> Self {
-        let start = UNIX_EPOCH + Duration::from_secs(started_unix);
+    /// The record of allocation `a`, closed for `reason`.
+    pub fn new(a: &'a AllocationSummary, reason: CloseReason) -> Self {
+        let start = UNIX_EPOCH + Duration::from_secs(a.started_unix);
         Self {
-            id,
-            user,
-            realm,
-            transport: tuple.transport.name(),
-            client: tuple.client,
-            server: tuple.server,
-            relays,
-            peers,
-            to_peer_bytes: traffic.to_peer_bytes,
-            to_peer_packets: traffic.to_peer_packets,
-            to_client_bytes: traffic.to_client_bytes,
-            to_client_packets: traffic.to_client_packets,
+            id: a.id,
+            user: &a.username,
+            realm: &a.realm,
+            transport: a.tuple.transport.name(),
+            client: a.tuple.client,
+            server: a.tuple.server,
+            relays: &a.relays,
+            peers: a.peers,
+            to_peer_bytes: a.traffic.to_peer_bytes,
+            to_peer_packets: a.traffic.to_peer_packets,
+            to_client_bytes: a.traffic.to_client_bytes,
+            to_client_packets: a.traffic.to_client_packets,
             start: humantime::format_rfc3339_seconds(start).to_string(),
-            start_unix: started_unix,
-            duration: (duration.as_millis() as f64) / 1000.0,
+            start_unix: a.started_unix,
+            duration: (a.duration.as_millis() as f64) / 1000.0,
             reason: reason.name(),
         }
     }
@@ -193,33 +181,31 @@ impl UsageLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::turn::Transport;
+    use crate::turn::allocation::Traffic;
+    use crate::turn::{FiveTuple, Transport};
 
     fn record_line(log: &UsageLog, id: u64) {
-        let tuple = FiveTuple {
-            transport: Transport::Tcp,
-            client: "192.0.2.1:5000".parse().unwrap(),
-            server: "192.0.2.2:3478".parse().unwrap(),
-        };
-        let relays = ["192.0.2.2:50000".parse().unwrap()];
-        let traffic = Traffic {
-            to_peer_packets: 3,
-            to_peer_bytes: 300,
-            to_client_packets: 2,
-            to_client_bytes: 200,
-        };
-        log.write(&UsageRecord::new(
+        let allocation = AllocationSummary {
             id,
-            &tuple,
-            "alice",
-            "example.org",
-            &relays,
-            1,
-            &traffic,
-            1_700_000_000,
-            Duration::from_millis(61_500),
-            CloseReason::Killed,
-        ));
+            username: "alice".into(),
+            realm: "example.org".into(),
+            tuple: FiveTuple {
+                transport: Transport::Tcp,
+                client: "192.0.2.1:5000".parse().unwrap(),
+                server: "192.0.2.2:3478".parse().unwrap(),
+            },
+            relays: vec!["192.0.2.2:50000".parse().unwrap()],
+            peers: 1,
+            traffic: Traffic {
+                to_peer_packets: 3,
+                to_peer_bytes: 300,
+                to_client_packets: 2,
+                to_client_bytes: 200,
+            },
+            started_unix: 1_700_000_000,
+            duration: Duration::from_millis(61_500),
+        };
+        log.write(&UsageRecord::new(&allocation, CloseReason::Killed));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod attr;
 pub mod builder;
 pub mod channel_data;
+pub mod data_indication;
 pub mod framing;
 pub mod integrity;
 pub mod message;

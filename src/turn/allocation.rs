@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::output::AllocationSummary;
 use super::{FiveTuple, RelayId};
 use crate::stun::attr::Family;
 use crate::stun::TransactionId;
@@ -127,6 +128,21 @@ pub struct Allocation {
 }
 
 impl Allocation {
+    /// What the allocation is at `now`, for operators.
+    pub fn summary(&self, now: Instant) -> AllocationSummary {
+        AllocationSummary {
+            id: self.id,
+            username: self.username.clone(),
+            realm: self.realm.clone(),
+            tuple: self.tuple,
+            relays: self.relays.iter().flatten().map(|r| r.advertised).collect(),
+            peers: self.peers_seen,
+            traffic: self.traffic,
+            started_unix: self.started_unix,
+            duration: now.saturating_duration_since(self.created),
+        }
+    }
+
     /// The relay of the family of `ip`, if the allocation has one.
     pub fn relay_for(&self, ip: IpAddr) -> Option<&Relay> {
         self.relays

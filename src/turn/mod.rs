@@ -15,12 +15,28 @@ pub mod reservations;
 pub mod server;
 pub mod table;
 
+// The rules of `Server`, one file each (each adds an `impl Server` block); their
+// public types are re-exported from `server`.
+mod allocate;
+mod channel;
+mod client_to_peer;
+mod config;
+mod operations;
+mod output;
+mod peer_address;
+mod peer_to_client;
+mod permission;
+mod responses;
+mod stats;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use server::{Output, PeerOutput, Server, ServerConfig, Shared};
+pub use server::{AllocationSummary, Output, PeerOutput, Server, ServerConfig, Shared};
 
 /// A hash map for lookups on the packet path: foldhash's quality hasher, seeded
 /// at random per map, several times faster than std's SipHash on a 5-tuple

@@ -1,0 +1,107 @@
+//! Data from the client towards peers: the Send indication (RFC 8656 §11.2) and
+//! ChannelData (§12.4). Both need an allocation on the 5-tuple, a permission for
+//! the peer and a relay of its family; the payload is returned as a range of the
+//! input, never copied.
+
+use std::time::Instant;
+
+use super::output::Output;
+use super::server::Server;
+use super::stats::DropReason;
+use super::{FiveTuple, RelayBinder};
+use crate::stun::attr::*;
+use crate::stun::channel_data::{self, ChannelData};
+use crate::stun::Message;
+
+impl<B: RelayBinder> Server<B> {
+    /// A Send indication: relay the DATA to the peer if allowed (RFC 8656 §11.2).
+    pub(super) fn handle_send(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        data: &[u8],
+    ) -> Output {
+        let rate = self.cfg.max_bps_per_allocation;
+        let Some(id) = self.table.by_tuple(&tuple) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let (Some(Ok(XorPeerAddress(peer))), Some(Ok(Data(payload)))) =
+            (msg.get::<XorPeerAddress>(), msg.get::<Data>())
+        else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        let Some(dest) = self.peer_destination(peer) else {
+            return self.drop_packet(DropReason::DeniedPeer);
+        };
+        let Some(a) = self.table.get_mut(id) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
+            return self.drop_packet(DropReason::FamilyMismatch);
+        };
+        if !a.permitted(peer.ip(), now) {
+            return self.drop_packet(DropReason::NoPermission);
+        }
+        let start = payload.as_ptr() as usize - data.as_ptr() as usize;
+        let len = payload.len() as u64;
+        if !a.to_peer_bandwidth.admit(now, len, rate) {
+            return self.drop_packet(DropReason::RateLimit);
+        }
+        a.traffic.to_peer_packets += 1;
+        a.traffic.to_peer_bytes += len;
+        let t = tuple.transport.index();
+        self.stats.to_peer_packets[t] += 1;
+        self.stats.to_peer_bytes[t] += len;
+        Output::ToPeer {
+            relay,
+            peer: dest,
+            start,
+            end: start + payload.len(),
+        }
+    }
+
+    /// ChannelData from a client: the hot path towards peers.
+    pub(super) fn handle_channel_data(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        data: &[u8],
+    ) -> Output {
+        let Ok(cd) = ChannelData::parse(data) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        let rate = self.cfg.max_bps_per_allocation;
+        let Some(id) = self.table.by_tuple(&tuple) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let Some(a) = self.table.get_mut(id) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        let Some(peer) = a.channel(cd.channel, now).map(|c| c.peer) else {
+            return self.drop_packet(DropReason::UnknownChannel);
+        };
+        if !a.permitted(peer.ip(), now) {
+            return self.drop_packet(DropReason::NoPermission);
+        }
+        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
+            return self.drop_packet(DropReason::FamilyMismatch);
+        };
+        let len = cd.payload.len() as u64;
+        if !a.to_peer_bandwidth.admit(now, len, rate) {
+            return self.drop_packet(DropReason::RateLimit);
+        }
+        a.traffic.to_peer_packets += 1;
+        a.traffic.to_peer_bytes += len;
+        let t = tuple.transport.index();
+        self.stats.to_peer_packets[t] += 1;
+        self.stats.to_peer_bytes[t] += len;
+        let dest = self.to_internal(peer).0;
+        Output::ToPeer {
+            relay,
+            peer: dest,
+            start: channel_data::CHANNEL_DATA_HEADER_LEN,
+            end: channel_data::CHANNEL_DATA_HEADER_LEN + cd.payload.len(),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The settings of the core ([`ServerConfig`]) and the buffer layout a driver
+//! must respect ([`PEER_HEADROOM`], [`PEER_TAILROOM`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::stun::message::HEADER_LEN;
+
+/// Bytes a driver must leave free before a payload handed to
+/// [`Server::handle_peer`](super::Server::handle_peer): room for the largest Data-indication prefix (20-byte
+/// header, XOR-PEER-ADDRESS for IPv6, DATA attribute header).
+pub const PEER_HEADROOM: usize = HEADER_LEN + 24 + 4;
+/// Bytes a driver must leave free after the payload: padding to 4 bytes.
+pub const PEER_TAILROOM: usize = 3;
+
+/// How long a port reserved by EVEN-PORT with R = 1 waits for its RESERVATION-TOKEN
+/// (RFC 8656 §7.2 suggests about 30 seconds).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Settings of the core, derived from the validated configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub realm: String,
+    pub software: Option<String>,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub nonce_lifetime: Duration,
+    pub max_permissions_per_allocation: u32,
+    pub max_channels_per_allocation: u32,
+    /// Bytes per second each allocation may relay in each direction; 0 =
+    /// unlimited. Beyond it datagrams are dropped (`DropReason::RateLimit`).
+    pub max_bps_per_allocation: u64,
+    /// Addresses relay sockets bind to, at most one per family. Without one for a
+    /// family, relays bind to the server address the client reached.
+    pub relay_ips: Vec<IpAddr>,
+    /// 1:1 NAT mappings: (public, private). A relay whose local IP is `private` (or
+    /// any relay of that family when `private` is `None`) is advertised as `public`.
+    pub external_ips: Vec<(IpAddr, Option<IpAddr>)>,
+    pub relay_ports: RangeInclusive<u16>,
+    /// The server's own service transport addresses (listeners, metrics, admin).
+    /// A wildcard IP stands for every IP in `local_ips`.
+    pub own_services: Vec<SocketAddr>,
+    /// This host's own IPs: as peers they may only be relay ports.
+    pub local_ips: Vec<IpAddr>,
+    pub allow_peers: Vec<IpNet>,
+    pub deny_peers: Vec<IpNet>,
+}
+
+impl ServerConfig {
+    /// A configuration with the RFC defaults and no relay or listener addresses,
+    /// for tests and as a base.
+    pub fn with_realm(realm: &str) -> Self {
+        Self {
+            realm: realm.to_owned(),
+            software: None,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            max_permissions_per_allocation: 64,
+            max_channels_per_allocation: 64,
+            max_bps_per_allocation: 0,
+            relay_ips: Vec::new(),
+            external_ips: Vec::new(),
+            relay_ports: 49152..=65535,
+            own_services: Vec::new(),
+            local_ips: Vec::new(),
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! CreatePermission (RFC 8656 §9): every XOR-PEER-ADDRESS validated before any
+//! is installed, the peer policy (403), the family check (443) and the
+//! per-allocation permission quota (508). Permissions expire after
+//! `permission-lifetime` (§9, 300 s by default) unless refreshed.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::auth::long_term::Authed;
+use super::output::Output;
+use super::responses::Reply;
+use super::server::Server;
+use super::stats::QuotaKind;
+use super::table::AllocId;
+use super::RelayBinder;
+use crate::stun::attr::{self, *};
+use crate::stun::{Class, Message};
+
+impl<B: RelayBinder> Server<B> {
+    pub(super) fn create_permission(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        msg: &Message<'_>,
+        auth: &Authed<'_>,
+        out: &mut BytesMut,
+    ) -> Output {
+        let key = Some(auth.key);
+        let tid = msg.transaction_id();
+        let mut peers = msg
+            .attributes()
+            .filter(|a| a.typ == attr::XOR_PEER_ADDRESS)
+            .map(|a| XorPeerAddress::decode(a.value, &tid).map(|p| p.0))
+            .peekable();
+        if peers.peek().is_none() {
+            return self.error(out, msg, 400, key);
+        }
+        // Forget what has expired before counting against quotas, whether or not
+        // the housekeeping timer has run yet.
+        if let Some(a) = self.table.get_mut(id) {
+            a.sweep(now);
+        }
+        let Some(alloc) = self.table.get(id) else {
+            return self.error(out, msg, 437, key);
+        };
+        // Validate every address before installing any: the request succeeds or
+        // fails as a whole (RFC 8656 §9.2).
+        let max = self.cfg.max_permissions_per_allocation;
+        let mut new = 0usize;
+        let mut ips: [Option<IpAddr>; 16] = [None; 16];
+        for (count, p) in peers.enumerate() {
+            let Ok(p) = p else {
+                return self.error(out, msg, 400, key);
+            };
+            // Policy before family: a denied address is refused as such (403),
+            // whichever family it is written in.
+            if !self.ip_allowed(p.ip()) {
+                return self.error(out, msg, 403, key);
+            }
+            if alloc.relay_for(p.ip()).is_none() {
+                return self.error(out, msg, 443, key);
+            }
+            let known = alloc.permissions.iter().any(|x| x.ip == p.ip())
+                || ips[..count].contains(&Some(p.ip()));
+            if !known {
+                new += 1;
+            }
+            if count == ips.len() {
+                return self.error(out, msg, 400, key);
+            }
+            ips[count] = Some(p.ip());
+        }
+        if max != 0 && alloc.permissions.len() + new > max as usize {
+            self.stats.quota_rejections[QuotaKind::Permissions as usize] += 1;
+            return self.error(out, msg, 508, key);
+        }
+        let expires = now + self.cfg.permission_lifetime;
+        if let Some(a) = self.table.get_mut(id) {
+            for ip in ips.iter().flatten() {
+                a.permit(*ip, expires, 0);
+            }
+        }
+        self.table.schedule(id, expires);
+        let r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
+        r.finish()
+    }
+}

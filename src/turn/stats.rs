@@ -1,0 +1,285 @@
+//! Counters of one shard ([`Stats`], [`Gauges`]) and the labels they are kept
+//! by: why packets were dropped ([`DropReason`]), why authentication failed
+//! ([`AuthFailure`]), which quota refused ([`QuotaKind`]), and the request
+//! methods and response codes of `Stats::requests`.
+
+use std::time::Instant;
+
+use super::output::Output;
+use super::server::Server;
+use super::{RelayBinder, Transport};
+use crate::stun::attr::ErrorCode;
+use crate::stun::{Class, Message, Method};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Not STUN, not ChannelData, or a malformed STUN message.
+    Malformed,
+    /// FINGERPRINT present and wrong.
+    BadFingerprint,
+    /// A response or an indication the server does not take from clients.
+    Unexpected,
+    /// Data for a 5-tuple or relay with no allocation.
+    NoAllocation,
+    /// Data to or from a peer without a permission.
+    NoPermission,
+    /// ChannelData on a channel that is not bound.
+    UnknownChannel,
+    /// A Send indication to a peer the policy denies.
+    DeniedPeer,
+    /// Peer address of a family the allocation has no relay for.
+    FamilyMismatch,
+    /// Relayed data the driver could not pass on: the client's TCP/TLS backlog
+    /// (1 MiB) or the UDP socket's send buffer was full. Counted by the driver
+    /// through [`Server::count_drop`]; the core never produces it.
+    Backlog,
+    /// Over the allocation's `max-bps-per-allocation` in that direction.
+    RateLimit,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 10;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Malformed,
+        DropReason::BadFingerprint,
+        DropReason::Unexpected,
+        DropReason::NoAllocation,
+        DropReason::NoPermission,
+        DropReason::UnknownChannel,
+        DropReason::DeniedPeer,
+        DropReason::FamilyMismatch,
+        DropReason::Backlog,
+        DropReason::RateLimit,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadFingerprint => "bad_fingerprint",
+            DropReason::Unexpected => "unexpected",
+            DropReason::NoAllocation => "no_allocation",
+            DropReason::NoPermission => "no_permission",
+            DropReason::UnknownChannel => "unknown_channel",
+            DropReason::DeniedPeer => "denied_peer",
+            DropReason::FamilyMismatch => "family_mismatch",
+            DropReason::Backlog => "backlog",
+            DropReason::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// Why a long-term credential check failed. Counted only: on the wire the core
+/// answers every one of them the same way (401, or 438 for a nonce), so that an
+/// attacker cannot tell them apart; the operator can.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum AuthFailure {
+    /// No such user in this realm (a wrong realm or an unresolved USERHASH too).
+    UnknownUser,
+    /// The user exists but no candidate key verified the MAC: a wrong password.
+    BadIntegrity,
+    /// The nonce is too old or not ours (438).
+    StaleNonce,
+    /// A REST credential past its expiry.
+    ExpiredCredential,
+    /// A credential an operator revoked.
+    Revoked,
+}
+
+impl AuthFailure {
+    pub const COUNT: usize = 5;
+    pub const ALL: [AuthFailure; Self::COUNT] = [
+        AuthFailure::UnknownUser,
+        AuthFailure::BadIntegrity,
+        AuthFailure::StaleNonce,
+        AuthFailure::ExpiredCredential,
+        AuthFailure::Revoked,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::BadIntegrity => "bad_integrity",
+            AuthFailure::StaleNonce => "stale_nonce",
+            AuthFailure::ExpiredCredential => "expired_credential",
+            AuthFailure::Revoked => "revoked",
+        }
+    }
+}
+
+/// Which limit refused a request (486 or 508).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum QuotaKind {
+    /// `max-allocations-per-user` (486).
+    User,
+    /// `max-allocations` (508).
+    Total,
+    /// `max-permissions-per-allocation` (508).
+    Permissions,
+    /// `max-channels-per-allocation` (508).
+    Channels,
+    /// No relay port left in the range or under `max-relay-ports` (508, or the
+    /// ADDRESS-ERROR-CODE of an additional family).
+    RelayPorts,
+}
+
+impl QuotaKind {
+    pub const COUNT: usize = 5;
+    pub const ALL: [QuotaKind; Self::COUNT] = [
+        QuotaKind::User,
+        QuotaKind::Total,
+        QuotaKind::Permissions,
+        QuotaKind::Channels,
+        QuotaKind::RelayPorts,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            QuotaKind::User => "user",
+            QuotaKind::Total => "total",
+            QuotaKind::Permissions => "permissions",
+            QuotaKind::Channels => "channels",
+            QuotaKind::RelayPorts => "relay_ports",
+        }
+    }
+}
+
+/// The request methods `Stats::requests` is indexed by (metric label values);
+/// the last, "other", collects methods the server does not serve (answered 400).
+pub const REQUEST_METHODS: [&str; 6] = [
+    "binding",
+    "allocate",
+    "refresh",
+    "create_permission",
+    "channel_bind",
+    "other",
+];
+
+/// The response codes `Stats::requests` is indexed by: 200 for a success, then
+/// every error code the core sends. One more slot after these, "other", would
+/// catch a code added to the core but not here, so that nothing goes uncounted.
+pub const RESPONSE_CODES: [u16; 15] = [
+    200, 300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+];
+
+/// Slots per method in `Stats::requests`: the codes above plus "other".
+pub const RESPONSE_CODE_SLOTS: usize = RESPONSE_CODES.len() + 1;
+
+fn method_index(m: Method) -> usize {
+    match m {
+        Method::Binding => 0,
+        Method::Allocate => 1,
+        Method::Refresh => 2,
+        Method::CreatePermission => 3,
+        Method::ChannelBind => 4,
+        _ => 5,
+    }
+}
+
+fn code_index(code: u16) -> usize {
+    RESPONSE_CODES
+        .iter()
+        .position(|&c| c == code)
+        .unwrap_or(RESPONSE_CODES.len())
+}
+
+/// Counters of one shard. Plain integers: the shard owns them and bumps them
+/// without atomics or locks; the driver publishes a copy now and then for the
+/// metrics endpoint (see `crate::metrics`). Every field only ever grows.
+/// Per-transport arrays are indexed by [`Transport::index`], so splitting
+/// relayed traffic by transport costs nothing over one total.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub drops: [u64; DropReason::COUNT],
+    pub allocations_created: u64,
+    /// Responses sent, by [`REQUEST_METHODS`] and [`RESPONSE_CODES`] index.
+    pub requests: [[u64; RESPONSE_CODE_SLOTS]; REQUEST_METHODS.len()],
+    pub auth_failures: [u64; AuthFailure::COUNT],
+    pub quota_rejections: [u64; QuotaKind::COUNT],
+    pub to_peer_packets: [u64; Transport::COUNT],
+    pub to_peer_bytes: [u64; Transport::COUNT],
+    pub to_client_packets: [u64; Transport::COUNT],
+    pub to_client_bytes: [u64; Transport::COUNT],
+}
+
+impl Stats {
+    /// Adds another shard's counters to these.
+    pub fn add(&mut self, o: &Stats) {
+        fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        sum(&mut self.drops, &o.drops);
+        self.allocations_created += o.allocations_created;
+        for (a, b) in self.requests.iter_mut().zip(&o.requests) {
+            sum(a, b);
+        }
+        sum(&mut self.auth_failures, &o.auth_failures);
+        sum(&mut self.quota_rejections, &o.quota_rejections);
+        sum(&mut self.to_peer_packets, &o.to_peer_packets);
+        sum(&mut self.to_peer_bytes, &o.to_peer_bytes);
+        sum(&mut self.to_client_packets, &o.to_client_packets);
+        sum(&mut self.to_client_bytes, &o.to_client_bytes);
+    }
+}
+
+/// What a shard holds right now, counted when it publishes its metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub allocations: u64,
+    /// Unexpired permissions, over all allocations.
+    pub permissions: u64,
+    /// Unexpired channel bindings, over all allocations.
+    pub channels: u64,
+}
+
+impl<B: RelayBinder> Server<B> {
+    /// Counts `n` packets the driver dropped for `why`.
+    pub fn count_drop(&mut self, why: DropReason, n: u64) {
+        self.stats.drops[why as usize] += n;
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn allocations(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Allocations, live permissions and live channels. Walks the table, so the
+    /// driver calls it when it publishes metrics (a few times a second), never
+    /// per packet.
+    pub fn gauges(&self, now: Instant) -> Gauges {
+        let mut g = Gauges::default();
+        for (_, a) in self.table.iter() {
+            g.allocations += 1;
+            g.permissions += a.permissions.iter().filter(|p| p.expires > now).count() as u64;
+            g.channels += a.channels.iter().filter(|c| c.expires > now).count() as u64;
+        }
+        g
+    }
+
+    /// Counts the response now in `out` to a `method` request, by the code it
+    /// carries: read back from the message itself, so that every path that
+    /// answers is counted without each having to remember to.
+    pub(super) fn count_response(&mut self, method: Method, out: &[u8]) {
+        let code = match Message::parse(out) {
+            Ok(m) if m.class() == Class::Success => 200,
+            Ok(m) => match m.get::<ErrorCode>() {
+                Some(Ok(e)) => e.code,
+                _ => 0,
+            },
+            Err(_) => 0,
+        };
+        self.stats.requests[method_index(method)][code_index(code)] += 1;
+    }
+
+    pub(super) fn drop_packet(&mut self, why: DropReason) -> Output {
+        self.stats.drops[why as usize] += 1;
+        Output::None
+    }
+}

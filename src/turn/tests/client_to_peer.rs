@@ -1,0 +1,127 @@
+//! Send indications and ChannelData from the client (RFC 8656 §11.2, §12.4), and the per-allocation rate limit.
+
+use super::*;
+
+#[test]
+fn send_to_denied_peer_is_dropped() {
+    let mut h = H::new();
+    let (c, _) = allocated(&mut h, "192.0.2.10:1000");
+    let (o, _) = h.send_raw(
+        c.tuple,
+        &send_indication(TransactionId::random(), sa("127.0.0.1:22"), b"x"),
+    );
+    assert_eq!(o, Output::None);
+    assert_eq!(h.drops(DropReason::DeniedPeer), 1);
+}
+
+#[test]
+fn send_indication_relays_the_data_range() {
+    let mut h = H::new();
+    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
+    let rid = h.relay_id(relay);
+    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let payload = b"hello";
+    let msg = send_indication(TransactionId::random(), sa(PEER_A), payload);
+    let (o, _) = h.send_raw(c.tuple, &msg);
+    let Output::ToPeer {
+        relay,
+        peer,
+        start,
+        end,
+    } = o
+    else {
+        panic!("expected ToPeer, got {o:?}");
+    };
+    assert_eq!(relay, rid);
+    assert_eq!(peer, sa(PEER_A));
+    assert_eq!(&msg[start..end], payload);
+    assert_eq!(h.srv.stats().to_peer_packets[0], 1);
+    assert_eq!(h.srv.stats().to_peer_bytes[0], 5);
+    // Without a permission for the IP: dropped.
+    let (o, _) = h.send_raw(
+        c.tuple,
+        &send_indication(TransactionId::random(), sa(PEER_B), payload),
+    );
+    assert_eq!(o, Output::None);
+    assert_eq!(h.drops(DropReason::NoPermission), 1);
+}
+
+#[test]
+fn channel_data_from_client_relays_the_payload_range() {
+    for (tuple, pad) in [
+        (udp("192.0.2.10:1000"), false),
+        (tcp("192.0.2.10:1000"), true),
+    ] {
+        let mut h = H::new();
+        let mut c = Client::on("alice", "alice-pw", tuple);
+        let r = h.allocate(&mut c);
+        r.expect_success();
+        let rid = h.relay_id(r.relayed1());
+        h.channel_bind(&mut c, 0x4ABC, sa(PEER_A)).expect_success();
+        let msg = channel_data_msg(0x4ABC, b"12345", pad);
+        assert_eq!(msg.len(), if pad { 12 } else { 9 });
+        assert_eq!(
+            h.send_raw(c.tuple, &msg).0,
+            Output::ToPeer {
+                relay: rid,
+                peer: sa(PEER_A),
+                start: 4,
+                end: 9,
+            }
+        );
+        // An unbound channel is dropped.
+        let (o, _) = h.send_raw(c.tuple, &channel_data_msg(0x4ABD, b"12345", pad));
+        assert_eq!(o, Output::None);
+        assert_eq!(h.drops(DropReason::UnknownChannel), 1);
+    }
+}
+
+#[test]
+fn max_bps_per_allocation_drops_beyond_the_rate_each_way() {
+    let mut cfg = base_config();
+    cfg.max_bps_per_allocation = 100_000;
+    let mut h = H::with_config(cfg);
+    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
+    h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
+    let frame = |len: usize| {
+        let mut f = BytesMut::new();
+        ChannelData {
+            channel: 0x4000,
+            payload: &vec![7u8; len],
+        }
+        .write(&mut f, false);
+        f.to_vec()
+    };
+    // Towards the peer: a one-second burst of 100 kB, then nothing until time
+    // passes.
+    let f = frame(1000);
+    for _ in 0..100 {
+        assert!(matches!(h.send_raw(c.tuple, &f).0, Output::ToPeer { .. }));
+    }
+    assert_eq!(h.send_raw(c.tuple, &f).0, Output::None);
+    assert_eq!(h.drops(DropReason::RateLimit), 1);
+    // Towards the client: its own bucket, full.
+    let rid = h.relay_id(relay);
+    for _ in 0..100 {
+        let (o, _) = h.peer_data(rid, sa(PEER_A), &[1; 1000]);
+        assert!(matches!(o, PeerOutput::ToClient { .. }));
+    }
+    let (o, _) = h.peer_data(rid, sa(PEER_A), &[1; 1000]);
+    assert_eq!(o, PeerOutput::None);
+    assert_eq!(h.drops(DropReason::RateLimit), 2);
+    // 100 ms later, 10 kB more each way.
+    h.advance(Duration::from_millis(100));
+    for _ in 0..10 {
+        assert!(matches!(h.send_raw(c.tuple, &f).0, Output::ToPeer { .. }));
+    }
+    assert_eq!(h.send_raw(c.tuple, &f).0, Output::None);
+    // Counted traffic is what was relayed, not what was dropped.
+    h.refresh(&mut c, Some(0)).expect_success();
+    let closed = h.events().into_iter().find_map(|e| match e {
+        Event::AllocationClosed { allocation, .. } => Some(allocation.traffic),
+        _ => None,
+    });
+    let t = closed.unwrap();
+    assert_eq!(t.to_peer_bytes, 110_000);
+    assert_eq!(t.to_client_bytes, 100_000);
+}

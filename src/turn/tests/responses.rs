@@ -1,0 +1,179 @@
+//! Responses and the Binding method: 400 to unknown methods, 420, FINGERPRINT, malformed and unexpected messages.
+
+use super::*;
+
+#[test]
+fn unknown_method_request_is_400() {
+    let mut h = H::new();
+    let tuple = udp("192.0.2.10:1000");
+    for method in [Method::Other(0x0FF), Method::Connect] {
+        let mut buf = BytesMut::new();
+        MessageBuilder::new(&mut buf, method, Class::Request, TransactionId::random()).finish();
+        let r = h.request(tuple, &buf);
+        r.expect_error(400);
+        assert_eq!(r.msg().method(), method);
+    }
+}
+
+#[test]
+fn unknown_required_attribute_in_allocate_is_420() {
+    let mut h = H::new();
+    let mut c = Client::alice("192.0.2.10:1000");
+    let r = h.allocate_with(&mut c, |b| {
+        b.add_raw(0x0031, &[0; 4]);
+        b.add_raw(0x8031, &[0; 4]); // comprehension-optional: not listed
+    });
+    r.expect_error(420);
+    assert!(r.msg().has_integrity());
+    let unknown: Vec<u16> = r
+        .msg()
+        .get::<UnknownAttributes>()
+        .unwrap()
+        .unwrap()
+        .types()
+        .collect();
+    assert_eq!(unknown, vec![0x0031]);
+    assert_eq!(h.srv.allocations(), 0);
+}
+
+#[test]
+fn unknown_required_attribute_in_binding_is_420() {
+    let mut h = H::new();
+    let tuple = udp("192.0.2.10:1000");
+    let mut buf = BytesMut::new();
+    let mut b = MessageBuilder::new(
+        &mut buf,
+        Method::Binding,
+        Class::Request,
+        TransactionId::random(),
+    );
+    b.add_raw(0x7777, &[1, 2]);
+    b.add_raw(0x0031, &[]);
+    b.finish();
+    let r = h.request(tuple, &buf);
+    r.expect_error(420);
+    let unknown: Vec<u16> = r
+        .msg()
+        .get::<UnknownAttributes>()
+        .unwrap()
+        .unwrap()
+        .types()
+        .collect();
+    assert_eq!(unknown, vec![0x7777, 0x0031]);
+    assert!(!r.msg().has(attr::XOR_MAPPED_ADDRESS));
+}
+
+#[test]
+fn fingerprint_in_request_means_fingerprint_in_response() {
+    let mut h = H::new();
+    let mut c = Client::alice("192.0.2.10:1000");
+    c.fingerprint = true;
+    let r = h.allocate(&mut c);
+    r.expect_success();
+    let m = r.msg();
+    assert!(m.has_fingerprint());
+    m.verify_fingerprint().unwrap();
+    assert_eq!(*r.attr_types().last().unwrap(), attr::XOR_MAPPED_ADDRESS);
+    // The 401 had one too.
+    let mut d = Client::alice("192.0.2.10:1001");
+    d.fingerprint = true;
+    let r = h.request(
+        d.tuple,
+        &d.unauthenticated(Method::Allocate, &|b: &mut MessageBuilder| {
+            b.add(&RequestedTransport(PROTOCOL_UDP));
+        }),
+    );
+    r.expect_error(401);
+    r.msg().verify_fingerprint().unwrap();
+    // Without FINGERPRINT in the request, none in the response.
+    let mut e = Client::alice("192.0.2.10:1002");
+    let r = h.allocate(&mut e);
+    assert!(!r.msg().has_fingerprint());
+}
+
+#[test]
+fn bad_fingerprint_is_silently_dropped() {
+    let mut h = H::new();
+    let mut c = Client::alice("192.0.2.10:1000");
+    c.fingerprint = true;
+    h.allocate(&mut c).expect_success();
+    let mut msg = c.build(
+        Method::Refresh,
+        TransactionId::random(),
+        &|_: &mut MessageBuilder| {},
+    );
+    let n = msg.len();
+    msg[n - 1] ^= 0x01;
+    let (o, r) = h.send_raw(c.tuple, &msg);
+    assert_eq!(o, Output::None);
+    assert!(r.is_none());
+    assert_eq!(h.drops(DropReason::BadFingerprint), 1);
+    // A Binding request too.
+    let mut buf = BytesMut::new();
+    let mut b = MessageBuilder::new(
+        &mut buf,
+        Method::Binding,
+        Class::Request,
+        TransactionId::random(),
+    );
+    b.add_fingerprint();
+    b.finish();
+    let mut msg = buf.to_vec();
+    let n = msg.len();
+    msg[n - 2] ^= 0x80;
+    assert_eq!(h.send_raw(c.tuple, &msg).0, Output::None);
+    assert_eq!(h.drops(DropReason::BadFingerprint), 2);
+}
+
+#[test]
+fn binding_returns_the_client_address() {
+    let mut h = H::new();
+    for client in ["192.0.2.10:1000", "[2001:db8::7]:40000"] {
+        let tuple = udp(client);
+        let tid = TransactionId::random();
+        let mut buf = BytesMut::new();
+        MessageBuilder::new(&mut buf, Method::Binding, Class::Request, tid).finish();
+        let r = h.request(tuple, &buf);
+        r.expect_success();
+        let m = r.msg();
+        assert_eq!(m.transaction_id(), tid);
+        assert_eq!(m.method(), Method::Binding);
+        assert_eq!(m.get::<XorMappedAddress>().unwrap().unwrap().0, sa(client));
+        assert!(!m.has_integrity());
+    }
+    // A Binding indication (keep-alive) gets no answer.
+    let mut buf = BytesMut::new();
+    MessageBuilder::new(
+        &mut buf,
+        Method::Binding,
+        Class::Indication,
+        TransactionId::random(),
+    )
+    .finish();
+    assert_eq!(h.send_raw(udp("192.0.2.10:1000"), &buf).0, Output::None);
+}
+
+#[test]
+fn malformed_and_unexpected_messages_are_dropped() {
+    let mut h = H::new();
+    let tuple = udp("192.0.2.10:1000");
+    assert_eq!(h.send_raw(tuple, b"\x00\x01\x00").0, Output::None);
+    assert_eq!(h.drops(DropReason::Malformed), 1);
+    let mut buf = BytesMut::new();
+    MessageBuilder::new(
+        &mut buf,
+        Method::Allocate,
+        Class::Success,
+        TransactionId::random(),
+    )
+    .finish();
+    assert_eq!(h.send_raw(tuple, &buf).0, Output::None);
+    assert_eq!(h.drops(DropReason::Unexpected), 1);
+    // ChannelData without an allocation.
+    assert_eq!(
+        h.send_raw(tuple, &channel_data_msg(0x4000, b"x", false)).0,
+        Output::None
+    );
+    assert_eq!(h.drops(DropReason::NoAllocation), 1);
+    assert_eq!(channel_data::CHANNEL_DATA_HEADER_LEN, 4);
+}
