@@ -20,12 +20,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use super::flood::FloodWatch;
 use super::recv_batch::{RecvBatch, BATCH as RECV_BATCH};
 use super::relay::{Binder, PortBudget, RelaySocket};
 use super::send_batch::SendBatch;
-use super::usage::{UsageLog, UsageRecord};
-use crate::metrics::{Health, ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
+use crate::ops::flood::FloodWatch;
+use crate::ops::metrics::{Health, ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
+use crate::ops::usage::{UsageLog, UsageRecord};
 use crate::stun::framing::{next_frame, Frame};
 use crate::turn::server::{
     Drain, DropReason, Event, KillFilter, Session, PEER_HEADROOM, PEER_TAILROOM,
@@ -753,7 +753,7 @@ async fn publisher(shard: ShardRef, slot: ShardSlot, index: usize) {
     loop {
         every.tick().await;
         publish(&shard, &slot);
-        if window.elapsed() >= super::flood::WINDOW {
+        if window.elapsed() >= crate::ops::flood::WINDOW {
             window = Instant::now();
             flood.warn(index, shard.borrow().server.stats());
         }
