@@ -5,9 +5,8 @@
 //! UDP and TCP and by every shard. It then starts one shard thread per core
 //! ([`shard`]); each owns its sockets and its core.
 
-pub mod recv_batch;
+pub mod mmsg;
 pub mod relay;
-pub mod send_batch;
 pub mod shard;
 pub mod sockets;
 pub mod tls;

@@ -29,9 +29,8 @@ use bytes::BytesMut;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use super::recv_batch::RecvBatch;
+use super::mmsg::{RecvBatch, SendBatch};
 use super::relay::{Binder, PortBudget};
-use super::send_batch::SendBatch;
 use crate::ops::metrics::{Health, ShardSlot};
 use crate::ops::usage::UsageLog;
 use crate::turn::server::{Drain, DropReason, KillFilter, Session, PEER_HEADROOM, PEER_TAILROOM};
@@ -298,7 +297,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             conns: FastMap::default(),
             reply: BytesMut::with_capacity(1024),
             peer_buf: vec![0u8; PEER_HEADROOM + SLOT + PEER_TAILROOM].into_boxed_slice(),
-            relay_rx: RecvBatch::new(PEER_HEADROOM, SLOT, PEER_TAILROOM),
+            relay_rx: RecvBatch::new(relay_reader::BATCH, PEER_HEADROOM, SLOT, PEER_TAILROOM),
             peer_tx: SendBatch::new(),
             timer: Rc::new(Notify::new()),
             flush: Rc::new(Notify::new()),

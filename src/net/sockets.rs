@@ -103,6 +103,44 @@ fn set_dont_fragment(s: &Socket, v4: bool) -> io::Result<()> {
     }
 }
 
+/// A nonblocking UDP socket on `bind` with 4 MiB buffers, for `ferroturn
+/// bench`'s load side (so that a burst is not dropped by the load side itself).
+pub fn bench_udp_socket(bind: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    force_buffers(&s);
+    s.bind(&bind.into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// 4 MiB send and receive buffers, forced past the sysctl limits when we may.
+fn force_buffers(s: &Socket) {
+    use std::os::fd::AsRawFd;
+    let fd = s.as_raw_fd();
+    let size: libc::c_int = 4 << 20;
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and
+            // its size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// Registers a UDP socket with the current tokio reactor, for reading only: a
 /// UDP send never waits, so only reads go through readiness. Must be called on
 /// the runtime that will drive the socket.

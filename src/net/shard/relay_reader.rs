@@ -8,11 +8,13 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::{ShardRef, State};
-use crate::net::recv_batch::BATCH as RECV_BATCH;
 use crate::net::relay::RelaySocket;
 use crate::turn::server::DropReason;
 use crate::turn::{PeerOutput, RelayId};
 
+/// Datagrams read per recvmmsg call (one buffer set per shard, so the cost is
+/// per shard, not per allocation).
+pub(super) const BATCH: usize = 8;
 /// Packets one relay socket handles before it yields to the others.
 const RELAY_BUDGET: usize = 64;
 
@@ -39,7 +41,7 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {
         // datagram arriving after that raises readiness anew (tokio compares
         // the readiness tick, so none is missed).
         let mut drained = false;
-        for _ in 0..RELAY_BUDGET / RECV_BATCH {
+        for _ in 0..RELAY_BUDGET / BATCH {
             let mut guard = shard.borrow_mut();
             let s = &mut *guard;
             let n = match s.relay_rx.recv(fd) {
@@ -64,7 +66,7 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {
                     s.server.count_drop(DropReason::Backlog, dropped);
                 }
             }
-            if n < RECV_BATCH {
+            if n < BATCH {
                 drained = true;
                 break;
             }

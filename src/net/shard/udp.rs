@@ -12,8 +12,8 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 
 use super::relay_reader::start_relay_readers;
 use super::{ShardRef, State, SLOT};
+use crate::net::mmsg::SendBatch;
 use crate::net::relay::RelaySocket;
-use crate::net::send_batch::SendBatch;
 use crate::net::sockets;
 use crate::turn::server::DropReason;
 use crate::turn::{FiveTuple, Output, Transport};
