@@ -1,6 +1,6 @@
 //! Command-line interface: `ferroturn serve`, `ferroturn check`, the
 //! credential administration commands `user`, `secret` and `credential`
-//! (carried out by [`crate::admin`]) and the load generator `bench`
+//! (carried out by [`crate::commands`]) and the load generator `bench`
 //! ([`crate::bench`]).
 //!
 //! `serve` flags override the configuration file. They are applied to the

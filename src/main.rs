@@ -25,12 +25,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
-        Command::User(command) => Ok(ferroturn::admin::user(&command)?),
-        Command::Secret(command) => Ok(ferroturn::admin::secret(&command)?),
-        Command::Credential(command) => Ok(ferroturn::admin::credential(&command)?),
-        Command::Sessions(command) => Ok(ferroturn::control_cli::sessions(&command)?),
-        Command::Reload(args) => Ok(ferroturn::control_cli::reload(&args)?),
-        Command::Drain(args) => Ok(ferroturn::control_cli::drain(&args)?),
+        Command::User(command) => Ok(ferroturn::commands::credentials::user(&command)?),
+        Command::Secret(command) => Ok(ferroturn::commands::credentials::secret(&command)?),
+        Command::Credential(command) => Ok(ferroturn::commands::credentials::credential(&command)?),
+        Command::Sessions(command) => Ok(ferroturn::commands::control::sessions(&command)?),
+        Command::Reload(args) => Ok(ferroturn::commands::control::reload(&args)?),
+        Command::Drain(args) => Ok(ferroturn::commands::control::drain(&args)?),
         Command::Bench(args) => ferroturn::bench::run(&args),
     }
 }
@@ -55,7 +55,7 @@ fn serve(args: &ServeArgs) -> Result<(), Box<dyn Error>> {
     );
     // SIGHUP and `ferroturn reload` read the file again with the same flags.
     let args = args.clone();
-    ferroturn::net::serve(config, move || args.build_config())?;
+    ferroturn::ops::serve(config, move || args.build_config())?;
     tracing::info!("ferroturn stopped");
     Ok(())
 }

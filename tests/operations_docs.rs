@@ -172,7 +172,7 @@ async fn every_metric_family_is_documented() {
     let words: BTreeSet<&str> = section
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .collect();
-    for (label, values) in ferroturn::metrics::label_values() {
+    for (label, values) in ferroturn::ops::metrics::label_values() {
         for v in values {
             if !words.contains(v.as_str()) {
                 missing.push(format!("label value {label}={v} is not mentioned"));

@@ -295,7 +295,7 @@ async fn reservation_token_is_redeemed_whichever_shard_gets_it() {
 /// shards recheck when the credential generation moves, and relaying stops.
 #[tokio::test]
 async fn removing_a_user_ends_their_allocation_in_a_running_server() {
-    use ferroturn::net::credentials::{KeyedUser, StoreContents};
+    use ferroturn::ops::credentials::{KeyedUser, StoreContents};
     use ferroturn::turn::auth::UserKeys;
 
     let srv = server("127.0.0.1:0");

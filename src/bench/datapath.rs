@@ -9,8 +9,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::mmsg::{self, Batch, Copies, Dest};
 use super::stats::Histogram;
+use crate::net::mmsg::{self, Copies, Dest, RecvBatch};
 use crate::stun::attr::Data;
 use crate::stun::Message;
 
@@ -138,7 +138,7 @@ fn data_to_send(m: &mut [u8]) {
 pub fn run(mut plan: Plan, progress: &Progress) -> Result<Outcome, String> {
     let latency = plan.rate.is_some();
     let mut hist = latency.then(Histogram::new);
-    let mut batch = Batch::new(64, 2048);
+    let mut batch = RecvBatch::new(64, 0, 2048, 0);
     let mut copies = Copies::new(plan.window.max(1) as usize);
     let mut fds: Vec<libc::pollfd> = plan
         .flows
@@ -257,7 +257,9 @@ pub fn run(mut plan: Plan, progress: &Progress) -> Result<Outcome, String> {
             let fd = p.fd;
             let is_echo = k == plan.flows.len();
             loop {
-                let n = batch.recv(fd).map_err(|e| format!("receive: {e}"))?;
+                let n = batch
+                    .recv_waiting(fd)
+                    .map_err(|e| format!("receive: {e}"))?;
                 if n == 0 {
                     break;
                 }

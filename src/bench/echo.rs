@@ -18,15 +18,16 @@ use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use super::mmsg::{self, Batch, Dest};
 use super::{Common, EchoServerArgs};
+use crate::net::mmsg::{self, Dest, RecvBatch};
+use crate::net::sockets;
 
 /// Most clients the forwarder serves (one upstream socket each).
 const MAX_CLIENTS: usize = 4096;
 
 pub fn run(args: &EchoServerArgs, common: &Common) -> Result<(), Box<dyn Error>> {
-    let sock =
-        mmsg::udp_socket(args.listen).map_err(|e| format!("cannot bind {}: {e}", args.listen))?;
+    let sock = sockets::bench_udp_socket(args.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", args.listen))?;
     let local = sock.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
@@ -46,14 +47,14 @@ pub fn run(args: &EchoServerArgs, common: &Common) -> Result<(), Box<dyn Error>>
 fn echo(sock: &UdpSocket, deadline: Instant) -> Result<(), Box<dyn Error>> {
     let fd = sock.as_raw_fd();
     let mut fds = [mmsg::pollfd(fd)];
-    let mut batch = Batch::new(64, 2048);
+    let mut batch = RecvBatch::new(64, 0, 2048, 0);
     while Instant::now() < deadline {
         fds[0].revents = 0;
         if mmsg::wait(&mut fds, Duration::from_millis(100))? == 0 {
             continue;
         }
         loop {
-            let n = batch.recv(fd)?;
+            let n = batch.recv_waiting(fd)?;
             if n == 0 {
                 break;
             }
@@ -76,7 +77,7 @@ fn forward(listener: &UdpSocket, to: SocketAddr, deadline: Instant) -> Result<()
     let mut fds = vec![mmsg::pollfd(lfd)];
     let mut ups: Vec<Upstream> = Vec::new();
     let mut by_client: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut batch = Batch::new(64, 2048);
+    let mut batch = RecvBatch::new(64, 0, 2048, 0);
     let any: SocketAddr = if to.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
@@ -95,7 +96,7 @@ fn forward(listener: &UdpSocket, to: SocketAddr, deadline: Instant) -> Result<()
             }
             let fd = fds[k].fd;
             loop {
-                let n = batch.recv(fd)?;
+                let n = batch.recv_waiting(fd)?;
                 if n == 0 {
                     break;
                 }
@@ -109,7 +110,7 @@ fn forward(listener: &UdpSocket, to: SocketAddr, deadline: Instant) -> Result<()
                             match by_client.get(&src) {
                                 Some(&u) => Some(u),
                                 None if ups.len() < MAX_CLIENTS => {
-                                    let s = mmsg::udp_socket(any)?;
+                                    let s = sockets::bench_udp_socket(any)?;
                                     s.connect(to)?;
                                     fds.push(mmsg::pollfd(s.as_raw_fd()));
                                     ups.push(Upstream {

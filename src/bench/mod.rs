@@ -1,6 +1,6 @@
 //! `ferroturn bench`: a load generator for STUN/TURN servers, built on
 //! [`crate::client`] for the control path (Allocate, permissions, channels) and on
-//! raw `recvmmsg`/`sendmmsg` for the data path.
+//! raw `recvmmsg`/`sendmmsg` ([`crate::net::mmsg`]) for the data path.
 //!
 //! Every scenario is bounded by a count *and* a duration (each with a hard cap),
 //! prints a table (or one JSON object with `--json`) on stdout and progress on
@@ -9,12 +9,11 @@
 //! Modules: [`scenarios`] (binding, alloc, hold and the setup of relay flows),
 //! [`datapath`] (the single-threaded packet loop behind relay and latency),
 //! [`echo`] (the plain batched echo and forwarder, the ceilings of the machine),
-//! [`mmsg`] (batched socket calls), [`stats`] (histogram, /proc readings) and
+//! [`stats`] (histogram, /proc readings) and
 //! [`report`] (the result rows, the table and the JSON).
 
 pub mod datapath;
 pub mod echo;
-pub mod mmsg;
 pub mod report;
 pub mod scenarios;
 pub mod stats;

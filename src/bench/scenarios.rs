@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::datapath::{self, Expect, Flow, Outcome, Plan, Progress, Role};
-use super::mmsg;
 use super::report::Row;
 use super::stats::{self, CpuMeter, Histogram};
 use super::{AllocArgs, BindingArgs, Common, HoldArgs, LatencyArgs, Mode, PeerKind, RelayArgs};
 use crate::client::Client;
+use crate::net::sockets;
 use crate::stun::channel_data;
 use crate::stun::{Class, MessageBuilder, Method, TransactionId};
 
@@ -45,7 +45,7 @@ fn fail(server: SocketAddr, what: &str, e: impl std::fmt::Display) -> String {
 
 /// A nonblocking UDP socket connected to `server`.
 fn connected(server: SocketAddr) -> Result<UdpSocket> {
-    let s = mmsg::udp_socket(any_addr(server)).map_err(|e| format!("socket: {e}"))?;
+    let s = sockets::bench_udp_socket(any_addr(server)).map_err(|e| format!("socket: {e}"))?;
     s.connect(server).map_err(|e| fail(server, "connect", e))?;
     Ok(s)
 }
@@ -465,7 +465,7 @@ fn setup(
     for _ in 0..threads {
         echo.push(if peer == PeerKind::Echo {
             Some(
-                mmsg::udp_socket(SocketAddr::new(peer_ip, 0))
+                sockets::bench_udp_socket(SocketAddr::new(peer_ip, 0))
                     .map_err(|e| format!("echo peer on {peer_ip}: {e}"))?,
             )
         } else {

@@ -5,39 +5,31 @@
 //! UDP and TCP and by every shard. It then starts one shard thread per core
 //! ([`shard`]); each owns its sockets and its core.
 
-pub mod admin_socket;
-pub mod control;
-pub mod credentials;
-pub mod flood;
-pub mod recv_batch;
+pub mod mmsg;
 pub mod relay;
-pub mod reload;
-pub mod send_batch;
 pub mod shard;
 pub mod sockets;
-pub mod store_sync;
 pub mod tls;
-pub mod usage;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::metrics::{Health, Metrics, ShardSlot};
+use crate::ops::credentials::{self, LiveCredentials};
+use crate::ops::metrics::{Health, Metrics, ShardSlot};
+use crate::ops::store_sync;
+use crate::ops::usage::UsageLog;
 use crate::turn::auth::NonceKey;
 use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
 use crate::turn::server::{Drain, KillFilter, Session};
 use crate::turn::{ServerConfig, Shared};
-use credentials::LiveCredentials;
 use relay::PortBudget;
 use shard::{ShardCommand, ShardParams, ShardSockets};
-use usage::UsageLog;
 
 /// Everything the network layer needs to run.
 #[derive(Clone, Debug)]
@@ -85,9 +77,9 @@ pub struct Running {
     pub usage: Arc<UsageLog>,
     /// The core configuration the shards started with, own addresses included:
     /// a reload derives the next one from it.
-    core: Arc<ServerConfig>,
-    quota: Arc<QuotaTracker>,
-    budget: Arc<PortBudget>,
+    pub(crate) core: Arc<ServerConfig>,
+    pub(crate) quota: Arc<QuotaTracker>,
+    pub(crate) budget: Arc<PortBudget>,
     commands: Vec<mpsc::UnboundedSender<ShardCommand>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
@@ -96,7 +88,7 @@ pub struct Running {
 }
 
 impl Running {
-    fn broadcast(&self, cmd: impl Fn() -> ShardCommand) {
+    pub(crate) fn broadcast(&self, cmd: impl Fn() -> ShardCommand) {
         for c in &self.commands {
             let _ = c.send(cmd());
         }
@@ -250,7 +242,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         }
     }
 
-    let metrics_listener = opts.metrics.map(crate::metrics::bind).transpose()?;
+    let metrics_listener = opts.metrics.map(crate::ops::metrics::bind).transpose()?;
     let metrics_addr = metrics_listener
         .as_ref()
         .map(std::net::TcpListener::local_addr)
@@ -322,7 +314,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         Some(l) => {
             let m = Metrics::new(slots.clone())
                 .map_err(|e| io::Error::other(format!("metrics registry: {e}")))?;
-            Some(crate::metrics::spawn(
+            Some(crate::ops::metrics::spawn(
                 l,
                 Arc::new(m),
                 health.clone(),
@@ -428,59 +420,4 @@ impl NetOptions {
             usage: config.usage.target.clone(),
         }
     }
-}
-
-/// How long SIGTERM/SIGINT may take: shards close every allocation (writing
-/// usage records) and stream writers get to flush; a shard that hangs past
-/// this does not keep the process alive.
-const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// Runs the server for `config` until SIGINT or SIGTERM (or the end of a
-/// drain), then shuts down cleanly: every shard closes its allocations and
-/// relay sockets before the call returns. SIGHUP and `ferroturn reload` re-read
-/// the configuration through `reload`; SIGUSR1 and `ferroturn drain` drain.
-pub fn serve(
-    config: crate::config::Config,
-    reload: impl Fn() -> Result<crate::config::Config, crate::config::ConfigError>,
-) -> io::Result<()> {
-    // Signal handlers go in first, on this thread's runtime, which is the only one
-    // with a signal driver: shard runtimes have I/O and time only, so none of them
-    // can swallow the wake-up.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut signals = rt.block_on(async { control::Signals::new() })?;
-    // The admin socket before the listeners: a second server pointed at the
-    // same socket fails before it takes any port.
-    let admin = rt.block_on(async { admin_socket::bind(config.admin.socket.as_deref()) })?;
-    let running = start(NetOptions::from_config(&config))?;
-    for a in &running.udp {
-        tracing::info!(transport = "udp", address = %a, "listening");
-    }
-    for a in &running.tcp {
-        tracing::info!(transport = "tcp", address = %a, "listening");
-    }
-    if let Some(a) = running.metrics {
-        tracing::info!(address = %a, "metrics on http://{a}/metrics");
-    }
-    for a in &running.tls {
-        tracing::info!(transport = "tls", address = %a, "listening");
-    }
-    let stop = running.stopper();
-    let mut ctl = control::Control::new(running, config, reload);
-    let why = rt.block_on(ctl.run(&mut signals, admin));
-    tracing::info!(reason = why, "shutting down");
-    let _ = stop.send(true);
-    // Bounded: past the grace period the process exits without waiting.
-    std::thread::Builder::new()
-        .name("ferroturn-stop-grace".into())
-        .spawn(|| {
-            std::thread::sleep(STOP_GRACE);
-            tracing::error!(
-                seconds = STOP_GRACE.as_secs(),
-                "shards did not stop within the grace period: exiting"
-            );
-            std::process::exit(1);
-        })?;
-    ctl.into_running().join()
 }

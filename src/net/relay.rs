@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 /// A relay socket as its reader waits on it: registered for reading only (a UDP
 /// send never waits), with readiness the reader clears itself when a batch read
@@ -23,7 +22,7 @@ use tokio::io::Interest;
 pub type RelaySocket = AsyncFd<std::net::UdpSocket>;
 use tokio::task::AbortHandle;
 
-use super::sockets::relay_socket;
+use super::sockets::{self, relay_socket};
 use crate::turn::{BindError, Bound, PortRequest, RelayBinder, RelayId};
 
 /// Random tries before the binder scans the range in order: with a mostly free
@@ -129,10 +128,7 @@ impl Binder {
 
     fn open(&mut self, socket: std::net::UdpSocket) -> io::Result<(RelayId, SocketAddr)> {
         let addr = socket.local_addr()?;
-        // SAFETY: the AsyncFd owns the std socket, whose descriptor stays open
-        // and the same until the AsyncFd is dropped.
-        let socket =
-            Rc::new(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?);
+        let socket = Rc::new(sockets::register_readable(socket)?);
         let index = match self.free.pop() {
             Some(i) => i,
             None => {

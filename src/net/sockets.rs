@@ -6,6 +6,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// Kernel buffer size asked for on listener sockets (the kernel caps it at
 /// net.core.rmem_max / wmem_max).
@@ -99,6 +101,67 @@ fn set_dont_fragment(s: &Socket, v4: bool) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// A nonblocking UDP socket on `bind` with 4 MiB buffers, for `ferroturn
+/// bench`'s load side (so that a burst is not dropped by the load side itself).
+pub fn bench_udp_socket(bind: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    force_buffers(&s);
+    s.bind(&bind.into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// 4 MiB send and receive buffers, forced past the sysctl limits when we may.
+fn force_buffers(s: &Socket) {
+    use std::os::fd::AsRawFd;
+    let fd = s.as_raw_fd();
+    let size: libc::c_int = 4 << 20;
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and
+            // its size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Registers a UDP socket with the current tokio reactor, for reading only: a
+/// UDP send never waits, so only reads go through readiness. Must be called on
+/// the runtime that will drive the socket.
+pub fn register_readable(socket: std::net::UdpSocket) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    // SAFETY: the AsyncFd owns the std socket, whose descriptor stays open and
+    // the same until the AsyncFd is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?)
+}
+
+/// A Unix domain listener on `path`, created with mode 0600 (umask 0177 while
+/// it is bound, the previous mask restored after). umask is process-wide: call
+/// this before other threads create files.
+pub fn unix_listener_owner_only(
+    path: &std::path::Path,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    // SAFETY: umask only swaps the process's file-creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    bound
 }
 
 /// This host's interface addresses (link-local IPv6 excluded: it needs a scope).

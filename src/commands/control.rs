@@ -1,5 +1,5 @@
 //! `ferroturn sessions`, `ferroturn reload` and `ferroturn drain`: clients of a
-//! running server's admin socket (see [`crate::net::admin_socket`]).
+//! running server's admin socket (see [`crate::ops::admin_socket`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::cli::{AdminArgs, DrainArgs, SessionsCommand};
 use crate::config::{Config, DEFAULT_ADMIN_SOCKET};
-use crate::net::admin_socket::{self, Request};
+use crate::ops::admin_socket::{self, Request};
 
 /// How long a command waits for the server's answer.
 const TIMEOUT: Duration = Duration::from_secs(30);

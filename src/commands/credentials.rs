@@ -37,10 +37,10 @@ const DEFAULT_REALM: &str = "ferroturn";
 /// Characters of a secret that `secret list` shows without `--show`.
 const MASK_SHOWN_CHARS: usize = 4;
 
-/// Why an admin command failed. Displayed after `error: ` by `main`.
+/// Why a credential command failed. Displayed after `error: ` by `main`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AdminError {
+pub enum CredentialsError {
     /// From the store (exists, no such user, unreachable, bad URL, ...).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -61,14 +61,14 @@ pub enum AdminError {
     },
 }
 
-type Result<T, E = AdminError> = std::result::Result<T, E>;
+type Result<T, E = CredentialsError> = std::result::Result<T, E>;
 
 fn usage<T>(message: impl Into<String>) -> Result<T> {
-    Err(AdminError::Usage(message.into()))
+    Err(CredentialsError::Usage(message.into()))
 }
 
-fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> AdminError {
-    move |source| AdminError::Io { context, source }
+fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> CredentialsError {
+    move |source| CredentialsError::Io { context, source }
 }
 
 /// Runs `fut` on a small single-threaded runtime: the commands do one
@@ -228,7 +228,7 @@ fn user_list(args: &UserListArgs) -> Result<()> {
         let store = open(location).await?;
         let users = store.list_users(args.realm.as_deref()).await;
         store.close().await;
-        Ok::<_, AdminError>(users?)
+        Ok::<_, CredentialsError>(users?)
     })??;
     if args.json {
         let rows: Vec<UserJson<'_>> = users
@@ -329,7 +329,7 @@ pub fn secret(command: &SecretCommand) -> Result<()> {
                 let store = open(location).await?;
                 let id = store.remove_secret(&args.id_or_secret).await;
                 store.close().await;
-                Ok::<_, AdminError>(id?)
+                Ok::<_, CredentialsError>(id?)
             })??;
             note(format_args!("removed secret {id}"));
             Ok(())
@@ -383,7 +383,7 @@ fn secret_list(args: &SecretListArgs) -> Result<()> {
         let store = open(location).await?;
         let secrets = store.list_secrets().await;
         store.close().await;
-        Ok::<_, AdminError>(secrets?)
+        Ok::<_, CredentialsError>(secrets?)
     })??;
     let shown = |s: &str| {
         if args.show {
@@ -468,7 +468,7 @@ fn mint(args: &MintArgs) -> Result<()> {
                 let store = open(location).await?;
                 let secrets = store.list_secrets().await;
                 store.close().await;
-                Ok::<_, AdminError>(secrets?)
+                Ok::<_, CredentialsError>(secrets?)
             })??
             .into_iter()
             .max_by_key(|s| s.id);
@@ -533,7 +533,7 @@ fn revoke(args: &RevokeArgs) -> Result<()> {
         let store = open(location).await?;
         let result = store.revoke(&args.username, expiry).await;
         store.close().await;
-        Ok::<_, AdminError>(result?)
+        Ok::<_, CredentialsError>(result?)
     })??;
     note(format_args!("revoked {:?} until {until}", args.username));
     Ok(())
@@ -639,7 +639,7 @@ fn print_line(text: &str) -> Result<()> {
 
 fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| AdminError::Usage(format!("cannot format JSON: {e}")))?;
+        .map_err(|e| CredentialsError::Usage(format!("cannot format JSON: {e}")))?;
     print_line(&text)
 }
 
@@ -697,7 +697,7 @@ mod tests {
             "5hh",
         ] {
             match parse_ttl(bad) {
-                Err(AdminError::Usage(msg)) => assert!(msg.starts_with("--ttl: "), "{msg}"),
+                Err(CredentialsError::Usage(msg)) => assert!(msg.starts_with("--ttl: "), "{msg}"),
                 other => panic!("{bad:?} -> {other:?}"),
             }
         }
@@ -722,7 +722,7 @@ mod tests {
             "turn:a b",
         ] {
             match check_ice_url(bad) {
-                Err(AdminError::Usage(msg)) => assert!(msg.starts_with("--url: "), "{msg}"),
+                Err(CredentialsError::Usage(msg)) => assert!(msg.starts_with("--url: "), "{msg}"),
                 other => panic!("{bad:?} -> {other:?}"),
             }
         }

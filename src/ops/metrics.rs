@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::sync::watch;
 
-use crate::net::credentials::LiveCredentials;
+use super::credentials::LiveCredentials;
 use crate::turn::server::{
     AuthFailure, DropReason, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
 };

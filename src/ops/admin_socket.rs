@@ -99,14 +99,9 @@ pub fn bind(path: Option<&Path>) -> io::Result<Option<AdminSocket>> {
         std::fs::remove_file(path).map_err(|e| err(path, e))?;
     }
     // Created with mode 0600 from the start (umask), not chmod-ed after: no
-    // moment in which another user could connect. Set here, before the shard
+    // moment in which another user could connect. Bound here, before the shard
     // threads exist, as umask is process-wide.
-    // SAFETY: umask only swaps the process's file-creation mask.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = std::os::unix::net::UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(|e| err(path, e))?;
+    let listener = crate::net::sockets::unix_listener_owner_only(path).map_err(|e| err(path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| err(path, e))?;
     listener.set_nonblocking(true)?;

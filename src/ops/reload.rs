@@ -10,10 +10,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::shard::ShardCommand;
 use super::usage::UsageLog;
-use super::{NetOptions, Running};
 use crate::config::Config;
+use crate::net::shard::ShardCommand;
+use crate::net::{NetOptions, Running};
 
 /// Keys whose new value takes effect only after a restart, if they changed.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {

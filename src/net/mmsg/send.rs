@@ -1,17 +1,19 @@
-//! Datagrams to clients, queued and sent with one `sendmmsg` per batch.
+//! Datagrams queued and sent with one `sendmmsg` per batch, and the bench's
+//! copies of one frame.
 //!
 //! A shard answers and forwards many datagrams through the same listener socket
 //! in one turn of its event loop (a `recvmmsg` batch of requests, the relay
 //! sockets that became readable together). Sending each with its own `sendmsg`
 //! makes the syscall, not the relaying, the cost; queuing them and sending the
 //! lot with `sendmmsg` pays for one. The queue is preallocated: no heap
-//! allocation per datagram.
+//! allocation per datagram. Each message can carry a source address
+//! (IP_PKTINFO / IPV6_PKTINFO), which wildcard listeners need to answer from
+//! the address the client reached.
 //!
-//! quinn-udp (which the listeners read with) sends one destination per call
-//! (GSO needs one destination), so this is the one place that speaks `sendmmsg`
-//! directly. Each message can carry a source address (IP_PKTINFO /
-//! IPV6_PKTINFO), which wildcard listeners need to answer from the address the
-//! client reached.
+//! The bench's load side deliberately sends with `sendmmsg` (one datagram per
+//! message) and not with UDP GSO: a GSO train would reach a server that enables
+//! UDP_GRO as one coalesced unit, which real clients (browsers) never produce,
+//! and would flatter such servers against those that read datagram by datagram.
 
 use std::io;
 use std::mem;
@@ -52,23 +54,15 @@ impl Default for SendBatch {
 
 impl SendBatch {
     pub fn new() -> Self {
-        // SAFETY: these are plain C structs for which all-zero is valid.
-        let storage = || unsafe { mem::zeroed::<libc::sockaddr_storage>() };
-        let header = || unsafe { mem::zeroed::<libc::mmsghdr>() };
         Self {
             buf: vec![0u8; CAPACITY * SLOT].into_boxed_slice(),
             lens: [0; CAPACITY],
-            dest: (0..CAPACITY).map(|_| storage()).collect(),
+            dest: super::zeroed_addrs(CAPACITY),
             dest_len: [0; CAPACITY],
             src: [None; CAPACITY],
             key: [0; CAPACITY],
-            iov: (0..CAPACITY)
-                .map(|_| libc::iovec {
-                    iov_base: ptr::null_mut(),
-                    iov_len: 0,
-                })
-                .collect(),
-            hdr: (0..CAPACITY).map(|_| header()).collect(),
+            iov: super::empty_iovecs(CAPACITY),
+            hdr: super::zeroed_headers(CAPACITY),
             cmsg: vec![[0u64; CMSG_SPACE / 8]; CAPACITY].into_boxed_slice(),
             len: 0,
         }
@@ -167,8 +161,8 @@ impl SendBatch {
     fn fill(&mut self, pos: usize, i: usize) {
         let base = self.buf.as_mut_ptr();
         self.iov[pos] = libc::iovec {
-            // SAFETY: i * SLOT is within buf.
-            iov_base: unsafe { base.add(i * SLOT) }.cast(),
+            // Within buf: datagram i is at i * SLOT.
+            iov_base: base.wrapping_add(i * SLOT).cast(),
             iov_len: self.lens[i],
         };
         let (control, control_len) = match self.src[i] {
@@ -194,21 +188,20 @@ impl SendBatch {
     fn send(&mut self, fd: RawFd, from: usize, to: usize) -> u64 {
         let mut sent = from;
         while sent < to {
-            // SAFETY: headers from..to point into buffers this struct owns,
-            // which live across the call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdr.as_mut_ptr().add(sent),
-                    (to - sent) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
+            // SAFETY: headers from..to were filled by `fill`: they point at
+            // iovecs, datagrams, destinations and control messages this struct
+            // owns, which the `&mut self` keeps alive across the call.
+            let r = unsafe { super::sendmmsg(fd, &mut self.hdr[sent..to]) };
+            let kind = match r {
+                Ok(n) if n > 0 => {
+                    sent += n;
+                    continue;
+                }
+                Err(e) => e.kind(),
+                // Not for a non-empty batch; skipped like a refused datagram.
+                Ok(_) => io::ErrorKind::Other,
             };
-            if r > 0 {
-                sent += r as usize;
-                continue;
-            }
-            match io::Error::last_os_error().kind() {
+            match kind {
                 io::ErrorKind::Interrupted => continue,
                 // A full buffer: the rest is dropped, as a congested link would.
                 io::ErrorKind::WouldBlock => return (to - sent) as u64,
@@ -218,6 +211,67 @@ impl SendBatch {
             }
         }
         0
+    }
+}
+
+/// `sendmmsg` until everything is out or the socket is full; the bench's policy:
+/// a full buffer or ECONNREFUSED ends the call with what went out, other errors
+/// are returned.
+///
+/// # Safety
+///
+/// As for [`super::sendmmsg`]: the headers point at live iovecs, buffers and
+/// addresses.
+pub(super) unsafe fn send_all(fd: RawFd, hdr: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < hdr.len() {
+        // SAFETY: upheld by the caller.
+        match unsafe { super::sendmmsg(fd, &mut hdr[done..]) } {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused => return Ok(done),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            },
+        }
+    }
+    Ok(done)
+}
+
+/// Sends `k` copies of one frame on a connected socket with one `sendmmsg`: the
+/// headers all point at the same bytes, so nothing is copied.
+pub struct Copies {
+    iov: Box<[libc::iovec]>,
+    hdr: Box<[libc::mmsghdr]>,
+}
+
+impl Copies {
+    pub fn new(max: usize) -> Self {
+        Self {
+            iov: super::empty_iovecs(max),
+            hdr: super::zeroed_headers(max),
+        }
+    }
+
+    /// Sends up to `k` (at most `max`) copies of `frame`; returns how many left.
+    pub fn send(&mut self, fd: RawFd, frame: &[u8], k: usize) -> io::Result<usize> {
+        let k = k.min(self.hdr.len());
+        for i in 0..k {
+            self.iov[i] = libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            };
+            let h = &mut self.hdr[i].msg_hdr;
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+            h.msg_name = ptr::null_mut();
+            h.msg_namelen = 0;
+        }
+        // SAFETY: headers 0..k point at their own iovecs, each at `frame`, which
+        // the borrow keeps alive for the call (sendmmsg only reads it); no name
+        // and no control data.
+        unsafe { send_all(fd, &mut self.hdr[..k]) }
     }
 }
 
@@ -332,6 +386,21 @@ mod tests {
         }
         // Grouped per socket, each group in queue order.
         assert_eq!(got, [(0, 0), (0, 2), (0, 6), (1, 1), (1, 5), (2, 3)]);
+    }
+
+    #[test]
+    fn copies_of_one_frame_on_a_connected_socket() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let mut c = Copies::new(4);
+        assert_eq!(c.send(tx.as_raw_fd(), b"frame", 9).unwrap(), 4);
+        let mut buf = [0u8; 16];
+        for _ in 0..4 {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"frame");
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::admin_socket::{self, AdminSocket, Call, Request};
-use super::Running;
 use crate::config::{Config, ConfigError};
+use crate::net::Running;
 use crate::turn::server::{Drain, KillFilter};
 
 /// How often a drain checks whether allocations are left.

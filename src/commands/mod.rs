@@ -1,0 +1,9 @@
+//! The CLI subcommands that are not the server itself.
+//!
+//! - [`credentials`]: `ferroturn user`, `secret` and `credential`, working on the
+//!   credential store directly (no running server needed).
+//! - [`control`]: `ferroturn sessions`, `reload` and `drain`, clients of a running
+//!   server's admin socket ([`crate::ops::admin_socket`]).
+
+pub mod control;
+pub mod credentials;
