@@ -5,8 +5,9 @@
 //! → Refresh → the end of the allocation, one of
 //!
 //! - **delete**: Refresh LIFETIME 0;
-//! - **expire** (UDP clients): the client goes away and the server must time the
-//!   allocation out; it asks for `--lifetime` seconds, which the server grants only
+//! - **expire** (UDP clients): the client falls silent (keeping its socket until
+//!   the allocation is due, so that no new client reuses its port and meets the old
+//!   allocation) and the server must time the allocation out; it asks for `--lifetime` seconds, which the server grants only
 //!   if its `relay.default-lifetime` is that short (RFC 8656 §7.2 never grants less
 //!   than the default). When the server grants more than `--max-expiry`, the cycle
 //!   deletes instead and the report counts it under `expire_fallbacks`;
@@ -421,8 +422,16 @@ impl Run {
         let expire_ok = u64::from(granted) <= self.args.max_expiry.as_secs();
         match plan {
             End::Expire if expire_ok => {
-                self.expires_in(Duration::from_secs(granted.into()));
-                drop(client);
+                let lifetime = Duration::from_secs(granted.into());
+                self.expires_in(lifetime);
+                // The client stops talking but keeps its socket until the allocation
+                // has expired: a new socket on the same port would meet the old
+                // allocation (437) instead of getting a new one. (A task still
+                // waiting when the run ends is dropped with the runtime.)
+                tokio::spawn(async move {
+                    tokio::time::sleep(lifetime + Duration::from_secs(1)).await;
+                    drop(client);
+                });
                 Ok(End::Expire)
             }
             End::Close => {
