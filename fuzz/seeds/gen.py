@@ -96,3 +96,76 @@ bad += req(0, 0, [RT_UDP], user=3)                # wrong password: 401
 bad += req(5, 0, [RT_UDP], tid=11)                # wildcard server address: 440
 bad += [3, 0, 0, 0, 20] + list(vectors["sample_request"][:20])  # raw Binding-ish datagram
 write("turn_core", "errors", bad)
+
+
+# stream_framing: byte 0 = number of u16 read sizes, then the sizes (big-endian, 0 =
+# as much as fits), then the stream as a TCP client would send it.
+def sizes(*s):
+    return bytes([len(s)]) + b"".join(struct.pack(">H", x) for x in s)
+
+
+big_cd = struct.pack(">HH", 0x4002, 5000) + bytes(range(256)) * 19 + bytes(136)
+write("stream_framing", "stun_then_channel_data", sizes(7, 1, 0) + two + cd + cd)
+write("stream_framing", "large_channel_data", sizes(100, 4000, 3) + vectors["sample_request"] + big_cd + two)
+write("stream_framing", "channel_data_first", sizes() + cd + two)
+write("stream_framing", "http_probe", sizes(3) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+# config_toml: the sample configuration, the documentation's examples, and a few
+# files that fail validation with a key named.
+with open(os.path.join(ROOT, "turnserver.toml"), "rb") as f:
+    write("config_toml", "turnserver.toml", f.read())
+write("config_toml", "nat_vm.toml", b"""[server]
+listen = ["0.0.0.0:3478"]
+realm = "turn.example.com"
+
+[relay]
+relay-ips = ["10.0.0.5"]
+external-ips = ["203.0.113.7/10.0.0.5"]
+port-range = "49152-65535"
+
+[auth]
+secrets = ["shared"]
+""")
+write("config_toml", "loopback_tests.toml", b"""[server]
+listen = ["127.0.0.1:3478", "[::1]:3478"]
+log-level = "debug"
+
+[relay]
+port-range = "40000-40099"
+permission-lifetime = 5
+channel-lifetime = 5
+
+[auth.users]
+test = "test"
+"two words" = "x"
+
+[peers]
+allow = ["127.0.0.0/8", "::1"]
+
+[quota]
+max-allocations-per-user = 100000
+
+[tls]
+cert = "/etc/ferroturn/fullchain.pem"
+key = "/etc/ferroturn/privkey.pem"
+listen = ["0.0.0.0:443", "[::]:443"]
+
+[drain]
+alternate-server = ["192.0.2.1:3478"]
+deadline = 60
+
+[metrics]
+listen = ""
+
+[usage]
+file = "-"
+
+[admin]
+socket = ""
+
+[store]
+url = "sqlite:///var/lib/ferroturn/credentials.db"
+""")
+write("config_toml", "bad_port_range.toml", b'[relay]\nport-range = "60000-50000"\n')
+write("config_toml", "bad_listen.toml", b'[server]\nlisten = ["0.0.0.0:3478", "nonsense"]\n')
+write("config_toml", "unknown_key.toml", b'[server]\nlisten = ["0.0.0.0:3478"]\nrelm = "typo"\n')

@@ -7,11 +7,13 @@
 //! stderr. See docs/performance.md for what each figure means.
 //!
 //! Modules: [`scenarios`] (binding, alloc, hold and the setup of relay flows),
+//! [`churn`] (the allocation life-cycle soak test),
 //! [`datapath`] (the single-threaded packet loop behind relay and latency),
 //! [`echo`] (the plain batched echo and forwarder, the ceilings of the machine),
 //! [`stats`] (histogram, /proc readings) and
 //! [`report`] (the result rows, the table and the JSON).
 
+pub mod churn;
 pub mod datapath;
 pub mod echo;
 pub mod report;
@@ -31,6 +33,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(240);
 pub const MAX_ECHO_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Largest `--count`.
 pub const MAX_COUNT: u64 = 1_000_000_000;
+/// Longest `--duration` of `churn` (a soak test).
+pub const MAX_CHURN_DURATION: Duration = Duration::from_secs(3600);
+/// Default `--count` of `churn`.
+pub const CHURN_DEFAULT_COUNT: u64 = 100_000;
 /// Most allocations any scenario opens.
 pub const MAX_ALLOCATIONS: u32 = 50_000;
 
@@ -112,6 +118,12 @@ pub enum Scenario {
     /// Hold many allocations open and report the server's memory per
     /// allocation (needs --server-pid).
     Hold(HoldArgs),
+    /// Soak test of the allocation life cycle: Allocate, CreatePermission,
+    /// ChannelBind, datagrams to an echo peer, Refresh, then delete, expiry or
+    /// TCP close; with EVEN-PORT reservations and TCP clients mixed in. With
+    /// --server-pid, reports the server's fds, sockets and RSS before and after.
+    /// Default --count 100000, --duration 10m (cap 1h).
+    Churn(ChurnArgs),
     /// A plain batched UDP echo (or, with --forward-to, a batched forwarder):
     /// the ceiling of this machine for comparisons. Runs for --duration.
     EchoServer(EchoServerArgs),
@@ -220,6 +232,51 @@ pub struct HoldArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// Cycles in flight.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// The server's TCP address for the TCP clients (default: --server).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub tcp_server: Option<SocketAddr>,
+    /// Share of cycles over TCP, in percent.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub tcp_percent: u8,
+    /// Share of cycles that reserve a port pair with EVEN-PORT R=1, in percent.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub even_port_percent: u8,
+    /// Of those, the share that leaves the reservation for the server to release
+    /// (after 30 s) instead of redeeming its RESERVATION-TOKEN, in percent.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub unredeemed_percent: u8,
+    /// Share of cycles whose allocation is left to expire (UDP) or ended by
+    /// closing the connection (TCP) instead of Refresh 0, in percent.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub expire_percent: u8,
+    /// LIFETIME requested by the cycles that let their allocation expire (the
+    /// server grants no less than its relay.default-lifetime).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub lifetime: u32,
+    /// Longest granted lifetime to wait out; an expire cycle granted more deletes
+    /// its allocation instead (counted as expire_fallbacks).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub max_expiry: Duration,
+    /// Longest wait after the run for expiries before sampling the server again.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "90s")]
+    pub settle_max: Duration,
+    /// Datagrams relayed to the echo peer and back per allocation.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub datagrams: u16,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(16..=1400))]
+    pub size: u16,
+    /// Address the bench's echo peer binds to; the server must be allowed to
+    /// relay to it (loopback peers are denied by default: --allow-peer).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub peer_ip: IpAddr,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct EchoServerArgs {
     /// Where to listen (UDP).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
@@ -305,6 +362,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
             "latency",
             scenarios::latency(l, &Common::new(args, five, MAX_DURATION)?)?,
         ),
+        Scenario::Churn(c) => {
+            let mut common = Common::new(args, Duration::from_secs(600), MAX_CHURN_DURATION)?;
+            common.count = args.count.unwrap_or(CHURN_DEFAULT_COUNT);
+            ("churn", churn::churn(c, &common)?)
+        }
         Scenario::Hold(h) => (
             "hold",
             scenarios::hold(

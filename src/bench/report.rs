@@ -55,6 +55,8 @@ pub struct Row {
     pub rss_per_allocation_bytes: Option<f64>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// Cycles by kind, errors by kind, the server before and after (churn).
+    pub churn: Option<super::churn::ChurnFigures>,
 }
 
 impl Row {
@@ -161,7 +163,7 @@ impl Report {
             line(row.iter().map(String::as_str).collect(), out)?;
         }
         for r in &self.results {
-            if let (Some(b), Some(a)) = (r.rss_before_bytes, r.rss_after_bytes) {
+            if let (Some(b), Some(a), None) = (r.rss_before_bytes, r.rss_after_bytes, &r.churn) {
                 writeln!(
                     out,
                     "{}: server RSS {:.1} MiB before, {:.1} MiB with {} allocations",
@@ -170,6 +172,9 @@ impl Report {
                     a as f64 / 1048576.0,
                     r.allocations.unwrap_or(0)
                 )?;
+            }
+            if let Some(c) = &r.churn {
+                super::churn::write_details(c, out)?;
             }
             if let Some(e) = &r.first_error {
                 writeln!(out, "{}: first error: {e}", r.name)?;
