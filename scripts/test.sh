@@ -15,12 +15,14 @@
 # turnserver service is never started or enabled), the postgresql package for the
 # store tests (which start their own throwaway server; the package's cluster is never
 # started), Debian's chromium package and playwright-core (`npm ci` in tests/browser)
-# for the browser test, and cargo-fuzz for the fuzz step.
+# for the browser test, the prometheus package for promtool (tests/monitoring.rs
+# checks contrib/monitoring/alerts.yml with it; the prometheus service is never
+# started or enabled), and cargo-fuzz for the fuzz step.
 # Safe to run again and again: every install is skipped when already done.
 set -euo pipefail
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -176,6 +178,17 @@ install_browser_test_deps() {
     echo "playwright-core present: $(node -p "require('./tests/browser/node_modules/playwright-core/package.json').version")"
 }
 
+# promtool, for tests/monitoring.rs: Debian ships it in the prometheus package,
+# whose server must never run here, so it is installed like coturn and postgresql.
+install_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        echo "promtool missing: installing the prometheus package"
+        apt_install_keeping_services_stopped prometheus prometheus
+        command -v promtool >/dev/null 2>&1 || die "prometheus is installed but promtool is still missing"
+    fi
+    echo "promtool present: $(promtool --version 2>/dev/null | head -n 1)"
+}
+
 install_cargo_fuzz() {
     if cargo fuzz --version >/dev/null 2>&1; then
         echo "cargo-fuzz present: $(cargo fuzz --version)"
@@ -261,6 +274,7 @@ cargo --version
 install_coturn_tools
 install_postgresql
 install_browser_test_deps
+install_promtool
 if [ "$run_fuzz" = 1 ]; then
     install_cargo_fuzz
 fi

@@ -72,10 +72,10 @@ fn metrics_section(doc: &str) -> &str {
     &body[..end]
 }
 
-/// Every metric name string literal in src/metrics.rs: what the code registers,
+/// Every metric name string literal in src/ops/metrics.rs: what the code registers,
 /// to make sure the traffic below brings every family into the scrape.
 fn registered_in_source() -> BTreeSet<String> {
-    let src = read("src/metrics.rs");
+    let src = read("src/ops/metrics.rs");
     src.match_indices("\"ferroturn_")
         .filter_map(|(i, _)| {
             let literal = &src[i + 1..];
@@ -111,7 +111,7 @@ async fn every_metric_family_is_documented() {
     let registered = registered_in_source();
     assert!(
         registered.len() >= 12,
-        "metric names not found as literals in src/metrics.rs: {registered:?}"
+        "metric names not found as literals in src/ops/metrics.rs: {registered:?}"
     );
     let what = "the traffic and every registered family in the scrape";
     let (scrape, found) = eventually_async(Duration::from_secs(3), what, async || {

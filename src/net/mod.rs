@@ -313,7 +313,9 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     let metrics_thread = match metrics_listener {
         Some(l) => {
             let m = Metrics::new(slots.clone())
-                .map_err(|e| io::Error::other(format!("metrics registry: {e}")))?;
+                .map_err(|e| io::Error::other(format!("metrics registry: {e}")))?
+                .with_health(health.clone())
+                .with_tls(tls_certs.clone());
             Some(crate::ops::metrics::spawn(
                 l,
                 Arc::new(m),

@@ -10,9 +10,13 @@
 //! swapped in. Handshakes from then on use the new certificate; connections already
 //! established keep their session and are not disturbed. A bad new pair is refused
 //! and the old one stays in force.
+//!
+//! The served certificate's notAfter is kept beside it, as unix seconds, for the
+//! `ferroturn_tls_certificate_expiry_timestamp_seconds` gauge.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
@@ -54,6 +58,26 @@ pub struct ReloadableCert {
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    /// `current`'s end-entity notAfter in unix seconds; 0 if it could not be read.
+    not_after: AtomicI64,
+}
+
+/// The notAfter of `key`'s end-entity certificate in unix seconds, or 0 (with a
+/// warning) when x509-parser cannot read it: rustls accepted the certificate, so
+/// it is served all the same; only the expiry gauge goes without.
+fn read_not_after(key: &CertifiedKey) -> i64 {
+    let parsed = key
+        .end_entity_cert()
+        .map_err(|e| e.to_string())
+        .and_then(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .map(|(_, cert)| cert.validity().not_after.timestamp())
+                .map_err(|e| e.to_string())
+        });
+    parsed.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the TLS certificate's expiry time");
+        0
+    })
 }
 
 impl ReloadableCert {
@@ -65,6 +89,7 @@ impl ReloadableCert {
             cert: cert.to_owned(),
             key: key.to_owned(),
             provider,
+            not_after: AtomicI64::new(read_not_after(&current)),
             current: RwLock::new(current),
         }))
     }
@@ -85,7 +110,14 @@ impl ReloadableCert {
 
     /// Uses `next` for every handshake from now on; live connections keep theirs.
     pub fn install(&self, next: Arc<CertifiedKey>) {
+        let expiry = read_not_after(&next);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.not_after.store(expiry, Ordering::Relaxed);
+    }
+
+    /// The served certificate's notAfter in unix seconds (0 if unreadable).
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
     }
 }
 

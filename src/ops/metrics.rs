@@ -32,6 +32,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncode
 use tokio::sync::watch;
 
 use super::credentials::LiveCredentials;
+use crate::net::tls::ReloadableCert;
 use crate::turn::server::{
     AuthFailure, DropReason, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
 };
@@ -186,6 +187,13 @@ pub struct Metrics {
     tcp_total: IntCounterVec,
     in_process: IntCounter,
     tls_handshake_failures: IntCounter,
+    /// Read at each scrape, when set: what `/readyz` answers, and the served
+    /// certificate's expiry.
+    health: Option<Arc<Health>>,
+    tls_certs: Option<Arc<ReloadableCert>>,
+    ready: IntGauge,
+    draining: IntGauge,
+    tls_expiry: IntGauge,
 }
 
 fn counter_vec(
@@ -246,6 +254,23 @@ impl Metrics {
         Ok(Self {
             in_process,
             tls_handshake_failures,
+            health: None,
+            tls_certs: None,
+            ready: gauge(
+                &r,
+                "ferroturn_ready",
+                "1 when /readyz answers 200 (every shard serving, credential store reachable, not draining), else 0.",
+            )?,
+            draining: gauge(
+                &r,
+                "ferroturn_draining",
+                "1 while the server drains (stops taking new allocations), else 0.",
+            )?,
+            tls_expiry: gauge(
+                &r,
+                "ferroturn_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the served TLS certificate, in unix seconds; 0 without TLS.",
+            )?,
             requests: counter_vec(
                 &r,
                 "ferroturn_requests_total",
@@ -307,8 +332,29 @@ impl Metrics {
         })
     }
 
+    /// Sets `ferroturn_ready` and `ferroturn_draining` from `health` at each scrape.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Sets the certificate expiry gauge from `certs` at each scrape (kept current
+    /// across reloads); without TLS it stays 0.
+    pub fn with_tls(mut self, certs: Option<Arc<ReloadableCert>>) -> Self {
+        self.tls_certs = certs;
+        self
+    }
+
     /// Sums the shards' last publications into the series.
     fn update(&self) {
+        if let Some(h) = &self.health {
+            self.ready.set(i64::from(h.readiness().is_ok()));
+            self.draining
+                .set(i64::from(h.draining.load(Ordering::SeqCst)));
+        }
+        if let Some(c) = &self.tls_certs {
+            self.tls_expiry.set(c.not_after());
+        }
         let mut sum = ShardSnapshot::default();
         for slot in &self.slots {
             let s = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -187,7 +187,7 @@ fn code_index(code: u16) -> usize {
 
 /// Counters of one shard. Plain integers: the shard owns them and bumps them
 /// without atomics or locks; the driver publishes a copy now and then for the
-/// metrics endpoint (see `crate::metrics`). Every field only ever grows.
+/// metrics endpoint (see `crate::ops::metrics`). Every field only ever grows.
 /// Per-transport arrays are indexed by [`Transport::index`], so splitting
 /// relayed traffic by transport costs nothing over one total.
 #[derive(Clone, Debug, Default)]
