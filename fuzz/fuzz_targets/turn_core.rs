@@ -696,7 +696,7 @@ impl Harness {
         let sel = inp.byte();
         let relay = match open.get(usize::from(sel) % (open.len() + 1)) {
             Some(r) => *r,
-            None => RelayId(u32::from(inp.byte())),
+            None => RelayId::new(u32::from(inp.byte()), 0),
         };
         let from = self.peer(inp.byte());
         let layout = inp.byte();

@@ -33,6 +33,7 @@ struct Slot {
     socket: Rc<RelaySocket>,
     reader: Option<AbortHandle>,
     addr: SocketAddr,
+    id: RelayId,
 }
 
 /// What the binders of all shards share: relay-port accounting (the
@@ -56,6 +57,8 @@ impl PortBudget {
 pub struct Binder {
     ports: RangeInclusive<u16>,
     slots: Vec<Option<Slot>>,
+    /// Per slot, the generation its next socket gets (see [`RelayId`]).
+    generations: Vec<u32>,
     free: Vec<u32>,
     /// Sockets opened since the driver last collected them: each needs a reader.
     pending: Vec<(RelayId, Rc<RelaySocket>)>,
@@ -70,6 +73,7 @@ impl Binder {
         Self {
             ports,
             slots: Vec::new(),
+            generations: Vec::new(),
             free: Vec::new(),
             pending: Vec::new(),
             budget,
@@ -77,12 +81,18 @@ impl Binder {
         }
     }
 
+    /// The live slot `id` names: none once that socket was released, even after
+    /// the slot holds another socket.
+    fn slot(&self, id: RelayId) -> Option<&Slot> {
+        self.slots
+            .get(id.index as usize)?
+            .as_ref()
+            .filter(|s| s.id == id)
+    }
+
     /// The socket of a relay, for sending.
     pub fn socket(&self, id: RelayId) -> Option<&std::net::UdpSocket> {
-        self.slots
-            .get(id.0 as usize)?
-            .as_ref()
-            .map(|s| s.socket.get_ref())
+        self.slot(id).map(|s| s.socket.get_ref())
     }
 
     /// The relay of this shard bound to `addr`, if any.
@@ -95,7 +105,7 @@ impl Binder {
 
     /// The local address of a relay.
     pub fn local_addr(&self, id: RelayId) -> Option<SocketAddr> {
-        self.slots.get(id.0 as usize)?.as_ref().map(|s| s.addr)
+        self.slot(id).map(|s| s.addr)
     }
 
     /// Sockets opened since the last call, for the driver to start readers on.
@@ -109,8 +119,8 @@ impl Binder {
 
     /// Records the reader task of a relay so that closing the relay stops it.
     pub fn set_reader(&mut self, id: RelayId, reader: AbortHandle) {
-        match self.slots.get_mut(id.0 as usize) {
-            Some(Some(slot)) => slot.reader = Some(reader),
+        match self.slots.get_mut(id.index as usize) {
+            Some(Some(slot)) if slot.id == id => slot.reader = Some(reader),
             // Closed before its reader started.
             _ => reader.abort(),
         }
@@ -133,15 +143,20 @@ impl Binder {
             Some(i) => i,
             None => {
                 self.slots.push(None);
+                self.generations.push(0);
                 (self.slots.len() - 1) as u32
             }
         };
+        // A reused slot gets the next generation, so IDs of its earlier
+        // sockets (still queued somewhere, say) never find this one.
+        let generation = self.generations[index as usize];
+        let id = RelayId::new(index, generation);
         self.slots[index as usize] = Some(Slot {
             socket: socket.clone(),
             reader: None,
             addr,
+            id,
         });
-        let id = RelayId(index);
         self.by_local.insert(addr, id);
         self.pending.push((id, socket));
         Ok((id, addr))
@@ -250,14 +265,60 @@ impl RelayBinder for Binder {
     }
 
     fn release(&mut self, id: RelayId) {
-        if let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(Option::take) {
+        if self.slot(id).is_none() {
+            return;
+        }
+        let index = id.index as usize;
+        if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
+            self.generations[index] = id.generation.wrapping_add(1);
             if let Some(r) = slot.reader {
                 r.abort();
             }
             self.by_local.remove(&slot.addr);
             self.pending.retain(|(p, _)| *p != id);
-            self.free.push(id.0);
+            self.free.push(id.index);
             self.budget.in_use.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::turn::{PortRequest, RelayBinder};
+
+    /// A datagram queued for a relay that a request then closed is keyed by the
+    /// old ID; the next allocation may get the same slot in the same batch. The
+    /// old ID must find no socket then, so the datagram is dropped instead of
+    /// leaving from the new allocation's address. (Before relay IDs carried a
+    /// generation, the shard sent its peer queue before every STUN request to
+    /// keep this from happening.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_released_relay_id_never_names_the_socket_that_reuses_its_slot() {
+        let budget = Arc::new(PortBudget {
+            in_use: AtomicU32::new(0),
+            max: AtomicU32::new(0),
+            parked: Mutex::new(HashMap::new()),
+        });
+        let mut binder = Binder::new(40000..=60000, budget);
+        let ip = "127.0.0.1".parse().unwrap();
+        let old = binder.bind(ip, PortRequest::Any, false).unwrap();
+        assert!(binder.socket(old.id).is_some());
+        binder.release(old.id);
+        assert!(binder.socket(old.id).is_none());
+        let new = binder.bind(ip, PortRequest::Any, false).unwrap();
+        assert_eq!(new.id.index, old.id.index, "the freed slot is reused");
+        assert_ne!(new.id, old.id);
+        assert!(
+            binder.socket(old.id).is_none(),
+            "the old ID names no socket"
+        );
+        assert!(binder.local_addr(old.id).is_none());
+        assert_eq!(binder.local_addr(new.id), Some(new.addr));
+        // Releasing the stale ID again must not close the new socket.
+        binder.release(old.id);
+        assert!(binder.socket(new.id).is_some());
+        // Round trip through the send-queue key.
+        assert_eq!(RelayId::from_bits(new.id.to_bits()), new.id);
     }
 }

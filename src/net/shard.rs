@@ -111,16 +111,6 @@ impl State {
         }
     }
 
-    /// A request may end an allocation and a later one in the same batch may
-    /// reuse its relay ID for a new socket: datagrams queued for the old relay
-    /// must not leave from the new one. So the peer queue is sent before any
-    /// STUN request is handled (data and indications keep batching).
-    fn before_client_message(&mut self, data: &[u8]) {
-        if !self.peer_tx.is_empty() && is_stun_request(data) {
-            self.flush_peers();
-        }
-    }
-
     /// Sends the datagrams queued for peers, each out of its relay socket.
     fn flush_peers(&mut self) {
         if self.peer_tx.is_empty() {
@@ -129,7 +119,7 @@ impl State {
         let binder = self.server.binder();
         let dropped = self
             .peer_tx
-            .flush_by_key(|k| binder.socket(RelayId(k)).map(|s| s.as_raw_fd()));
+            .flush_by_key(|k| binder.socket(RelayId::from_bits(k)).map(|s| s.as_raw_fd()));
         self.server.count_drop(DropReason::Backlog, dropped);
     }
 
@@ -156,12 +146,18 @@ impl State {
                     self.deliver_in_process(now, relay, target, payload);
                     return;
                 }
-                if self.peer_tx.push_keyed(relay.0, payload, peer, None) {
+                if self
+                    .peer_tx
+                    .push_keyed(relay.to_bits(), payload, peer, None)
+                {
                     return;
                 }
                 // Full, or too big to queue: what is queued goes first.
                 self.flush_peers();
-                if self.peer_tx.push_keyed(relay.0, payload, peer, None) {
+                if self
+                    .peer_tx
+                    .push_keyed(relay.to_bits(), payload, peer, None)
+                {
                     return;
                 }
                 if let Some(sock) = self.server.binder().socket(relay) {
@@ -199,14 +195,6 @@ impl State {
             self.server.count_drop(DropReason::Backlog, dropped);
         }
     }
-}
-
-/// Whether `data` starts like a STUN request (top bits 00, class bits 00).
-fn is_stun_request(data: &[u8]) -> bool {
-    let [b0, b1, ..] = *data else {
-        return false;
-    };
-    b0 & 0xC0 == 0 && b0 & 0x01 == 0 && b1 & 0x10 == 0
 }
 
 /// Sends a datagram with a direct `sendto`. Tokio's `try_send_to` refuses until the
@@ -339,32 +327,4 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         tracing::debug!(shard = index, allocations = n, "shard stopped");
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stun::{Class, MessageBuilder, Method, TransactionId};
-
-    #[test]
-    fn stun_requests_are_told_from_indications_responses_and_channel_data() {
-        let message = |method, class| {
-            let mut buf = BytesMut::new();
-            MessageBuilder::new(&mut buf, method, class, TransactionId::random()).finish();
-            buf.to_vec()
-        };
-        for m in [
-            Method::Allocate,
-            Method::Refresh,
-            Method::ChannelBind,
-            Method::Binding,
-        ] {
-            assert!(is_stun_request(&message(m, Class::Request)), "{m:?}");
-            assert!(!is_stun_request(&message(m, Class::Success)));
-            assert!(!is_stun_request(&message(m, Class::Error)));
-        }
-        assert!(!is_stun_request(&message(Method::Send, Class::Indication)));
-        assert!(!is_stun_request(&[0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]));
-        assert!(!is_stun_request(&[0x00]));
-    }
 }

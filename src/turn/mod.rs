@@ -5,6 +5,7 @@
 //! and never touches a socket: relay sockets come from an injected [`RelayBinder`],
 //! and wall-clock seconds (for REST credential expiry and nonces) are derived from
 //! the injected `Instant` through a base the driver sets.
+#![forbid(unsafe_code)]
 
 pub mod allocation;
 pub mod auth;
@@ -88,9 +89,34 @@ pub struct FiveTuple {
     pub server: SocketAddr,
 }
 
-/// A relay socket, as named by the [`RelayBinder`] that opened it.
+/// A relay socket, as named by the [`RelayBinder`] that opened it: a dense slot
+/// `index` (binders reuse freed slots, so tables can be plain vectors) and the
+/// slot's `generation`, which the binder bumps each time it reuses the slot. An ID
+/// kept past its socket's release (a datagram still queued for it, say) therefore
+/// never names the next socket in that slot: lookups compare the whole ID.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct RelayId(pub u32);
+pub struct RelayId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+impl RelayId {
+    pub const fn new(index: u32, generation: u32) -> Self {
+        RelayId { index, generation }
+    }
+
+    /// The ID as one integer (generation high, index low), e.g. as a send-queue key.
+    pub const fn to_bits(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    pub const fn from_bits(bits: u64) -> Self {
+        RelayId {
+            index: bits as u32,
+            generation: (bits >> 32) as u32,
+        }
+    }
+}
 
 /// Which port a relay socket should get.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -41,7 +41,7 @@ pub struct Table {
     by_tuple: FastMap<FiveTuple, AllocId>,
     /// Indexed by `RelayId`, which relay binders hand out densely from 0: a
     /// peer packet finds its allocation with one bounds-checked load.
-    by_relay: Vec<Option<AllocId>>,
+    by_relay: Vec<Option<(RelayId, AllocId)>>,
     queue: BinaryHeap<Reverse<(Instant, AllocId)>>,
     len: usize,
 }
@@ -75,11 +75,11 @@ impl Table {
         };
         self.by_tuple.insert(alloc.tuple, id);
         for r in alloc.relays.iter().flatten() {
-            let i = r.id.0 as usize;
+            let i = r.id.index as usize;
             if self.by_relay.len() <= i {
                 self.by_relay.resize(i + 1, None);
             }
-            self.by_relay[i] = Some(id);
+            self.by_relay[i] = Some((r.id, id));
         }
         let deadline = alloc.next_deadline();
         self.queue.push(Reverse((deadline, id)));
@@ -107,7 +107,10 @@ impl Table {
     }
 
     pub fn by_relay(&self, relay: RelayId) -> Option<AllocId> {
-        self.by_relay.get(relay.0 as usize).copied().flatten()
+        match self.by_relay.get(relay.index as usize) {
+            Some(Some((r, id))) if *r == relay => Some(*id),
+            _ => None,
+        }
     }
 
     /// Queues `deadline` for `id`: call after anything that may have moved the
@@ -139,7 +142,7 @@ impl Table {
         self.free.push(id.index);
         self.by_tuple.remove(&alloc.tuple);
         for r in alloc.relays.iter().flatten() {
-            if let Some(e) = self.by_relay.get_mut(r.id.0 as usize) {
+            if let Some(e) = self.by_relay.get_mut(r.id.index as usize) {
                 *e = None;
             }
         }

@@ -39,7 +39,7 @@ pub struct SendBatch {
     dest_len: [libc::socklen_t; CAPACITY],
     src: [Option<IpAddr>; CAPACITY],
     /// Which socket each datagram goes out of, for [`SendBatch::flush_by_key`].
-    key: [u32; CAPACITY],
+    key: [u64; CAPACITY],
     iov: Box<[libc::iovec]>,
     hdr: Box<[libc::mmsghdr]>,
     cmsg: Box<[[u64; CMSG_SPACE / 8]]>,
@@ -86,7 +86,7 @@ impl SendBatch {
     /// [`flush_by_key`](Self::flush_by_key)).
     pub fn push_keyed(
         &mut self,
-        key: u32,
+        key: u64,
         data: &[u8],
         to: SocketAddr,
         src: Option<IpAddr>,
@@ -132,7 +132,7 @@ impl SendBatch {
     /// (`fd_of`; `None` drops it): one `sendmmsg` per key, in the order the
     /// datagrams of that key were queued. Returns how many were dropped for a
     /// full buffer.
-    pub fn flush_by_key(&mut self, fd_of: impl Fn(u32) -> Option<RawFd>) -> u64 {
+    pub fn flush_by_key(&mut self, fd_of: impl Fn(u64) -> Option<RawFd>) -> u64 {
         let n = self.len;
         let mut done = [false; CAPACITY];
         let mut dropped = 0;
@@ -368,7 +368,7 @@ mod tests {
             .collect();
         let mut b = SendBatch::new();
         // Keys interleaved; key 9 has no socket and is dropped.
-        for (i, key) in [0u32, 1, 0, 2, 9, 1, 0].into_iter().enumerate() {
+        for (i, key) in [0u64, 1, 0, 2, 9, 1, 0].into_iter().enumerate() {
             assert!(b.push_keyed(key, &[i as u8], to, None));
         }
         let dropped = b.flush_by_key(|k| socks.get(k as usize).map(|s| s.as_raw_fd()));

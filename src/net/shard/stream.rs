@@ -203,7 +203,6 @@ where
                 let s = &mut *guard;
                 let frame = &buf[..len];
                 let mut reply = std::mem::take(&mut s.reply);
-                s.before_client_message(frame);
                 let o = s.server.handle_client(now, tuple, frame, &mut reply);
                 s.reply = reply;
                 control |= o == Output::Reply;

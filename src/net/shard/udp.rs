@@ -148,7 +148,6 @@ pub(super) async fn listener(shard: ShardRef, index: usize) {
                     let stride = m.stride.max(1);
                     for datagram in buf[..m.len].chunks(stride) {
                         let mut reply = std::mem::take(&mut s.reply);
-                        s.before_client_message(datagram);
                         let out = s.server.handle_client(now, tuple, datagram, &mut reply);
                         s.reply = reply;
                         control |= out == Output::Reply;

@@ -55,7 +55,7 @@ impl FakeBinder {
     }
 
     fn open_one(&mut self, addr: SocketAddr) -> RelayId {
-        let id = RelayId(self.next_id);
+        let id = RelayId::new(self.next_id, 0);
         self.next_id += 1;
         self.open.push((id, addr));
         self.ever.insert(addr);

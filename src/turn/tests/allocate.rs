@@ -206,7 +206,7 @@ fn port_range_exhaustion_is_508_and_ports_return_to_the_pool() {
     h.allocate(&mut late).expect_error(508);
     h.refresh(&mut clients[3], Some(0)).expect_success();
     assert!(!h.shared.live.is_live(SocketAddr::new(ip(RELAY_V4), 50003)));
-    assert_eq!(h.srv.binder().released, vec![RelayId(4)]);
+    assert_eq!(h.srv.binder().released, vec![RelayId::new(4, 0)]);
     let r = h.allocate(&mut late);
     r.expect_success();
     assert_eq!(r.relayed1().port(), 50003);
@@ -496,7 +496,7 @@ fn dont_fragment_is_passed_to_the_binder() {
         h.srv.binder().calls,
         vec![(ip(RELAY_V4), PortRequest::Any, true)]
     );
-    let _ = h.srv.binder().addr_of(RelayId(1)).unwrap();
+    let _ = h.srv.binder().addr_of(RelayId::new(1, 0)).unwrap();
 }
 
 #[test]

@@ -73,7 +73,7 @@ fn peer_data_without_permission_is_dropped_and_counted() {
     assert_eq!(h.drops(DropReason::NoPermission), 1);
     assert_eq!(h.srv.stats().to_client_packets[0], 0);
     // An unknown relay socket.
-    let (o, _) = h.peer_data(RelayId(999), sa(PEER_A), b"x");
+    let (o, _) = h.peer_data(RelayId::new(999, 0), sa(PEER_A), b"x");
     assert_eq!(o, PeerOutput::None);
     assert_eq!(h.drops(DropReason::NoAllocation), 1);
 }
