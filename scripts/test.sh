@@ -284,6 +284,8 @@ if [ "$quick" = 0 ]; then
     run_step "cargo clippy --all-targets -D warnings" step_clippy
 fi
 run_step "tests (nextest, else cargo test)" step_tests
+# nextest does not run doc tests: the crate docs' run-loop example is one.
+run_step "doc tests" cargo test --doc
 if [ "$run_fuzz" = 1 ]; then
     run_step "fuzz build" cargo_fuzz build
     if [ "${step_results[${#step_results[@]} - 1]}" = ok ]; then

@@ -10,6 +10,7 @@
 //! MESSAGE-INTEGRITY. [`Client::with_sha256`] and [`Client::with_userhash`] turn on
 //! the RFC 8489 §9.2 security features: the SHA-256 password algorithm with
 //! MESSAGE-INTEGRITY-SHA256, and USERHASH instead of USERNAME.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;

@@ -4,6 +4,7 @@
 //!   credential store directly (no running server needed).
 //! - [`control`]: `ferroturn sessions`, `reload` and `drain`, clients of a running
 //!   server's admin socket ([`crate::ops::admin_socket`]).
+#![forbid(unsafe_code)]
 
 pub mod control;
 pub mod credentials;

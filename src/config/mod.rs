@@ -24,6 +24,7 @@
 //! `usage`, `admin`), checks shared between sections are in `validate`, and
 //! [`ConfigError`] in `error`. Everything public is re-exported here, so
 //! paths are `crate::config::Name`.
+#![forbid(unsafe_code)]
 
 mod admin;
 mod auth;

@@ -5,6 +5,7 @@
 //!
 //! The tokio drivers of the data path itself live in [`crate::net`]; nothing
 //! here runs per packet.
+#![forbid(unsafe_code)]
 
 pub mod admin_socket;
 pub mod control;

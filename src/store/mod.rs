@@ -36,6 +36,7 @@
 //! time (`sqlx::query`), not at compile time, so building needs no
 //! database. The SQL is written once: placeholders are `$1, $2, ...`,
 //! which both dialects accept, and only the migrations differ per dialect.
+#![forbid(unsafe_code)]
 
 //!
 //! # Layout

@@ -2,6 +2,7 @@
 //!
 //! Wire format only: no state, no clock, no I/O. Parsing borrows the input and never
 //! allocates; building writes into a caller-owned `BytesMut`.
+#![forbid(unsafe_code)]
 
 pub mod attr;
 pub mod builder;
