@@ -152,6 +152,17 @@ impl Allocation {
     }
 
     /// Whether a live permission covers `ip`.
+    /// Charges one datagram of `len` bytes towards a peer: the bandwidth limit
+    /// first (false: over it, drop the datagram), then the traffic counters.
+    pub fn admit_to_peer(&mut self, now: Instant, len: u64, rate: u64) -> bool {
+        if !self.to_peer_bandwidth.admit(now, len, rate) {
+            return false;
+        }
+        self.traffic.to_peer_packets += 1;
+        self.traffic.to_peer_bytes += len;
+        true
+    }
+
     pub fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions
             .iter()

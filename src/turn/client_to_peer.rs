@@ -45,14 +45,10 @@ impl<B: RelayBinder> Server<B> {
         }
         let start = payload.as_ptr() as usize - data.as_ptr() as usize;
         let len = payload.len() as u64;
-        if !a.to_peer_bandwidth.admit(now, len, rate) {
+        if !a.admit_to_peer(now, len, rate) {
             return self.drop_packet(DropReason::RateLimit);
         }
-        a.traffic.to_peer_packets += 1;
-        a.traffic.to_peer_bytes += len;
-        let t = tuple.transport.index();
-        self.stats.to_peer_packets[t] += 1;
-        self.stats.to_peer_bytes[t] += len;
+        self.stats.count_to_peer(tuple.transport, len);
         Output::ToPeer {
             relay,
             peer: dest,
@@ -88,14 +84,10 @@ impl<B: RelayBinder> Server<B> {
             return self.drop_packet(DropReason::FamilyMismatch);
         };
         let len = cd.payload.len() as u64;
-        if !a.to_peer_bandwidth.admit(now, len, rate) {
+        if !a.admit_to_peer(now, len, rate) {
             return self.drop_packet(DropReason::RateLimit);
         }
-        a.traffic.to_peer_packets += 1;
-        a.traffic.to_peer_bytes += len;
-        let t = tuple.transport.index();
-        self.stats.to_peer_packets[t] += 1;
-        self.stats.to_peer_bytes[t] += len;
+        self.stats.count_to_peer(tuple.transport, len);
         let dest = self.to_internal(peer).0;
         Output::ToPeer {
             relay,

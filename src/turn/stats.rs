@@ -205,6 +205,13 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// One datagram relayed from a client on `transport` towards a peer.
+    pub fn count_to_peer(&mut self, transport: super::Transport, len: u64) {
+        let t = transport.index();
+        self.to_peer_packets[t] += 1;
+        self.to_peer_bytes[t] += len;
+    }
+
     /// Adds another shard's counters to these.
     pub fn add(&mut self, o: &Stats) {
         fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
