@@ -39,6 +39,7 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 
 use super::report::Row;
+use super::scenarios::join_with_progress;
 use super::stats::{self, CpuMeter};
 use super::{ChurnArgs, Common};
 use crate::client::{AllocateOptions, Client, ClientError, Received};
@@ -643,21 +644,19 @@ pub fn churn(args: &ChurnArgs, common: &Common) -> Result<Vec<Row>> {
                 }
             });
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
         let mut last = 0;
-        loop {
-            tokio::select! {
-                r = tasks.join_next() => if r.is_none() { break },
-                _ = tick.tick() => if common.progress {
-                    let d = run.done.load(Ordering::Relaxed);
-                    eprintln!("  churn: {:.0}/{:.0} s, {}/s, {d} cycles, {} failed",
-                        start.elapsed().as_secs_f64(), common.duration.as_secs_f64(),
-                        d - last, run.failed.load(Ordering::Relaxed));
-                    last = d;
-                },
-            }
-        }
+        join_with_progress(&mut tasks, common.progress, || {
+            let d = run.done.load(Ordering::Relaxed);
+            eprintln!(
+                "  churn: {:.0}/{:.0} s, {}/s, {d} cycles, {} failed",
+                start.elapsed().as_secs_f64(),
+                common.duration.as_secs_f64(),
+                d - last,
+                run.failed.load(Ordering::Relaxed)
+            );
+            last = d;
+        })
+        .await;
         let elapsed = start.elapsed();
         stop.notify_one();
         let _ = echo.await;

@@ -38,6 +38,23 @@ fn any_addr(server: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Waits for every task of a scenario, calling `report` once a second while
+/// `progress` is on (the one progress loop of alloc, hold and churn).
+pub(super) async fn join_with_progress(
+    tasks: &mut tokio::task::JoinSet<()>,
+    progress: bool,
+    mut report: impl FnMut(),
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => if r.is_none() { break },
+            _ = tick.tick() => if progress { report() },
+        }
+    }
+}
+
 /// "SERVER: WHAT: error", so a silent server is named.
 fn fail(server: SocketAddr, what: &str, e: impl std::fmt::Display) -> String {
     format!("server {server}: {what}: {e}")
@@ -225,20 +242,18 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
                 }
             });
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
         let mut last = 0;
-        loop {
-            tokio::select! {
-                r = tasks.join_next() => if r.is_none() { break },
-                _ = tick.tick() => if common.progress {
-                    let d = done.load(Ordering::Relaxed);
-                    eprintln!("  alloc: {:.0}/{:.0} s, {}/s, {d} cycles",
-                        start.elapsed().as_secs_f64(), common.duration.as_secs_f64(), d - last);
-                    last = d;
-                },
-            }
-        }
+        join_with_progress(&mut tasks, common.progress, || {
+            let d = done.load(Ordering::Relaxed);
+            eprintln!(
+                "  alloc: {:.0}/{:.0} s, {}/s, {d} cycles",
+                start.elapsed().as_secs_f64(),
+                common.duration.as_secs_f64(),
+                d - last
+            );
+            last = d;
+        })
+        .await;
         start.elapsed()
     });
     let cpu_s = cpu.stop();
@@ -345,17 +360,14 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
                 }
             });
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                r = tasks.join_next() => if r.is_none() { break },
-                _ = tick.tick() => if common.progress {
-                    let h = held.lock().unwrap_or_else(|p| p.into_inner()).len();
-                    eprintln!("  hold: {:.0} s, {h}/{n} open", start.elapsed().as_secs_f64());
-                },
-            }
-        }
+        join_with_progress(&mut tasks, common.progress, || {
+            let h = held.lock().unwrap_or_else(|p| p.into_inner()).len();
+            eprintln!(
+                "  hold: {:.0} s, {h}/{n} open",
+                start.elapsed().as_secs_f64()
+            );
+        })
+        .await;
         held.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
     });
     let open_time = start.elapsed();

@@ -6,24 +6,23 @@ use super::*;
 fn integrity_without_nonce_is_400_without_integrity() {
     let mut h = H::new();
     let c = Client::alice("192.0.2.10:1000");
-    let mut buf = BytesMut::new();
-    let mut b = MessageBuilder::new(
-        &mut buf,
-        Method::Allocate,
-        Class::Request,
-        TransactionId::random(),
-    );
-    b.add(&RequestedTransport(PROTOCOL_UDP));
-    b.add(&Username("alice"));
-    b.add(&Realm(REALM));
-    b.add_message_integrity(&c.key);
-    b.finish();
+    let buf = alice_allocate(|b| {
+        b.add_message_integrity(&c.key);
+    });
     let r = h.request(c.tuple, &buf);
     r.expect_error(400);
     let m = r.msg();
     assert!(!m.has_integrity());
     assert!(!m.has(attr::NONCE) && !m.has(attr::REALM) && !m.has(attr::USERNAME));
 }
+
+/// The attributes of every 401 and 438, in order (RFC 8489 §9.2.4).
+const CHALLENGE: [u16; 4] = [
+    attr::ERROR_CODE,
+    attr::REALM,
+    attr::NONCE,
+    attr::PASSWORD_ALGORITHMS,
+];
 
 fn challenge_attrs(r: &Resp) -> Vec<u16> {
     r.expect_error(401);
@@ -159,11 +158,7 @@ fn rest_credential_expiry_clamps_the_lifetime() {
 fn nonce_older_than_its_lifetime_is_438() {
     let mut h = H::new();
     let mut c = Client::alice("192.0.2.10:1000");
-    let attrs = |b: &mut MessageBuilder| {
-        b.add(&RequestedTransport(PROTOCOL_UDP));
-    };
-    let r = h.request(c.tuple, &c.unauthenticated(Method::Allocate, &attrs));
-    c.learn_nonce(&r);
+    challenged(&mut h, &mut c);
     let old = c.nonce.clone();
     h.advance(secs(599));
     // One second short of the lifetime: still good, used on a Refresh (437).
@@ -177,19 +172,13 @@ fn nonce_older_than_its_lifetime_is_438() {
     );
     r.expect_error(437);
     h.advance(secs(1));
-    let r = h.request(
-        c.tuple,
-        &c.build(Method::Allocate, TransactionId::random(), &attrs),
-    );
+    let r = allocate_once(&mut h, &c);
     r.expect_error(438);
     assert!(!r.msg().has_integrity());
     assert_eq!(r.msg().get::<Realm>().unwrap().unwrap().0, REALM);
     c.learn_nonce(&r);
     assert_ne!(c.nonce, old);
-    let r = h.request(
-        c.tuple,
-        &c.build(Method::Allocate, TransactionId::random(), &attrs),
-    );
+    let r = allocate_once(&mut h, &c);
     r.expect_success();
     r.check_integrity(&c.key);
     assert_eq!(
@@ -203,28 +192,16 @@ fn nonce_older_than_its_lifetime_is_438() {
 fn tampered_or_foreign_nonce_is_438() {
     let mut h = H::new();
     let mut c = Client::alice("192.0.2.10:1000");
-    let attrs = |b: &mut MessageBuilder| {
-        b.add(&RequestedTransport(PROTOCOL_UDP));
-    };
-    let r = h.request(c.tuple, &c.unauthenticated(Method::Allocate, &attrs));
-    c.learn_nonce(&r);
+    challenged(&mut h, &mut c);
     let good = c.nonce.clone().unwrap();
     let mut bad = good.clone();
     bad[10] = if bad[10] == b'A' { b'B' } else { b'A' };
     c.nonce = Some(bad);
-    h.request(
-        c.tuple,
-        &c.build(Method::Allocate, TransactionId::random(), &attrs),
-    )
-    .expect_error(438);
+    allocate_once(&mut h, &c).expect_error(438);
     // A nonce issued to another client address does not verify here either.
     let mut other = Client::alice("192.0.2.99:1000");
     other.nonce = Some(good);
-    h.request(
-        other.tuple,
-        &other.build(Method::Allocate, TransactionId::random(), &attrs),
-    )
-    .expect_error(438);
+    allocate_once(&mut h, &other).expect_error(438);
     assert_eq!(h.srv.allocations(), 0);
 }
 
@@ -247,8 +224,30 @@ const OFFERED: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
 /// A named change to what a well-behaved client would send.
 type Tamper = (&'static str, fn(&mut Sec));
 
+/// Each tampering, applied by a fresh SHA-256 client after its 401, gets a 400
+/// that neither authenticates nor allocates.
+fn each_is_a_plain_400(h: &mut H, cases: &[Tamper]) {
+    for (i, (what, f)) in cases.iter().enumerate() {
+        let mut c = Client::sha256_udp("alice", "alice-pw", &format!("192.0.2.10:{}", 1000 + i));
+        challenged(h, &mut c);
+        f(&mut c.sec);
+        let r = allocate_once(h, &c);
+        assert_eq!(r.code(), Some(400), "{what}");
+        expect_plain_400(h, &r);
+    }
+}
+
 fn allocate_attrs(b: &mut MessageBuilder) {
     b.add(&RequestedTransport(PROTOCOL_UDP));
+}
+
+impl H {
+    /// A nonce for `c`'s address that advertises no security feature (what a
+    /// classic RFC 5389 server would send).
+    fn plain_nonce(&self, c: &Client) -> Vec<u8> {
+        let nonce = self.shared.nonces.issue(self.unix_now(), c.tuple.client, 0);
+        nonce.as_bytes().to_vec()
+    }
 }
 
 /// Gets the 401 for `c` and learns its nonce and PASSWORD-ALGORITHMS.
@@ -285,15 +284,7 @@ fn challenges_offer_sha256_then_md5_under_a_feature_nonce() {
     let mut c = Client::alice("192.0.2.10:1000");
     let r = challenged(&mut h, &mut c);
     let m = r.msg();
-    assert_eq!(
-        r.attr_types(),
-        [
-            attr::ERROR_CODE,
-            attr::REALM,
-            attr::NONCE,
-            attr::PASSWORD_ALGORITHMS
-        ]
-    );
+    assert_eq!(r.attr_types(), CHALLENGE);
     let list = m.get::<PasswordAlgorithms>().unwrap().unwrap();
     assert_eq!(list.0, OFFERED);
     let algs: Vec<(u16, usize)> = list.iter().map(|a| (a.algorithm, a.params.len())).collect();
@@ -317,15 +308,7 @@ fn challenges_offer_sha256_then_md5_under_a_feature_nonce() {
     h.advance(secs(600));
     let r = allocate_once(&mut h, &c);
     r.expect_error(438);
-    assert_eq!(
-        r.attr_types(),
-        [
-            attr::ERROR_CODE,
-            attr::REALM,
-            attr::NONCE,
-            attr::PASSWORD_ALGORITHMS
-        ]
-    );
+    assert_eq!(r.attr_types(), CHALLENGE);
     assert_eq!(
         r.msg().get::<PasswordAlgorithms>().unwrap().unwrap().0,
         OFFERED
@@ -437,14 +420,7 @@ fn bid_down_attempts_are_400() {
             s.algorithms_override = Some(vec![0, 2, 0, 9, 0, 1]);
         }),
     ];
-    for (i, (what, f)) in tamper.iter().enumerate() {
-        let mut c = Client::sha256_udp("alice", "alice-pw", &format!("192.0.2.10:{}", 1000 + i));
-        challenged(&mut h, &mut c);
-        f(&mut c.sec);
-        let r = allocate_once(&mut h, &c);
-        assert_eq!(r.code(), Some(400), "{what}");
-        expect_plain_400(&h, &r);
-    }
+    each_is_a_plain_400(&mut h, &tamper);
     // The same client, untampered, gets in.
     let mut c = Client::sha256_udp("alice", "alice-pw", "192.0.2.11:1000");
     h.allocate(&mut c).expect_success();
@@ -461,21 +437,12 @@ fn unknown_or_malformed_password_algorithm_is_400() {
         expect_plain_400(&h, &r);
     }
     // A PASSWORD-ALGORITHM value that is not one entry (3 bytes).
-    let mut buf = BytesMut::new();
-    let mut b = MessageBuilder::new(
-        &mut buf,
-        Method::Allocate,
-        Class::Request,
-        TransactionId::random(),
-    );
-    b.add(&RequestedTransport(PROTOCOL_UDP));
-    b.add(&Username("alice"));
-    b.add(&Realm(REALM));
-    b.add(&Nonce(c.nonce.as_deref().unwrap()));
-    b.add_raw(attr::PASSWORD_ALGORITHM, &[0, 2, 0]);
-    b.add_raw(attr::PASSWORD_ALGORITHMS, &OFFERED);
-    b.add_message_integrity_sha256(c.sec.key.as_deref().unwrap());
-    b.finish();
+    let buf = alice_allocate(|b| {
+        b.add(&Nonce(c.nonce.as_deref().unwrap()));
+        b.add_raw(attr::PASSWORD_ALGORITHM, &[0, 2, 0]);
+        b.add_raw(attr::PASSWORD_ALGORITHMS, &OFFERED);
+        b.add_message_integrity_sha256(c.sec.key.as_deref().unwrap());
+    });
     let r = h.request(c.tuple, &buf);
     expect_plain_400(&h, &r);
 }
@@ -488,29 +455,16 @@ fn negotiation_attributes_under_a_nonce_without_features_are_400() {
     let mut h = H::new();
     let mut c = Client::sha256_udp("alice", "alice-pw", "192.0.2.10:1000");
     challenged(&mut h, &mut c);
-    let plain = h.shared.nonces.issue(h.unix_now(), c.tuple.client, 0);
-    c.nonce = Some(plain.as_bytes().to_vec());
+    c.nonce = Some(h.plain_nonce(&c));
     let r = allocate_once(&mut h, &c);
     expect_plain_400(&h, &r);
     let mut u = Client::alice("192.0.2.10:1001");
-    u.nonce = Some(
-        h.shared
-            .nonces
-            .issue(h.unix_now(), u.tuple.client, 0)
-            .as_bytes()
-            .to_vec(),
-    );
+    u.nonce = Some(h.plain_nonce(&u));
     u.sec.userhash = Some(userhash("alice", REALM).to_vec());
     let r = allocate_once(&mut h, &u);
     expect_plain_400(&h, &r);
     let mut d = Client::alice("192.0.2.10:1002");
-    d.nonce = Some(
-        h.shared
-            .nonces
-            .issue(h.unix_now(), d.tuple.client, 0)
-            .as_bytes()
-            .to_vec(),
-    );
+    d.nonce = Some(h.plain_nonce(&d));
     let r = allocate_once(&mut h, &d);
     r.expect_success();
     r.check_integrity(&d.key);
@@ -574,14 +528,7 @@ fn malformed_or_ambiguous_user_identification_is_400() {
             s.also_username = true;
         }),
     ];
-    for (i, (what, f)) in cases.iter().enumerate() {
-        let mut c = Client::sha256_udp("alice", "alice-pw", &format!("192.0.2.10:{}", 1000 + i));
-        challenged(&mut h, &mut c);
-        f(&mut c.sec);
-        let r = allocate_once(&mut h, &c);
-        assert_eq!(r.code(), Some(400), "{what}");
-        expect_plain_400(&h, &r);
-    }
+    each_is_a_plain_400(&mut h, &cases);
 }
 
 #[test]
@@ -589,10 +536,7 @@ fn classic_md5_clients_are_answered_as_before() {
     // A client that ignores PASSWORD-ALGORITHMS and echoes the (longer) nonce
     // authenticates with the MD5 key and gets MESSAGE-INTEGRITY only.
     let mut h = H::new();
-    let mut c = Client::alice("192.0.2.10:1000");
-    c.fingerprint = true;
-    let r = h.allocate(&mut c);
-    r.expect_success();
+    let (c, r) = allocated_with_fingerprints(&mut h);
     let m = r.msg();
     assert!(m.has_integrity() && !m.has_integrity_sha256());
     m.verify_integrity(&c.key).unwrap();

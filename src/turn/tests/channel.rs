@@ -34,11 +34,7 @@ fn channel_bind_conflicts_are_400() {
 #[test]
 fn channel_expires_and_its_number_cools_down() {
     let mut h = H::new();
-    let mut c = Client::alice("192.0.2.10:1000");
-    h.allocate_with(&mut c, |b| {
-        b.add(&Lifetime(3600));
-    })
-    .expect_success();
+    let mut c = allocated_for_an_hour(&mut h, "192.0.2.10:1000");
     h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
     // Keep the permission alive past the channel's lifetime.
     h.at(secs(290));
@@ -67,11 +63,7 @@ fn channel_expires_and_its_number_cools_down() {
 #[test]
 fn rebinding_an_expired_channel_to_the_same_peer_in_cool_down_works() {
     let mut h = H::new();
-    let mut c = Client::alice("192.0.2.10:1000");
-    h.allocate_with(&mut c, |b| {
-        b.add(&Lifetime(3600));
-    })
-    .expect_success();
+    let mut c = allocated_for_an_hour(&mut h, "192.0.2.10:1000");
     h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
     h.at(secs(700));
     h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
@@ -86,11 +78,7 @@ fn cool_down_and_permission_quota_do_not_depend_on_timer_punctuality() {
     let mut cfg = base_config();
     cfg.max_permissions_per_allocation = 1;
     let mut h = H::with_config(cfg);
-    let mut c = Client::alice("192.0.2.10:1000");
-    h.allocate_with(&mut c, |b| {
-        b.add(&Lifetime(3600));
-    })
-    .expect_success();
+    let mut c = allocated_for_an_hour(&mut h, "192.0.2.10:1000");
     h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
     // Permission for PEER_A expired at 300 s; no timer has run.
     h.advance(secs(300));

@@ -17,9 +17,7 @@ fn send_to_denied_peer_is_dropped() {
 #[test]
 fn send_indication_relays_the_data_range() {
     let mut h = H::new();
-    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
-    let rid = h.relay_id(relay);
-    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let (c, rid) = permitted(&mut h, "192.0.2.10:1000");
     let payload = b"hello";
     let msg = send_indication(TransactionId::random(), sa(PEER_A), payload);
     let (o, _) = h.send_raw(c.tuple, &msg);

@@ -298,6 +298,68 @@ fn allocated(h: &mut H, client: &str) -> (Client, SocketAddr) {
     (c, relay)
 }
 
+/// Alice's allocation from `client` with a one-hour lifetime (for tests that
+/// outlive the default's ten minutes), its relayed address asked for nothing else.
+fn allocated_for_an_hour(h: &mut H, client: &str) -> Client {
+    let mut c = Client::alice(client);
+    h.allocate_with(&mut c, |b| {
+        b.add(&Lifetime(3600));
+    })
+    .expect_success();
+    c
+}
+
+/// Alice's allocation from 192.0.2.10:1000 by a client that adds FINGERPRINT to
+/// its requests; the success response.
+fn allocated_with_fingerprints(h: &mut H) -> (Client, Resp) {
+    let mut c = Client::alice("192.0.2.10:1000");
+    c.fingerprint = true;
+    let r = h.allocate(&mut c);
+    r.expect_success();
+    (c, r)
+}
+
+/// Alice's allocation from `client` with a permission for `PEER_A`; its relay
+/// socket's ID.
+fn permitted(h: &mut H, client: &str) -> (Client, RelayId) {
+    let (mut c, relay) = allocated(h, client);
+    let rid = h.relay_id(relay);
+    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    (c, rid)
+}
+
+/// A message built by hand, for the tests of unusual or malformed input:
+/// `method` and `class` with a random transaction ID, the attributes `attrs` adds.
+fn hand_built(method: Method, class: Class, attrs: impl FnOnce(&mut MessageBuilder)) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let mut b = MessageBuilder::new(&mut buf, method, class, TransactionId::random());
+    attrs(&mut b);
+    b.finish();
+    buf
+}
+
+/// Alice's Allocate built by hand (REQUESTED-TRANSPORT UDP, USERNAME, REALM),
+/// with what `attrs` adds after them.
+fn alice_allocate(attrs: impl FnOnce(&mut MessageBuilder)) -> BytesMut {
+    hand_built(Method::Allocate, Class::Request, |b| {
+        b.add(&RequestedTransport(PROTOCOL_UDP));
+        b.add(&Username("alice"));
+        b.add(&Realm(REALM));
+        attrs(b);
+    })
+}
+
+/// The attribute types listed in a 420's UNKNOWN-ATTRIBUTES.
+fn unknown_attributes(r: &Resp) -> Vec<u16> {
+    r.expect_error(420);
+    r.msg()
+        .get::<UnknownAttributes>()
+        .unwrap()
+        .unwrap()
+        .types()
+        .collect()
+}
+
 fn send_indication(tid: TransactionId, peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut buf = BytesMut::new();
     let mut b = MessageBuilder::new(&mut buf, Method::Send, Class::Indication, tid);

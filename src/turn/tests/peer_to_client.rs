@@ -64,9 +64,7 @@ fn peer_data_without_channel_becomes_a_data_indication() {
 #[test]
 fn peer_data_without_permission_is_dropped_and_counted() {
     let mut h = H::new();
-    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
-    let rid = h.relay_id(relay);
-    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let (_c, rid) = permitted(&mut h, "192.0.2.10:1000");
     let (o, bytes) = h.peer_data(rid, sa(PEER_B), b"spam");
     assert_eq!(o, PeerOutput::None);
     assert!(bytes.is_empty());
@@ -81,36 +79,17 @@ fn peer_data_without_permission_is_dropped_and_counted() {
 #[test]
 fn peer_data_without_headroom_or_tailroom_is_dropped() {
     let mut h = H::new();
-    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
-    let rid = h.relay_id(relay);
-    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let (_c, rid) = permitted(&mut h, "192.0.2.10:1000");
     let mut buf = vec![0u8; PEER_HEADROOM + 8 + PEER_TAILROOM];
-    let o = h.srv.handle_peer(
-        h.clock.now,
-        rid,
-        sa(PEER_A),
-        &mut buf,
-        PEER_HEADROOM - 1,
-        PEER_HEADROOM + 4,
-    );
+    let deliver = |h: &mut H, buf: &mut [u8], start, end| {
+        h.srv
+            .handle_peer(h.clock.now, rid, sa(PEER_A), buf, start, end)
+    };
+    let o = deliver(&mut h, &mut buf, PEER_HEADROOM - 1, PEER_HEADROOM + 4);
     assert_eq!(o, PeerOutput::None);
-    let o = h.srv.handle_peer(
-        h.clock.now,
-        rid,
-        sa(PEER_A),
-        &mut buf,
-        PEER_HEADROOM,
-        PEER_HEADROOM + 8 + 1,
-    );
+    let o = deliver(&mut h, &mut buf, PEER_HEADROOM, PEER_HEADROOM + 8 + 1);
     assert_eq!(o, PeerOutput::None);
     assert_eq!(h.drops(DropReason::Malformed), 2);
-    let o = h.srv.handle_peer(
-        h.clock.now,
-        rid,
-        sa(PEER_A),
-        &mut buf,
-        PEER_HEADROOM,
-        PEER_HEADROOM + 8,
-    );
+    let o = deliver(&mut h, &mut buf, PEER_HEADROOM, PEER_HEADROOM + 8);
     assert!(matches!(o, PeerOutput::ToClient { .. }));
 }

@@ -78,9 +78,7 @@ fn permission_quota_is_508() {
 #[test]
 fn permission_expires_after_permission_lifetime() {
     let mut h = H::new();
-    let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");
-    let rid = h.relay_id(relay);
-    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let (mut c, rid) = permitted(&mut h, "192.0.2.10:1000");
     // Any port of the permitted IP.
     h.at(secs(299));
     let (o, _) = h.peer_data(rid, sa("8.8.8.8:9999"), b"hello");

@@ -25,13 +25,7 @@ fn unknown_required_attribute_in_allocate_is_420() {
     });
     r.expect_error(420);
     assert!(r.msg().has_integrity());
-    let unknown: Vec<u16> = r
-        .msg()
-        .get::<UnknownAttributes>()
-        .unwrap()
-        .unwrap()
-        .types()
-        .collect();
+    let unknown = unknown_attributes(&r);
     assert_eq!(unknown, vec![0x0031]);
     assert_eq!(h.srv.allocations(), 0);
 }
@@ -40,25 +34,12 @@ fn unknown_required_attribute_in_allocate_is_420() {
 fn unknown_required_attribute_in_binding_is_420() {
     let mut h = H::new();
     let tuple = udp("192.0.2.10:1000");
-    let mut buf = BytesMut::new();
-    let mut b = MessageBuilder::new(
-        &mut buf,
-        Method::Binding,
-        Class::Request,
-        TransactionId::random(),
-    );
-    b.add_raw(0x7777, &[1, 2]);
-    b.add_raw(0x0031, &[]);
-    b.finish();
+    let buf = hand_built(Method::Binding, Class::Request, |b| {
+        b.add_raw(0x7777, &[1, 2]);
+        b.add_raw(0x0031, &[]);
+    });
     let r = h.request(tuple, &buf);
-    r.expect_error(420);
-    let unknown: Vec<u16> = r
-        .msg()
-        .get::<UnknownAttributes>()
-        .unwrap()
-        .unwrap()
-        .types()
-        .collect();
+    let unknown = unknown_attributes(&r);
     assert_eq!(unknown, vec![0x7777, 0x0031]);
     assert!(!r.msg().has(attr::XOR_MAPPED_ADDRESS));
 }
@@ -66,10 +47,7 @@ fn unknown_required_attribute_in_binding_is_420() {
 #[test]
 fn fingerprint_in_request_means_fingerprint_in_response() {
     let mut h = H::new();
-    let mut c = Client::alice("192.0.2.10:1000");
-    c.fingerprint = true;
-    let r = h.allocate(&mut c);
-    r.expect_success();
+    let (_c, r) = allocated_with_fingerprints(&mut h);
     let m = r.msg();
     assert!(m.has_fingerprint());
     m.verify_fingerprint().unwrap();
@@ -94,9 +72,7 @@ fn fingerprint_in_request_means_fingerprint_in_response() {
 #[test]
 fn bad_fingerprint_is_silently_dropped() {
     let mut h = H::new();
-    let mut c = Client::alice("192.0.2.10:1000");
-    c.fingerprint = true;
-    h.allocate(&mut c).expect_success();
+    let (c, _) = allocated_with_fingerprints(&mut h);
     let mut msg = c.build(
         Method::Refresh,
         TransactionId::random(),
@@ -109,15 +85,9 @@ fn bad_fingerprint_is_silently_dropped() {
     assert!(r.is_none());
     assert_eq!(h.drops(DropReason::BadFingerprint), 1);
     // A Binding request too.
-    let mut buf = BytesMut::new();
-    let mut b = MessageBuilder::new(
-        &mut buf,
-        Method::Binding,
-        Class::Request,
-        TransactionId::random(),
-    );
-    b.add_fingerprint();
-    b.finish();
+    let buf = hand_built(Method::Binding, Class::Request, |b| {
+        b.add_fingerprint();
+    });
     let mut msg = buf.to_vec();
     let n = msg.len();
     msg[n - 2] ^= 0x80;
@@ -142,14 +112,7 @@ fn binding_returns_the_client_address() {
         assert!(!m.has_integrity());
     }
     // A Binding indication (keep-alive) gets no answer.
-    let mut buf = BytesMut::new();
-    MessageBuilder::new(
-        &mut buf,
-        Method::Binding,
-        Class::Indication,
-        TransactionId::random(),
-    )
-    .finish();
+    let buf = hand_built(Method::Binding, Class::Indication, |_| {});
     assert_eq!(h.send_raw(udp("192.0.2.10:1000"), &buf).0, Output::None);
 }
 
@@ -159,14 +122,7 @@ fn malformed_and_unexpected_messages_are_dropped() {
     let tuple = udp("192.0.2.10:1000");
     assert_eq!(h.send_raw(tuple, b"\x00\x01\x00").0, Output::None);
     assert_eq!(h.drops(DropReason::Malformed), 1);
-    let mut buf = BytesMut::new();
-    MessageBuilder::new(
-        &mut buf,
-        Method::Allocate,
-        Class::Success,
-        TransactionId::random(),
-    )
-    .finish();
+    let buf = hand_built(Method::Allocate, Class::Success, |_| {});
     assert_eq!(h.send_raw(tuple, &buf).0, Output::None);
     assert_eq!(h.drops(DropReason::Unexpected), 1);
     // ChannelData without an allocation.
