@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -90,9 +90,7 @@ pub fn sessions(command: &SessionsCommand) -> Result<(), String> {
 
 /// A readable table of sessions.
 fn table(list: &[Value]) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = u64::try_from(crate::time::unix_now()).unwrap_or(0);
     let mut rows = vec![[
         "ID".to_owned(),
         "USER".into(),

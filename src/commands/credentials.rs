@@ -549,36 +549,17 @@ pub fn rest_expiry(username: &str) -> Option<u64> {
     ts.parse().ok()
 }
 
-/// Parses `--ttl`: `90s`, `30m`, `24h`, `7d` or plain seconds; more than
-/// zero.
+/// Parses `--ttl` with the CLI's one duration syntax
+/// ([`crate::time::parse_duration`]: `90s`, `30m`, `1h 30m`, `7d` or plain
+/// seconds), more than zero and whole seconds, since a TURN REST username
+/// carries its expiry in unix seconds.
 pub fn parse_ttl(text: &str) -> Result<Duration> {
-    let bad = || {
-        usage(format!(
-            "--ttl: {text:?} is not a duration: use e.g. 90s, 30m, 24h, 7d or plain seconds"
-        ))
-    };
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], Some(c)),
-        _ => (text, None),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return bad();
+    let ttl = crate::time::parse_duration(text)
+        .map_err(|e| CredentialsError::Usage(format!("--ttl: {e}")))?;
+    if ttl.subsec_nanos() != 0 {
+        return usage(format!("--ttl: {text:?} is not a whole number of seconds"));
     }
-    let Ok(n) = digits.parse::<u64>() else {
-        return bad();
-    };
-    let scale = match unit {
-        None | Some('s') => 1,
-        Some('m') => 60,
-        Some('h') => 3600,
-        Some('d') => 86_400,
-        Some(_) => return bad(),
-    };
-    match n.checked_mul(scale) {
-        Some(0) => usage("--ttl: must be more than zero"),
-        Some(secs) => Ok(Duration::from_secs(secs)),
-        None => bad(),
-    }
+    Ok(ttl)
 }
 
 /// A URL for an iceServers entry: `stun:`, `turn:` or `turns:` and a host.
@@ -682,6 +663,8 @@ mod tests {
         assert_eq!(secs("24h"), Some(86_400));
         assert_eq!(secs("7d"), Some(604_800));
         assert_eq!(secs("3600"), Some(3600));
+        assert_eq!(secs("1h 30m"), Some(5400));
+        assert_eq!(secs("1.5h"), Some(5400));
         for bad in [
             "",
             "0",
@@ -689,11 +672,10 @@ mod tests {
             "h",
             "-5",
             "5x",
-            "1.5h",
-            " 5",
-            "5 h",
+            "1.5",
+            "1500ms",
             "99999999999999999999",
-            "999999999999999999d",
+            "999999999999999999999d",
             "5hh",
         ] {
             match parse_ttl(bad) {
