@@ -106,20 +106,7 @@ async fn a_client_that_does_not_finish_the_handshake_is_dropped() {
 
 /// Runs the real binary with TLS and returns it with its TLS address.
 fn ferroturn_tls(cert: &Path, key: &Path) -> (Binary, SocketAddr) {
-    let srv = spawn_binary(&[
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--realm",
-        "north.gov",
-        "--user",
-        "ninefingers:youhavetoberealistic",
-        "--allow-peer",
-        "127.0.0.0/8",
-    ]);
+    let srv = spawn_tls_binary(cert, key, "north.gov", "ninefingers:youhavetoberealistic");
     let tls = srv.tls.expect("a TLS listener");
     (srv, tls)
 }

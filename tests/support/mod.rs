@@ -326,6 +326,30 @@ impl Drop for Binary {
 /// port of its own (tests run in parallel: the default 9641 would collide), and
 /// reads the bound UDP, TCP and (with `--tls-listen`) TLS addresses from its
 /// "listening" log lines. Its stderr keeps being drained so it never blocks.
+/// [`spawn_binary`] serving TLS on a free loopback port with `cert` and `key`,
+/// realm `realm`, one static `user` ("name:password") and loopback peers open.
+pub fn spawn_tls_binary(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    realm: &str,
+    user: &str,
+) -> Binary {
+    spawn_binary(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--cert",
+        cert.to_str().expect("a UTF-8 path"),
+        "--key",
+        key.to_str().expect("a UTF-8 path"),
+        "--realm",
+        realm,
+        "--user",
+        user,
+        "--allow-peer",
+        "127.0.0.0/8",
+    ])
+}
+
 pub fn spawn_binary(args: &[&str]) -> Binary {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
