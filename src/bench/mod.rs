@@ -6,8 +6,9 @@
 //! prints a table (or one JSON object with `--json`) on stdout and progress on
 //! stderr. See docs/performance.md for what each figure means.
 //!
-//! Modules: [`scenarios`] (binding, alloc, hold and the setup of relay flows),
-//! [`churn`] (the allocation life-cycle soak test),
+//! Modules: [`scenarios`] (binding, alloc, hold), [`flows`] (relay and latency),
+//! [`churn`] (the allocation life-cycle soak test) with [`server_sample`] (the
+//! server's fds, sockets and RSS from /proc),
 //! [`datapath`] (the single-threaded packet loop behind relay and latency),
 //! [`echo`] (the plain batched echo and forwarder, the ceilings of the machine),
 //! [`stats`] (histogram, /proc readings) and
@@ -16,8 +17,10 @@
 pub mod churn;
 pub mod datapath;
 pub mod echo;
+pub mod flows;
 pub mod report;
 pub mod scenarios;
+pub mod server_sample;
 pub mod stats;
 
 use std::error::Error;
@@ -356,11 +359,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
         ),
         Scenario::Relay(r) => (
             "relay",
-            scenarios::relay(r, &Common::new(args, five, MAX_DURATION)?)?,
+            flows::relay(r, &Common::new(args, five, MAX_DURATION)?)?,
         ),
         Scenario::Latency(l) => (
             "latency",
-            scenarios::latency(l, &Common::new(args, five, MAX_DURATION)?)?,
+            flows::latency(l, &Common::new(args, five, MAX_DURATION)?)?,
         ),
         Scenario::Churn(c) => {
             let mut common = Common::new(args, Duration::from_secs(600), MAX_CHURN_DURATION)?;
