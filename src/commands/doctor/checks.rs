@@ -651,15 +651,12 @@ async fn probe_relay(
         );
     }
     match wait_for(c, &payload, plan.timeout).await {
-        Ok(()) => Check {
-            fix: Some(cannot.to_owned()),
-            ..Check::pass(
-                name,
-                format!(
-                    "a datagram from this host to relayed port {relayed} reached the allocation"
-                ),
-            )
-        },
+        Ok(()) => Check::pass(
+            name,
+            format!(
+                "a datagram from this host to relayed port {relayed} reached the allocation; {cannot}"
+            ),
+        ),
         Err(e) => Check::fail(
             name,
             format!("a datagram from this host to {relayed} did not reach the allocation: {e}"),
