@@ -59,6 +59,10 @@ pub enum Command {
     /// Load-test a STUN/TURN server (this one or another): Binding, allocation,
     /// relay throughput, latency and memory per allocation.
     Bench(crate::bench::BenchArgs),
+    /// Check a running server from where you are: listeners, credentials,
+    /// relay address, relaying, TLS certificate, peer policy; prints an
+    /// iceServers entry for the app. Exit status 0 only when nothing FAILs.
+    Doctor(DoctorArgs),
 }
 
 /// `ferroturn serve`: configuration file plus overrides.
@@ -412,6 +416,96 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     match crate::time::parse_duration(s)? {
         d if d >= std::time::Duration::from_secs(1) => Ok(d),
         _ => Err(format!("{s:?} is shorter than 1s")),
+    }
+}
+
+/// `ferroturn doctor`: where the server is, how to authenticate, what to
+/// expect. Everything defaults to what `--config` says, so that on the
+/// server's own host `ferroturn doctor --config FILE` is enough.
+///
+/// `Debug` is written by hand: it shows the user name, never a password, a
+/// secret or a store URL's password.
+#[derive(Clone, Args)]
+pub struct DoctorArgs {
+    /// The server's configuration file (as for `serve`): its listen and TLS
+    /// addresses, credentials (auth.secrets, auth.users, store.url) and
+    /// relay.external-ips are used unless a flag says otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// STUN/TURN address for UDP and TCP (HOST[:PORT], default port 3478).
+    /// Default: the first server.listen of --config (a wildcard address
+    /// means loopback), else 127.0.0.1:3478.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+
+    /// TURN-over-TLS address (HOST[:PORT], default port 5349). Default: the
+    /// first tls.listen of --config; without either, TLS is not checked.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tls_server: Option<String>,
+
+    /// Authenticate as this static user. Command lines are visible to other
+    /// local users: prefer --config.
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    pub user: Option<String>,
+
+    /// Mint a TURN REST credential with this shared secret (default: the
+    /// newest secret of the store, else the first of auth.secrets, else the
+    /// first user of auth.users of --config).
+    #[arg(long, value_name = "SECRET")]
+    pub secret: Option<String>,
+
+    /// Credential store to take the newest REST secret from; overrides
+    /// store.url of --config.
+    #[arg(long, value_name = "URL", env = "FERROTURN_DB", hide_env_values = true)]
+    pub db: Option<String>,
+
+    /// The public address allocations must be relayed from; repeatable.
+    /// Default: the public addresses of relay.external-ips of --config.
+    #[arg(long = "expect-relay-ip", value_name = "IP")]
+    pub expect_relay_ips: Vec<std::net::IpAddr>,
+
+    /// Name the TLS certificate must be valid for (default: the host of the
+    /// TLS address).
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
+
+    /// PEM file of the CA(s) to verify the certificate with, for a private
+    /// CA (default: the Mozilla roots built in, as browsers use).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// How long each check may take (e.g. 3s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+
+    /// One JSON object ({"checks": [...], "iceServers": [...]}) instead of a
+    /// table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl fmt::Debug for DoctorArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DoctorArgs")
+            .field("config", &self.config)
+            .field("server", &self.server)
+            .field("tls_server", &self.tls_server)
+            .field(
+                "user",
+                &self
+                    .user
+                    .as_deref()
+                    .map(|u| u.split_once(':').map_or("<malformed>", |(name, _)| name)),
+            )
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db.as_deref().map(crate::store::redact))
+            .field("expect_relay_ips", &self.expect_relay_ips)
+            .field("tls_name", &self.tls_name)
+            .field("ca", &self.ca)
+            .field("timeout", &self.timeout)
+            .field("json", &self.json)
+            .finish()
     }
 }
 

@@ -185,18 +185,30 @@ impl Client {
         server_name: &str,
         roots: rustls::RootCertStore,
     ) -> io::Result<Self> {
-        let tcp = TcpStream::connect(server).await?;
-        tcp.set_nodelay(true)?;
-        let local = tcp.local_addr()?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(io::Error::other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        Self::tls_with_config(server, server_name, std::sync::Arc::new(config)).await
+    }
+
+    /// A client over TLS with a rustls configuration of the caller's: `ferroturn
+    /// doctor` uses one whose verifier records the chain and its verdict instead of
+    /// failing the handshake, so that a bad certificate is reported as such and the
+    /// STUN checks over TLS still run.
+    pub async fn tls_with_config(
+        server: SocketAddr,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> io::Result<Self> {
+        let tcp = TcpStream::connect(server).await?;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr()?;
         let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await?;
         Ok(Self::stream(Box::new(tls), local, server))

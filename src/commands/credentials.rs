@@ -463,17 +463,8 @@ fn mint(args: &MintArgs) -> Result<()> {
         (Some(secret), _) if secret.is_empty() => return usage("--secret: must not be empty"),
         (Some(secret), _) => secret.clone(),
         (None, Some(location)) => {
-            let location = location.clone();
-            let newest = block_on(async {
-                let store = open(location).await?;
-                let secrets = store.list_secrets().await;
-                store.close().await;
-                Ok::<_, CredentialsError>(secrets?)
-            })??
-            .into_iter()
-            .max_by_key(|s| s.id);
-            match newest {
-                Some(s) => s.secret,
+            match block_on(newest_secret(location.clone()))?? {
+                Some(secret) => secret,
                 None => {
                     return usage(
                         "the store has no REST secret: add one with `ferroturn secret add` or pass --secret",
@@ -511,6 +502,15 @@ fn mint(args: &MintArgs) -> Result<()> {
         args.ttl
     ));
     Ok(())
+}
+
+/// The newest REST secret in the store at `location` (the one that mints), if
+/// it has any. Also used by `ferroturn doctor` to mint its test credential.
+pub(crate) async fn newest_secret(location: StoreLocation) -> Result<Option<String>> {
+    let store = open(location).await?;
+    let secrets = store.list_secrets().await;
+    store.close().await;
+    Ok(secrets?.into_iter().max_by_key(|s| s.id).map(|s| s.secret))
 }
 
 fn revoke(args: &RevokeArgs) -> Result<()> {
@@ -589,16 +589,20 @@ fn default_url(config: Option<&Config>) -> String {
     let addr = config
         .and_then(|c| c.listen.first().copied())
         .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478));
-    let addr = if addr.ip().is_unspecified() {
-        let ip = match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        };
-        SocketAddr::new(ip, addr.port())
-    } else {
-        addr
+    format!("turn:{}?transport=udp", reachable(addr))
+}
+
+/// `addr` as a client on this host reaches it: a wildcard listen address
+/// (`0.0.0.0`, `::`) becomes loopback of the same family.
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
+    if !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let ip = match addr.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
     };
-    format!("turn:{addr}?transport=udp")
+    SocketAddr::new(ip, addr.port())
 }
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,10 @@
 //!   credential store directly (no running server needed).
 //! - [`control`]: `ferroturn sessions`, `reload` and `drain`, clients of a running
 //!   server's admin socket ([`crate::ops::admin_socket`]).
+//! - [`doctor`]: `ferroturn doctor`, a TURN client that checks a running server
+//!   from where it runs and reports PASS/WARN/FAIL per check.
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod credentials;
+pub mod doctor;
