@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use support::{pki, spawn_binary, Binary, Pki};
+use support::{ferroturn_cli, pki, spawn_binary, Binary, Pki};
 
 mod support;
 
@@ -46,7 +46,7 @@ const RUNNER_LIMIT: Duration = Duration::from_secs(90);
 
 struct Server {
     _bin: Binary,
-    _pki: Pki,
+    pki: Pki,
     udp: SocketAddr,
     tcp: SocketAddr,
     tls: SocketAddr,
@@ -110,7 +110,7 @@ fn ferroturn(allow_loopback_peers: bool) -> Server {
         tcp: bin.tcp,
         tls: bin.tls.expect("a TLS listener"),
         _bin: bin,
-        _pki: pki,
+        pki,
     }
 }
 
@@ -210,6 +210,11 @@ fn args(urls: &[String], username: &str, credential: &str, extra: &[&str]) -> Ve
 /// The browser connected, exchanged MESSAGES each way in order, and both sides'
 /// selected candidate pairs are relay/relay over `relay_protocol` to ferroturn.
 fn assert_relayed(v: &Value, relay_protocol: &str) {
+    assert_relayed_over(v, &[relay_protocol]);
+}
+
+/// [`assert_relayed`] over any one of `relay_protocols`.
+fn assert_relayed_over(v: &Value, relay_protocols: &[&str]) {
     assert_eq!(
         v["connected"], true,
         "the peer connections never connected:\n{v:#}"
@@ -240,9 +245,9 @@ fn assert_relayed(v: &Value, relay_protocol: &str) {
             s["remoteType"], "relay",
             "side {side} remote candidate:\n{v:#}"
         );
-        assert_eq!(
-            s["relayProtocol"], relay_protocol,
-            "side {side} reached ferroturn over the wrong transport:\n{v:#}"
+        assert!(
+            relay_protocols.contains(&s["relayProtocol"].as_str().unwrap_or_default()),
+            "side {side} reached ferroturn over the wrong transport (not {relay_protocols:?}):\n{v:#}"
         );
         let local = s["localAddress"].as_str().unwrap_or_default();
         assert!(
@@ -284,6 +289,54 @@ fn chromium_relays_with_rest_ephemeral_credentials() {
     let url = format!("turn:127.0.0.1:{}?transport=udp", srv.udp.port());
     let v = run_browser(&args(&[url], &username, &credential, &[]));
     assert_relayed(&v, "udp");
+}
+
+/// `ferroturn doctor` checks the server, exits 0 and prints an `iceServers`
+/// entry; Chromium relays with that entry as it is (its URLs, username and
+/// credential), which is what an app would paste.
+#[test]
+fn chromium_relays_with_the_ice_servers_doctor_prints() {
+    let srv = ferroturn(true);
+    let (udp, tls) = (srv.udp.to_string(), srv.tls.to_string());
+    // The test certificate is self-signed: doctor trusts it as its own CA.
+    let out = ferroturn_cli(
+        &[
+            "doctor",
+            "--server",
+            &udp,
+            "--tls-server",
+            &tls,
+            "--tls-name",
+            "localhost",
+            "--ca",
+            srv.pki.cert.to_str().unwrap(),
+            "--secret",
+            SECRET,
+            "--json",
+        ],
+        None,
+    )
+    .ok();
+    let report: Value = serde_json::from_str(&out.stdout).expect("doctor --json prints JSON");
+    let ice = &report["iceServers"][0];
+    let urls: Vec<String> = ice["urls"]
+        .as_array()
+        .expect("iceServers[0].urls")
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    assert!(urls.len() >= 2, "doctor offered only {urls:?}");
+    let (username, credential) = (
+        ice["username"].as_str().unwrap(),
+        ice["credential"].as_str().unwrap(),
+    );
+    let v = run_browser(&args(
+        &urls,
+        username,
+        credential,
+        &["--ignore-certificate-errors"],
+    ));
+    assert_relayed_over(&v, &["udp", "tcp", "tls"]);
 }
 
 /// The negative control: with a wrong password ferroturn answers 401 to every
