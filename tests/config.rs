@@ -63,7 +63,8 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.auth.nonce_lifetime, Duration::from_secs(600));
     assert!(config.peers.allow.is_empty());
     assert!(config.peers.deny.is_empty());
-    assert_eq!(config.quota.max_allocations_per_user, 10);
+    assert_eq!(config.quota.max_allocations_per_user, 6144);
+    assert_eq!(config.quota.max_allocations_per_ip, 512);
     assert_eq!(config.quota.max_allocations, 0);
     assert_eq!(config.quota.max_permissions_per_allocation, 64);
     assert_eq!(config.quota.max_channels_per_allocation, 64);
@@ -534,6 +535,11 @@ fn each_rule_names_its_key() {
             "per-user zero",
             "[quota]\nmax-allocations-per-user = 0".into(),
             "quota.max-allocations-per-user",
+        ),
+        (
+            "per-ip negative",
+            "[quota]\nmax-allocations-per-ip = -1".into(),
+            "quota.max-allocations-per-ip",
         ),
         (
             "max-allocations negative",

@@ -42,6 +42,8 @@ pub struct NetOptions {
     pub users: Vec<(String, String)>,
     pub secrets: Vec<String>,
     pub max_allocations_per_user: u32,
+    /// Allocations per client address (IPv6: per /64); 0 = unlimited.
+    pub max_allocations_per_ip: u32,
     pub max_allocations: u32,
     pub max_relay_ports: u32,
     /// The credential store, if any: loaded before the listeners start, then
@@ -290,10 +292,10 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         store_sync::initial_load(location, &creds)?;
     }
     let usage = UsageLog::open(opts.usage.as_ref())?;
-    let quota = Arc::new(QuotaTracker::new(
-        opts.max_allocations_per_user,
-        opts.max_allocations,
-    ));
+    let quota = Arc::new(
+        QuotaTracker::new(opts.max_allocations_per_user, opts.max_allocations)
+            .with_per_ip(opts.max_allocations_per_ip),
+    );
     let shared = Shared {
         creds: credentials::shared(&creds),
         nonces: Arc::new(nonces),
@@ -414,6 +416,7 @@ impl NetOptions {
             users: config.auth.users.clone(),
             secrets: config.auth.secrets.clone(),
             max_allocations_per_user: config.quota.max_allocations_per_user,
+            max_allocations_per_ip: config.quota.max_allocations_per_ip,
             max_allocations: config.quota.max_allocations,
             max_relay_ports: config.quota.max_relay_ports,
             store: config.store.url.clone(),

@@ -77,6 +77,7 @@ impl Running {
         crate::logging::set_level(&new.log.level)?;
         self.quota.set_limits(
             new.quota.max_allocations_per_user,
+            new.quota.max_allocations_per_ip,
             new.quota.max_allocations,
         );
         self.budget

@@ -114,6 +114,8 @@ impl AuthFailure {
 pub enum QuotaKind {
     /// `max-allocations-per-user` (486).
     User,
+    /// `max-allocations-per-ip` (486).
+    ClientIp,
     /// `max-allocations` (508).
     Total,
     /// `max-permissions-per-allocation` (508).
@@ -126,9 +128,10 @@ pub enum QuotaKind {
 }
 
 impl QuotaKind {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     pub const ALL: [QuotaKind; Self::COUNT] = [
         QuotaKind::User,
+        QuotaKind::ClientIp,
         QuotaKind::Total,
         QuotaKind::Permissions,
         QuotaKind::Channels,
@@ -138,6 +141,7 @@ impl QuotaKind {
     pub const fn name(self) -> &'static str {
         match self {
             QuotaKind::User => "user",
+            QuotaKind::ClientIp => "client_ip",
             QuotaKind::Total => "total",
             QuotaKind::Permissions => "permissions",
             QuotaKind::Channels => "channels",

@@ -29,6 +29,7 @@ pub fn options(listen: &str) -> NetOptions {
         users: vec![(USER.to_owned(), PASS.to_owned())],
         secrets: Vec::new(),
         max_allocations_per_user: 10,
+        max_allocations_per_ip: 0,
         max_allocations: 0,
         max_relay_ports: 0,
         store: None,
