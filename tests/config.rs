@@ -65,6 +65,9 @@ fn empty_file_gives_defaults() {
     assert!(config.peers.deny.is_empty());
     assert_eq!(config.quota.max_allocations_per_user, 6144);
     assert_eq!(config.quota.max_allocations_per_ip, 512);
+    assert_eq!(config.connections.max_per_ip, 512);
+    assert_eq!(config.connections.max_total, 16_384);
+    assert_eq!(config.connections.allocate_timeout, Duration::from_secs(60));
     assert_eq!(config.quota.max_allocations, 0);
     assert_eq!(config.quota.max_permissions_per_allocation, 64);
     assert_eq!(config.quota.max_channels_per_allocation, 64);
@@ -535,6 +538,22 @@ fn each_rule_names_its_key() {
             "per-user zero",
             "[quota]\nmax-allocations-per-user = 0".into(),
             "quota.max-allocations-per-user",
+        ),
+        // connections
+        (
+            "connections per-ip negative",
+            "[connections]\nmax-per-ip = -1".into(),
+            "connections.max-per-ip",
+        ),
+        (
+            "connections total over u32",
+            "[connections]\nmax-total = 4294967296".into(),
+            "connections.max-total",
+        ),
+        (
+            "allocate-timeout zero",
+            "[connections]\nallocate-timeout = 0".into(),
+            "connections.allocate-timeout",
         ),
         (
             "per-ip negative",

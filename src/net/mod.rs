@@ -5,6 +5,7 @@
 //! UDP and TCP and by every shard. It then starts one shard thread per core
 //! ([`shard`]); each owns its sockets and its core.
 
+pub mod connections;
 pub mod mmsg;
 pub mod relay;
 pub mod shard;
@@ -55,6 +56,8 @@ pub struct NetOptions {
     pub tls: Option<crate::config::TlsConfig>,
     /// Where usage records go, if anywhere.
     pub usage: Option<crate::config::UsageTarget>,
+    /// Limits on TCP/TLS client connections.
+    pub connections: crate::config::ConnectionsConfig,
 }
 
 /// A running server.
@@ -82,6 +85,7 @@ pub struct Running {
     pub(crate) core: Arc<ServerConfig>,
     pub(crate) quota: Arc<QuotaTracker>,
     pub(crate) budget: Arc<PortBudget>,
+    pub(crate) connections: Arc<connections::ConnLimits>,
     commands: Vec<mpsc::UnboundedSender<ShardCommand>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
@@ -303,6 +307,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         live: Arc::new(LiveRelayPorts::default()),
         reservations: Arc::new(Reservations::default()),
     };
+    let conn_limits = Arc::new(connections::ConnLimits::new(&opts.connections));
     let budget = Arc::new(PortBudget {
         max: std::sync::atomic::AtomicU32::new(opts.max_relay_ports),
         ..Default::default()
@@ -342,6 +347,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             cfg: cfg.clone(),
             shared: shared.clone(),
             budget: budget.clone(),
+            conn_limits: conn_limits.clone(),
             sockets,
             shutdown: rx.clone(),
             credentials: generation_rx.clone(),
@@ -366,6 +372,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         core: cfg,
         quota,
         budget,
+        connections: conn_limits,
         commands,
         tls_certs,
         poller,
@@ -423,6 +430,7 @@ impl NetOptions {
             metrics: config.metrics.listen,
             tls: config.tls.clone(),
             usage: config.usage.target.clone(),
+            connections: config.connections.clone(),
         }
     }
 }

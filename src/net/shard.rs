@@ -29,6 +29,7 @@ use bytes::BytesMut;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use super::connections::{ConnClose, ConnLimits};
 use super::mmsg::{RecvBatch, SendBatch};
 use super::relay::{Binder, PortBudget};
 use crate::ops::metrics::{Health, ShardSlot};
@@ -68,6 +69,10 @@ struct State {
     in_process: u64,
     /// TLS connections that did not complete their handshake (in time).
     tls_handshake_failures: u64,
+    /// Stream connections the server closed or refused, by [`ConnClose`].
+    conn_closed: [u64; ConnClose::COUNT],
+    /// The connection caps and allocate timeout all shards share.
+    limits: Arc<ConnLimits>,
     udp: Vec<UdpListener>,
     conns: FastMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
@@ -228,6 +233,8 @@ pub struct ShardParams {
     pub cfg: Arc<ServerConfig>,
     pub shared: Shared,
     pub budget: Arc<PortBudget>,
+    /// The stream connection limits all shards share.
+    pub conn_limits: Arc<ConnLimits>,
     pub sockets: ShardSockets,
     /// Flips to true to stop the shard.
     pub shutdown: watch::Receiver<bool>,
@@ -249,6 +256,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         cfg,
         shared,
         budget,
+        conn_limits,
         sockets,
         mut shutdown,
         credentials,
@@ -280,6 +288,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             tcp_total: [0; 2],
             in_process: 0,
             tls_handshake_failures: 0,
+            conn_closed: [0; ConnClose::COUNT],
+            limits: conn_limits,
             udp,
             conns: FastMap::default(),
             reply: BytesMut::with_capacity(1024),
@@ -320,7 +330,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         let s = &mut *guard;
         let n = s.server.allocations();
         s.server.close_all(Instant::now());
-        tasks::log_events(&mut s.server, &s.usage);
+        tasks::log_events(&mut s.server, &s.usage, &s.conns);
         drop(guard);
         // The last word: allocations closed, every counter final.
         tasks::publish(&shard, &slot);

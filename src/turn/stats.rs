@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::output::Output;
 use super::server::Server;
-use super::{RelayBinder, Transport};
+use super::{FiveTuple, RelayBinder, Transport};
 use crate::stun::attr::ErrorCode;
 use crate::stun::{Class, Message, Method};
 
@@ -259,6 +259,12 @@ impl<B: RelayBinder> Server<B> {
 
     pub fn allocations(&self) -> usize {
         self.table.len()
+    }
+
+    /// Whether `tuple` holds an allocation now: a stream connection without one
+    /// is closed after `connections.allocate-timeout`.
+    pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
+        self.table.by_tuple(tuple).is_some()
     }
 
     /// Allocations, live permissions and live channels. Walks the table, so the

@@ -36,6 +36,7 @@ pub fn options(listen: &str) -> NetOptions {
         metrics: Some("127.0.0.1:0".parse().unwrap()),
         tls: None,
         usage: None,
+        connections: Default::default(),
     }
 }
 
