@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::connections::{ConnClose, ConnLimits};
-use super::mmsg::{RecvBatch, SendBatch};
+use super::mmsg::{classify_send_error, RecvBatch, SendBatch, SendFailure};
 use super::relay::{Binder, PortBudget};
 use crate::ops::metrics::{Health, ShardSlot};
 use crate::ops::usage::UsageLog;
@@ -166,7 +166,9 @@ impl State {
                     return;
                 }
                 if let Some(sock) = self.server.binder().socket(relay) {
-                    send_udp(sock, payload, peer);
+                    if send_udp(sock, payload, peer) {
+                        self.server.count_drop(DropReason::Backlog, 1);
+                    }
                 }
             }
         }
@@ -205,10 +207,20 @@ impl State {
 /// Sends a datagram with a direct `sendto`. Tokio's `try_send_to` refuses until the
 /// reactor has seen the socket become writable, which for a relay socket opened a
 /// moment ago may not have happened yet: the first datagram out of a fresh
-/// allocation would be dropped. A full buffer still drops it (EAGAIN), as the
-/// network would.
-fn send_udp(sock: &std::net::UdpSocket, payload: &[u8], to: SocketAddr) {
-    let _ = socket2::SockRef::from(sock).send_to(payload, &to.into());
+/// allocation would be dropped. A full buffer (EAGAIN, ENOBUFS) still drops it,
+/// as the network would; true then, for the backlog count. Other errors (an
+/// unreachable peer) drop this datagram only.
+fn send_udp(sock: &std::net::UdpSocket, payload: &[u8], to: SocketAddr) -> bool {
+    loop {
+        match socket2::SockRef::from(sock).send_to(payload, &to.into()) {
+            Ok(_) => return false,
+            Err(e) => match classify_send_error(&e) {
+                SendFailure::Retry => continue,
+                SendFailure::Full => return true,
+                SendFailure::Refused => return false,
+            },
+        }
+    }
 }
 
 /// What the main thread asks of a shard (reload, drain, the admin socket).
