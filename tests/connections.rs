@@ -171,7 +171,7 @@ async fn a_slow_loris_client_is_closed_at_its_deadline() {
     let mut c = connect_from("127.0.0.1", addr).await;
     // A 2,000-byte Binding request, one byte every 300 ms: it would take ten
     // minutes to arrive; each byte is read, none moves the deadline.
-    let mut request = vec![0u8; 20];
+    let mut request = [0u8; 20];
     request[1] = 0x01;
     request[2..4].copy_from_slice(&2000u16.to_be_bytes());
     request[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
