@@ -155,6 +155,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_allocations_per_user: Option<u32>,
 
+    /// Overrides quota.max-allocations-per-ip (0 = unlimited).
+    #[arg(long, value_name = "N")]
+    pub max_allocations_per_ip: Option<u32>,
+
     /// Credential store: a SQLite path, sqlite: URL or postgres:// URL;
     /// overrides store.url.
     #[arg(long, value_name = "URL")]
@@ -205,6 +209,7 @@ impl fmt::Debug for ServeArgs {
             .field("allow_peers", &self.allow_peers)
             .field("deny_peers", &self.deny_peers)
             .field("max_allocations_per_user", &self.max_allocations_per_user)
+            .field("max_allocations_per_ip", &self.max_allocations_per_ip)
             .field("db", &self.db.as_deref().map(crate::store::redact))
             .field("metrics", &self.metrics)
             .finish()
@@ -339,6 +344,10 @@ impl ServeArgs {
         if !self.alternate_servers.is_empty() {
             raw.drain.alternate_server = self.alternate_servers.clone();
             raw.mark_override("drain.alternate-server", "--alternate-server");
+        }
+        if let Some(n) = self.max_allocations_per_ip {
+            raw.quota.max_allocations_per_ip = n.into();
+            raw.mark_override("quota.max-allocations-per-ip", "--max-allocations-per-ip");
         }
         if let Some(n) = self.max_allocations_per_user {
             raw.quota.max_allocations_per_user = n.into();

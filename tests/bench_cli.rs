@@ -14,6 +14,9 @@ fn server() -> support::Binary {
         "127.0.0.0/8",
         "--max-allocations-per-user",
         "1000",
+        // Every bench client is 127.0.0.1: no per-address cap.
+        "--max-allocations-per-ip",
+        "0",
         "--threads",
         "1",
     ])

@@ -63,7 +63,11 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.auth.nonce_lifetime, Duration::from_secs(600));
     assert!(config.peers.allow.is_empty());
     assert!(config.peers.deny.is_empty());
-    assert_eq!(config.quota.max_allocations_per_user, 10);
+    assert_eq!(config.quota.max_allocations_per_user, 6144);
+    assert_eq!(config.quota.max_allocations_per_ip, 512);
+    assert_eq!(config.connections.max_per_ip, 512);
+    assert_eq!(config.connections.max_total, 16_384);
+    assert_eq!(config.connections.allocate_timeout, Duration::from_secs(60));
     assert_eq!(config.quota.max_allocations, 0);
     assert_eq!(config.quota.max_permissions_per_allocation, 64);
     assert_eq!(config.quota.max_channels_per_allocation, 64);
@@ -534,6 +538,27 @@ fn each_rule_names_its_key() {
             "per-user zero",
             "[quota]\nmax-allocations-per-user = 0".into(),
             "quota.max-allocations-per-user",
+        ),
+        // connections
+        (
+            "connections per-ip negative",
+            "[connections]\nmax-per-ip = -1".into(),
+            "connections.max-per-ip",
+        ),
+        (
+            "connections total over u32",
+            "[connections]\nmax-total = 4294967296".into(),
+            "connections.max-total",
+        ),
+        (
+            "allocate-timeout zero",
+            "[connections]\nallocate-timeout = 0".into(),
+            "connections.allocate-timeout",
+        ),
+        (
+            "per-ip negative",
+            "[quota]\nmax-allocations-per-ip = -1".into(),
+            "quota.max-allocations-per-ip",
         ),
         (
             "max-allocations negative",

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ferroturn::client::{Client, Received};
 use serde_json::Value;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "pw-Kx81-not-in-logs";
 
@@ -474,4 +475,51 @@ async fn logs_hold_no_secrets_and_no_per_packet_lines() {
     }
     // 200 relayed round trips and 200 Bindings: not a line each, even at debug.
     assert!(log.len() < 60, "{} lines:\n{}", log.len(), log.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_the_per_address_allocation_and_connection_caps() {
+    let s = Setup::new();
+    s.write(&[("alice", PASSWORD)], 10, "");
+    let b = s.spawn(&[]);
+    let mut first = turn_client_as(&b, Transport::Udp, "alice", PASSWORD).await;
+    first.allocate().await.unwrap();
+    let mut open = tokio::net::TcpStream::connect(b.tcp).await.unwrap();
+
+    // One allocation and one stream connection per address from now on.
+    s.write(
+        &[("alice", PASSWORD)],
+        10,
+        "[connections]\nmax-per-ip = 1\n\n",
+    );
+    let text = std::fs::read_to_string(s.config()).unwrap();
+    let text = text.replace("[quota]\n", "[quota]\nmax-allocations-per-ip = 1\n");
+    std::fs::write(s.config(), text).unwrap();
+    let out = s.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(try_allocate(&b, "alice").await, Some(486));
+    let mut extra = tokio::net::TcpStream::connect(b.tcp).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, extra.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a second connection from 127.0.0.1 stays open: {read:?}"
+    );
+    // The allocation and the connection made before stay.
+    first.refresh(600).await.unwrap();
+    let mut req = [0u8; 20];
+    req[1] = 1;
+    req[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    open.write_all(&req).await.unwrap();
+    let n = tokio::time::timeout(WAIT, open.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 0, "the open connection is served");
+
+    // Lifted again.
+    s.write(&[("alice", PASSWORD)], 10, "");
+    let out = s.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(try_allocate(&b, "alice").await, None);
 }

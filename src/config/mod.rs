@@ -20,14 +20,15 @@
 //!
 //! The loading and merging live here; each section of the file has a module
 //! of its own with its raw and validated types and its checks (`server`,
-//! `relay`, `auth`, `peers`, `quota`, `store`, `metrics`, `tls`, `drain`,
-//! `usage`, `admin`), checks shared between sections are in `validate`, and
+//! `relay`, `auth`, `peers`, `quota`, `connections`, `store`, `metrics`, `tls`,
+//! `drain`, `usage`, `admin`), checks shared between sections are in `validate`, and
 //! [`ConfigError`] in `error`. Everything public is re-exported here, so
 //! paths are `crate::config::Name`.
 #![forbid(unsafe_code)]
 
 mod admin;
 mod auth;
+mod connections;
 mod drain;
 mod error;
 mod metrics;
@@ -48,6 +49,7 @@ use serde::Deserialize;
 
 pub use admin::{AdminConfig, RawAdmin, DEFAULT_ADMIN_SOCKET};
 pub use auth::{user_key, AuthConfig, RawAuth};
+pub use connections::{ConnectionsConfig, RawConnections};
 pub use drain::{DrainConfig, RawDrain};
 pub use error::ConfigError;
 pub use metrics::{MetricsConfig, RawMetrics, DEFAULT_METRICS_LISTEN};
@@ -61,6 +63,7 @@ pub use usage::{RawUsage, UsageConfig, UsageTarget};
 
 use admin::validate_admin;
 use auth::validate_auth;
+use connections::validate_connections;
 use drain::validate_drain;
 use metrics::validate_metrics;
 use peers::validate_peers;
@@ -93,6 +96,8 @@ pub struct RawConfig {
     pub peers: RawPeers,
     /// `[quota]`
     pub quota: RawQuota,
+    /// `[connections]`
+    pub connections: RawConnections,
     /// `[store]`
     pub store: RawStore,
     /// `[metrics]`
@@ -209,6 +214,8 @@ pub struct Config {
     pub peers: PeerConfig,
     /// Resource limits.
     pub quota: QuotaConfig,
+    /// Limits on TCP/TLS client connections.
+    pub connections: ConnectionsConfig,
     /// The credential store, if any.
     pub store: StoreConfig,
     /// The metrics and health endpoint.
@@ -287,6 +294,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         auth,
         peers,
         quota,
+        connections,
         store,
         metrics,
         tls,
@@ -306,6 +314,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
     let auth = validate_auth(auth)?;
     let peers = validate_peers(peers)?;
     let quota = validate_quota(quota)?;
+    let connections = validate_connections(connections)?;
 
     let store = validate_store(store)?;
     let metrics = validate_metrics(metrics)?;
@@ -335,6 +344,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         auth,
         peers,
         quota,
+        connections,
         store,
         metrics,
         tls,

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::validate::{int_in, Result};
+use crate::turn::quota::{DEFAULT_PER_IP, DEFAULT_PER_USER};
 
 /// RFC 8656 §12: channel numbers are 0x4000 through 0x4FFF, so an allocation
 /// can never have more than 4096 channels.
@@ -14,6 +15,8 @@ const MAX_CHANNELS: i64 = 0x1000;
 pub struct RawQuota {
     /// `max-allocations-per-user`
     pub max_allocations_per_user: i64,
+    /// `max-allocations-per-ip`; 0 = unlimited.
+    pub max_allocations_per_ip: i64,
     /// `max-allocations`; 0 = unlimited.
     pub max_allocations: i64,
     /// `max-permissions-per-allocation`
@@ -29,7 +32,8 @@ pub struct RawQuota {
 impl Default for RawQuota {
     fn default() -> Self {
         RawQuota {
-            max_allocations_per_user: 10,
+            max_allocations_per_user: DEFAULT_PER_USER.into(),
+            max_allocations_per_ip: DEFAULT_PER_IP.into(),
             max_allocations: 0,
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
@@ -44,6 +48,8 @@ impl Default for RawQuota {
 pub struct QuotaConfig {
     /// Concurrent allocations per user name, >= 1.
     pub max_allocations_per_user: u32,
+    /// Concurrent allocations per client address (IPv6: per /64); 0 = unlimited.
+    pub max_allocations_per_ip: u32,
     /// Concurrent allocations server-wide; 0 = unlimited.
     pub max_allocations: u32,
     /// Permissions per allocation, >= 1.
@@ -62,6 +68,12 @@ pub(super) fn validate_quota(quota: &RawQuota) -> Result<QuotaConfig> {
             "quota.max-allocations-per-user",
             quota.max_allocations_per_user,
             1,
+            u32::MAX.into(),
+        )?,
+        max_allocations_per_ip: int_in(
+            "quota.max-allocations-per-ip",
+            quota.max_allocations_per_ip,
+            0,
             u32::MAX.into(),
         )?,
         max_allocations: int_in(

@@ -5,6 +5,7 @@
 //! UDP and TCP and by every shard. It then starts one shard thread per core
 //! ([`shard`]); each owns its sockets and its core.
 
+pub mod connections;
 pub mod mmsg;
 pub mod relay;
 pub mod shard;
@@ -42,6 +43,8 @@ pub struct NetOptions {
     pub users: Vec<(String, String)>,
     pub secrets: Vec<String>,
     pub max_allocations_per_user: u32,
+    /// Allocations per client address (IPv6: per /64); 0 = unlimited.
+    pub max_allocations_per_ip: u32,
     pub max_allocations: u32,
     pub max_relay_ports: u32,
     /// The credential store, if any: loaded before the listeners start, then
@@ -53,6 +56,8 @@ pub struct NetOptions {
     pub tls: Option<crate::config::TlsConfig>,
     /// Where usage records go, if anywhere.
     pub usage: Option<crate::config::UsageTarget>,
+    /// Limits on TCP/TLS client connections.
+    pub connections: crate::config::ConnectionsConfig,
 }
 
 /// A running server.
@@ -80,6 +85,7 @@ pub struct Running {
     pub(crate) core: Arc<ServerConfig>,
     pub(crate) quota: Arc<QuotaTracker>,
     pub(crate) budget: Arc<PortBudget>,
+    pub(crate) connections: Arc<connections::ConnLimits>,
     commands: Vec<mpsc::UnboundedSender<ShardCommand>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
@@ -290,10 +296,10 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         store_sync::initial_load(location, &creds)?;
     }
     let usage = UsageLog::open(opts.usage.as_ref())?;
-    let quota = Arc::new(QuotaTracker::new(
-        opts.max_allocations_per_user,
-        opts.max_allocations,
-    ));
+    let quota = Arc::new(
+        QuotaTracker::new(opts.max_allocations_per_user, opts.max_allocations)
+            .with_per_ip(opts.max_allocations_per_ip),
+    );
     let shared = Shared {
         creds: credentials::shared(&creds),
         nonces: Arc::new(nonces),
@@ -301,6 +307,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         live: Arc::new(LiveRelayPorts::default()),
         reservations: Arc::new(Reservations::default()),
     };
+    let conn_limits = Arc::new(connections::ConnLimits::new(&opts.connections));
     let budget = Arc::new(PortBudget {
         max: std::sync::atomic::AtomicU32::new(opts.max_relay_ports),
         ..Default::default()
@@ -340,6 +347,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             cfg: cfg.clone(),
             shared: shared.clone(),
             budget: budget.clone(),
+            conn_limits: conn_limits.clone(),
             sockets,
             shutdown: rx.clone(),
             credentials: generation_rx.clone(),
@@ -364,6 +372,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         core: cfg,
         quota,
         budget,
+        connections: conn_limits,
         commands,
         tls_certs,
         poller,
@@ -414,12 +423,14 @@ impl NetOptions {
             users: config.auth.users.clone(),
             secrets: config.auth.secrets.clone(),
             max_allocations_per_user: config.quota.max_allocations_per_user,
+            max_allocations_per_ip: config.quota.max_allocations_per_ip,
             max_allocations: config.quota.max_allocations,
             max_relay_ports: config.quota.max_relay_ports,
             store: config.store.url.clone(),
             metrics: config.metrics.listen,
             tls: config.tls.clone(),
             usage: config.usage.target.clone(),
+            connections: config.connections.clone(),
         }
     }
 }

@@ -29,7 +29,8 @@ use bytes::BytesMut;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use super::mmsg::{RecvBatch, SendBatch};
+use super::connections::{ConnClose, ConnLimits};
+use super::mmsg::{classify_send_error, RecvBatch, SendBatch, SendFailure};
 use super::relay::{Binder, PortBudget};
 use crate::ops::metrics::{Health, ShardSlot};
 use crate::ops::usage::UsageLog;
@@ -68,6 +69,10 @@ struct State {
     in_process: u64,
     /// TLS connections that did not complete their handshake (in time).
     tls_handshake_failures: u64,
+    /// Stream connections the server closed or refused, by [`ConnClose`].
+    conn_closed: [u64; ConnClose::COUNT],
+    /// The connection caps and allocate timeout all shards share.
+    limits: Arc<ConnLimits>,
     udp: Vec<UdpListener>,
     conns: FastMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
@@ -161,7 +166,9 @@ impl State {
                     return;
                 }
                 if let Some(sock) = self.server.binder().socket(relay) {
-                    send_udp(sock, payload, peer);
+                    if send_udp(sock, payload, peer) {
+                        self.server.count_drop(DropReason::Backlog, 1);
+                    }
                 }
             }
         }
@@ -200,10 +207,20 @@ impl State {
 /// Sends a datagram with a direct `sendto`. Tokio's `try_send_to` refuses until the
 /// reactor has seen the socket become writable, which for a relay socket opened a
 /// moment ago may not have happened yet: the first datagram out of a fresh
-/// allocation would be dropped. A full buffer still drops it (EAGAIN), as the
-/// network would.
-fn send_udp(sock: &std::net::UdpSocket, payload: &[u8], to: SocketAddr) {
-    let _ = socket2::SockRef::from(sock).send_to(payload, &to.into());
+/// allocation would be dropped. A full buffer (EAGAIN, ENOBUFS) still drops it,
+/// as the network would; true then, for the backlog count. Other errors (an
+/// unreachable peer) drop this datagram only.
+fn send_udp(sock: &std::net::UdpSocket, payload: &[u8], to: SocketAddr) -> bool {
+    loop {
+        match socket2::SockRef::from(sock).send_to(payload, &to.into()) {
+            Ok(_) => return false,
+            Err(e) => match classify_send_error(&e) {
+                SendFailure::Retry => continue,
+                SendFailure::Full => return true,
+                SendFailure::Refused => return false,
+            },
+        }
+    }
 }
 
 /// What the main thread asks of a shard (reload, drain, the admin socket).
@@ -228,6 +245,8 @@ pub struct ShardParams {
     pub cfg: Arc<ServerConfig>,
     pub shared: Shared,
     pub budget: Arc<PortBudget>,
+    /// The stream connection limits all shards share.
+    pub conn_limits: Arc<ConnLimits>,
     pub sockets: ShardSockets,
     /// Flips to true to stop the shard.
     pub shutdown: watch::Receiver<bool>,
@@ -249,6 +268,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         cfg,
         shared,
         budget,
+        conn_limits,
         sockets,
         mut shutdown,
         credentials,
@@ -280,6 +300,8 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             tcp_total: [0; 2],
             in_process: 0,
             tls_handshake_failures: 0,
+            conn_closed: [0; ConnClose::COUNT],
+            limits: conn_limits,
             udp,
             conns: FastMap::default(),
             reply: BytesMut::with_capacity(1024),
@@ -320,7 +342,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         let s = &mut *guard;
         let n = s.server.allocations();
         s.server.close_all(Instant::now());
-        tasks::log_events(&mut s.server, &s.usage);
+        tasks::log_events(&mut s.server, &s.usage, &s.conns);
         drop(guard);
         // The last word: allocations closed, every counter final.
         tasks::publish(&shard, &slot);

@@ -32,6 +32,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncode
 use tokio::sync::watch;
 
 use super::credentials::LiveCredentials;
+use crate::net::connections::ConnClose;
 use crate::net::tls::ReloadableCert;
 use crate::turn::server::{
     AuthFailure, DropReason, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
@@ -62,6 +63,8 @@ pub struct ShardSnapshot {
     pub in_process: u64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: u64,
+    /// Stream connections the server closed or refused, by [`ConnClose`].
+    pub conn_closed: [u64; ConnClose::COUNT],
 }
 
 /// One shard's published counters: written by the shard a few times a second,
@@ -148,6 +151,7 @@ pub fn label_values() -> Vec<(&'static str, Vec<String>)> {
                 .iter()
                 .map(|r| r.name())
                 .chain(AuthFailure::ALL.iter().map(|r| r.name()))
+                .chain(ConnClose::ALL.iter().map(|r| r.name()))
                 .map(String::from)
                 .collect(),
         ),
@@ -187,6 +191,7 @@ pub struct Metrics {
     tcp_total: IntCounterVec,
     in_process: IntCounter,
     tls_handshake_failures: IntCounter,
+    conn_closed: IntCounterVec,
     /// Read at each scrape, when set: what `/readyz` answers, and the served
     /// certificate's expiry.
     health: Option<Arc<Health>>,
@@ -320,6 +325,12 @@ impl Metrics {
                 &["kind"],
             )?,
             tcp_active,
+            conn_closed: counter_vec(
+                &r,
+                "ferroturn_connections_closed_total",
+                "TCP/TLS client connections the server closed or refused, by reason (connection caps, allocate timeout, idle after the allocation ended, first-message timeout, not STUN).",
+                &["reason"],
+            )?,
             tcp_total: counter_vec(
                 &r,
                 "ferroturn_tcp_connections_total",
@@ -364,6 +375,9 @@ impl Metrics {
             sum.channels += s.channels;
             sum.in_process += s.in_process;
             sum.tls_handshake_failures += s.tls_handshake_failures;
+            for (sum, n) in sum.conn_closed.iter_mut().zip(s.conn_closed) {
+                *sum += n;
+            }
             for i in 0..2 {
                 sum.tcp_active[i] += s.tcp_active[i];
                 sum.tcp_total[i] += s.tcp_total[i];
@@ -429,6 +443,12 @@ impl Metrics {
         set_gauge(&self.channels_active, sum.channels);
         advance(&self.in_process, sum.in_process);
         advance(&self.tls_handshake_failures, sum.tls_handshake_failures);
+        for r in ConnClose::ALL {
+            advance(
+                &self.conn_closed.with_label_values(&[r.name()]),
+                sum.conn_closed[r as usize],
+            );
+        }
         for (i, t) in ["tcp", "tls"].into_iter().enumerate() {
             set_gauge(&self.tcp_active.with_label_values(&[t]), sum.tcp_active[i]);
             advance(&self.tcp_total.with_label_values(&[t]), sum.tcp_total[i]);

@@ -51,7 +51,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 impl Running {
     /// Applies `new` in place of `old`: realm, SOFTWARE, lifetimes, users and
-    /// secrets, quotas, peer policy, log level, the TLS certificate and the
+    /// secrets, quotas, connection limits, peer policy, log level, the TLS certificate and the
     /// usage file. Returns the changed keys that need a restart; on error
     /// nothing was applied.
     pub fn reload(&mut self, old: &Config, new: &Config) -> Result<Vec<&'static str>, String> {
@@ -77,8 +77,10 @@ impl Running {
         crate::logging::set_level(&new.log.level)?;
         self.quota.set_limits(
             new.quota.max_allocations_per_user,
+            new.quota.max_allocations_per_ip,
             new.quota.max_allocations,
         );
+        self.connections.set(&new.connections);
         self.budget
             .max
             .store(new.quota.max_relay_ports, Ordering::Relaxed);

@@ -84,10 +84,14 @@ impl<B: RelayBinder> Server<B> {
             tracing::warn!("credential store unavailable: refusing a new allocation");
             return self.error(out, msg, 500, key);
         }
-        match self.quota.acquire(&auth.username) {
+        match self.quota.acquire(&auth.username, tuple.client.ip()) {
             Ok(()) => {}
             Err(QuotaError::User) => {
                 self.stats.quota_rejections[QuotaKind::User as usize] += 1;
+                return self.error(out, msg, 486, key);
+            }
+            Err(QuotaError::Ip) => {
+                self.stats.quota_rejections[QuotaKind::ClientIp as usize] += 1;
                 return self.error(out, msg, 486, key);
             }
             Err(QuotaError::Total) => {
@@ -109,7 +113,7 @@ impl<B: RelayBinder> Server<B> {
                 None => None,
             };
             let Some(bound) = adopted else {
-                self.quota.release(&auth.username);
+                self.quota.release(&auth.username, tuple.client.ip());
                 return self.error(out, msg, 508, key);
             };
             relays[0] = Some(Relay {
@@ -138,7 +142,7 @@ impl<B: RelayBinder> Server<B> {
                     }
                 }
                 Err(e) => {
-                    self.quota.release(&auth.username);
+                    self.quota.release(&auth.username, tuple.client.ip());
                     let code = match e {
                         BindError::Exhausted => {
                             self.stats.quota_rejections[QuotaKind::RelayPorts as usize] += 1;
@@ -404,7 +408,7 @@ impl<B: RelayBinder> Server<B> {
         for r in a.relays.iter().flatten() {
             self.release_relay(r.id, r.local);
         }
-        self.quota.release(&a.username);
+        self.quota.release(&a.username, a.tuple.client.ip());
         self.emit(Event::AllocationClosed {
             allocation: a.summary(now),
             reason,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::output::Output;
 use super::server::Server;
-use super::{RelayBinder, Transport};
+use super::{FiveTuple, RelayBinder, Transport};
 use crate::stun::attr::ErrorCode;
 use crate::stun::{Class, Message, Method};
 
@@ -114,6 +114,8 @@ impl AuthFailure {
 pub enum QuotaKind {
     /// `max-allocations-per-user` (486).
     User,
+    /// `max-allocations-per-ip` (486).
+    ClientIp,
     /// `max-allocations` (508).
     Total,
     /// `max-permissions-per-allocation` (508).
@@ -126,9 +128,10 @@ pub enum QuotaKind {
 }
 
 impl QuotaKind {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     pub const ALL: [QuotaKind; Self::COUNT] = [
         QuotaKind::User,
+        QuotaKind::ClientIp,
         QuotaKind::Total,
         QuotaKind::Permissions,
         QuotaKind::Channels,
@@ -138,6 +141,7 @@ impl QuotaKind {
     pub const fn name(self) -> &'static str {
         match self {
             QuotaKind::User => "user",
+            QuotaKind::ClientIp => "client_ip",
             QuotaKind::Total => "total",
             QuotaKind::Permissions => "permissions",
             QuotaKind::Channels => "channels",
@@ -255,6 +259,12 @@ impl<B: RelayBinder> Server<B> {
 
     pub fn allocations(&self) -> usize {
         self.table.len()
+    }
+
+    /// Whether `tuple` holds an allocation now: a stream connection without one
+    /// is closed after `connections.allocate-timeout`.
+    pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
+        self.table.by_tuple(tuple).is_some()
     }
 
     /// Allocations, live permissions and live channels. Walks the table, so the

@@ -29,12 +29,14 @@ pub fn options(listen: &str) -> NetOptions {
         users: vec![(USER.to_owned(), PASS.to_owned())],
         secrets: Vec::new(),
         max_allocations_per_user: 10,
+        max_allocations_per_ip: 0,
         max_allocations: 0,
         max_relay_ports: 0,
         store: None,
         metrics: Some("127.0.0.1:0".parse().unwrap()),
         tls: None,
         usage: None,
+        connections: Default::default(),
     }
 }
 

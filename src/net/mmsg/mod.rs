@@ -25,7 +25,7 @@ mod recv;
 mod send;
 
 pub use recv::{Dest, RecvBatch};
-pub use send::{Copies, SendBatch, CAPACITY, SLOT};
+pub use send::{classify_send_error, Copies, SendBatch, SendFailure, CAPACITY, SLOT};
 
 use std::io;
 use std::mem;

@@ -184,7 +184,7 @@ impl SendBatch {
     }
 
     /// `sendmmsg` of headers `from..to`; returns how many were dropped for a
-    /// full buffer.
+    /// full buffer (see [`classify_send_error`]).
     fn send(&mut self, fd: RawFd, from: usize, to: usize) -> u64 {
         let mut sent = from;
         while sent < to {
@@ -192,25 +192,54 @@ impl SendBatch {
             // iovecs, datagrams, destinations and control messages this struct
             // owns, which the `&mut self` keeps alive across the call.
             let r = unsafe { super::sendmmsg(fd, &mut self.hdr[sent..to]) };
-            let kind = match r {
+            let failure = match r {
                 Ok(n) if n > 0 => {
                     sent += n;
                     continue;
                 }
-                Err(e) => e.kind(),
+                Err(e) => classify_send_error(&e),
                 // Not for a non-empty batch; skipped like a refused datagram.
-                Ok(_) => io::ErrorKind::Other,
+                Ok(_) => SendFailure::Refused,
             };
-            match kind {
-                io::ErrorKind::Interrupted => continue,
-                // A full buffer: the rest is dropped, as a congested link would.
-                io::ErrorKind::WouldBlock => return (to - sent) as u64,
-                // This datagram was refused (e.g. an unreachable destination):
-                // skip it, send the others.
-                _ => sent += 1,
+            match failure {
+                SendFailure::Retry => continue,
+                // No room: the rest is dropped, as a congested link would.
+                SendFailure::Full => return (to - sent) as u64,
+                // This datagram was refused: skip it, send the others.
+                SendFailure::Refused => sent += 1,
             }
         }
         0
+    }
+}
+
+/// What a failed UDP send means for the datagram it carried. No send error is
+/// fatal to a socket, an allocation or a shard: each drops datagrams at most.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SendFailure {
+    /// Interrupted by a signal: send it again.
+    Retry,
+    /// No room now: the socket buffer is full (EAGAIN) or the kernel or the
+    /// device queue is out of buffers (ENOBUFS, ENOMEM). Dropped and counted
+    /// (`dropped_packets_total{reason="backlog"}`), as a congested link drops
+    /// it; trying the rest of a batch at once would only fail the same way.
+    Full,
+    /// This datagram is refused (no route, a firewall's EPERM, EMSGSIZE with
+    /// DF set, a pending ICMP error, an address of the wrong family): skipped,
+    /// the next one may well go out.
+    Refused,
+}
+
+/// Sorts a send error into a [`SendFailure`].
+pub fn classify_send_error(e: &io::Error) -> SendFailure {
+    match e.kind() {
+        io::ErrorKind::Interrupted => return SendFailure::Retry,
+        io::ErrorKind::WouldBlock => return SendFailure::Full,
+        _ => {}
+    }
+    match e.raw_os_error() {
+        Some(libc::ENOBUFS | libc::ENOMEM) => SendFailure::Full,
+        _ => SendFailure::Refused,
     }
 }
 
@@ -386,6 +415,58 @@ mod tests {
         }
         // Grouped per socket, each group in queue order.
         assert_eq!(got, [(0, 0), (0, 2), (0, 6), (1, 1), (1, 5), (2, 3)]);
+    }
+
+    /// ENOBUFS cannot be produced on loopback (the kernel would have to run out
+    /// of buffers), so its classification is checked on a synthetic error.
+    #[test]
+    fn enobufs_and_eagain_are_a_full_buffer_other_errors_refuse_one_datagram() {
+        let os = io::Error::from_raw_os_error;
+        for e in [libc::ENOBUFS, libc::EAGAIN, libc::EWOULDBLOCK, libc::ENOMEM] {
+            assert_eq!(classify_send_error(&os(e)), SendFailure::Full, "errno {e}");
+        }
+        assert_eq!(
+            classify_send_error(&io::ErrorKind::WouldBlock.into()),
+            SendFailure::Full
+        );
+        assert_eq!(classify_send_error(&os(libc::EINTR)), SendFailure::Retry);
+        for e in [
+            libc::ECONNREFUSED,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EMSGSIZE,
+            libc::EPERM,
+            libc::EACCES,
+            libc::EINVAL,
+            libc::EAFNOSUPPORT,
+        ] {
+            assert_eq!(
+                classify_send_error(&os(e)),
+                SendFailure::Refused,
+                "errno {e}"
+            );
+        }
+    }
+
+    /// A datagram the kernel refuses (here an IPv6 destination on an IPv4
+    /// socket) is skipped and not counted as a full buffer; the ones after it
+    /// in the same batch still go out.
+    #[test]
+    fn a_refused_datagram_is_skipped_and_the_rest_of_the_batch_goes_out() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut b = SendBatch::new();
+        assert!(b.push(b"one", to, None));
+        assert!(b.push(b"refused", "[::1]:9".parse().unwrap(), None));
+        assert!(b.push(b"two", to, None));
+        assert_eq!(b.flush(tx.as_raw_fd()), 0);
+        let mut buf = [0u8; 16];
+        for want in [&b"one"[..], b"two"] {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
     }
 
     #[test]

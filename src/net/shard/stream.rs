@@ -1,6 +1,13 @@
 //! The stream path of a shard: TCP and TLS listeners share one accept loop (TLS
 //! adds its handshake as one step) and one connection task, generic over the
 //! stream's read and write halves, with a writer task per connection.
+//!
+//! Stream abuse is bounded here (see [`crate::net::connections`]): connections
+//! beyond `connections.max-per-ip` or `max-total` are closed at accept, and a
+//! connection is closed when it holds no allocation `allocate-timeout` after
+//! its accept (an absolute deadline, which bytes trickling in do not move: a
+//! slow-loris client is closed on time), or `allocate-timeout` after its
+//! allocation ended (expired, deleted or killed) without a new one.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -15,6 +22,7 @@ use tokio::sync::Notify;
 
 use super::relay_reader::start_relay_readers;
 use super::{ShardRef, TlsParams};
+use crate::net::connections::{ConnClose, ConnGuard};
 use crate::stun::framing::{next_frame, Frame};
 use crate::turn::{FiveTuple, Output, Transport};
 
@@ -31,6 +39,9 @@ pub(super) struct ConnOut {
     notify: Notify,
     /// Set when the reader is done: the writer flushes what is queued and exits.
     closed: Cell<bool>,
+    /// Woken when the connection's allocation ended other than by the
+    /// connection closing, so that its allocate timeout starts again.
+    ended: Notify,
 }
 
 impl ConnOut {
@@ -45,16 +56,40 @@ impl ConnOut {
         self.notify.notify_one();
         true
     }
+
+    /// The core ended this connection's allocation (expiry, Refresh 0, kill).
+    pub(super) fn allocation_ended(&self) {
+        self.ended.notify_one();
+    }
 }
 
 /// Accepts connections on one TCP listener of the shard; with `tls`, each
-/// connection first completes a TLS handshake.
+/// connection first completes a TLS handshake. Connections over the caps are
+/// closed at once (the peer sees the close: TCP has no refusal after accept).
 pub(super) async fn accept_loop(shard: ShardRef, listener: TcpListener, tls: Option<TlsParams>) {
+    let limits = shard.borrow().limits.clone();
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
+                let guard = match limits.admit(client.ip()) {
+                    Ok(g) => g,
+                    Err(why) => {
+                        shard.borrow_mut().conn_closed[why as usize] += 1;
+                        drop(stream);
+                        continue;
+                    }
+                };
+                // Absolute from the accept: nothing the client sends moves it.
+                let deadline = tokio::time::Instant::now() + limits.allocate_timeout();
                 let _ = stream.set_nodelay(true);
-                tokio::task::spawn_local(connection(shard.clone(), stream, client, tls.clone()));
+                tokio::task::spawn_local(connection(
+                    shard.clone(),
+                    stream,
+                    client,
+                    tls.clone(),
+                    guard,
+                    deadline,
+                ));
             }
             // Out of file descriptors and the like: back off instead of spinning.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -63,12 +98,16 @@ pub(super) async fn accept_loop(shard: ShardRef, listener: TcpListener, tls: Opt
 }
 
 /// One accepted connection: the TLS handshake if the listener speaks TLS, then
-/// [`stream_connection`] over the plain or the TLS stream.
+/// [`stream_connection`] over the plain or the TLS stream. `guard` counts it
+/// against the connection caps until it ends; `deadline` is when it must hold
+/// an allocation.
 async fn connection(
     shard: ShardRef,
     stream: TcpStream,
     client: SocketAddr,
     tls: Option<TlsParams>,
+    guard: ConnGuard,
+    deadline: tokio::time::Instant,
 ) {
     let Ok(local) = stream.local_addr() else {
         return;
@@ -80,13 +119,15 @@ async fn connection(
             server: local,
         };
         let (rd, wr) = stream.into_split();
-        stream_connection(shard, tuple, rd, wr).await;
+        stream_connection(shard, tuple, rd, wr, deadline).await;
+        drop(guard);
         return;
     };
     // A client that does not finish the handshake in time is dropped:
-    // half-open TLS connections must not pile up.
-    let Ok(Ok(tls_stream)) =
-        tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await
+    // half-open TLS connections must not pile up. The allocate deadline runs
+    // from the accept, so the handshake counts against it too.
+    let until = (tokio::time::Instant::now() + tls.handshake_timeout).min(deadline);
+    let Ok(Ok(tls_stream)) = tokio::time::timeout_at(until, tls.acceptor.accept(stream)).await
     else {
         shard.borrow_mut().tls_handshake_failures += 1;
         return;
@@ -97,7 +138,8 @@ async fn connection(
         server: local,
     };
     let (rd, wr) = tokio::io::split(tls_stream);
-    stream_connection(shard, tuple, rd, wr).await;
+    stream_connection(shard, tuple, rd, wr, deadline).await;
+    drop(guard);
 }
 
 /// Writes queued frames to a stream. Over TCP the whole batch goes in one write.
@@ -131,8 +173,13 @@ where
 /// Serves one stream connection (TCP, or TLS after its handshake): STUN and
 /// ChannelData framed by `stun::framing`, replies and relayed data queued for a
 /// writer task. The allocation, if any, ends with the connection.
-async fn stream_connection<R, W>(shard: ShardRef, tuple: FiveTuple, mut rd: R, mut wr: W)
-where
+async fn stream_connection<R, W>(
+    shard: ShardRef,
+    tuple: FiveTuple,
+    mut rd: R,
+    mut wr: W,
+    deadline: tokio::time::Instant,
+) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin + 'static,
 {
@@ -164,20 +211,56 @@ where
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
     let opened = tokio::time::Instant::now();
-    'read: loop {
+    let allocate_timeout = shard.borrow().limits.allocate_timeout();
+    // When the connection is closed unless it holds an allocation by then, and
+    // why; none while it holds one.
+    let mut deadline = Some((deadline, ConnClose::AllocateTimeout));
+    let mut allocated = false;
+    // One timer, moved when the deadline moves: nothing is set up per read.
+    let sleep = tokio::time::sleep_until(opened + TCP_FIRST_MESSAGE);
+    tokio::pin!(sleep);
+    // Whether the allocation came or went; moves the deadline accordingly.
+    let recheck = |allocated: &mut bool,
+                   deadline: &mut Option<(tokio::time::Instant, ConnClose)>| {
+        let has = shard.borrow().server.has_allocation(&tuple);
+        if has && !*allocated {
+            *deadline = None;
+        } else if !has && *allocated {
+            *deadline = Some((
+                tokio::time::Instant::now() + allocate_timeout,
+                ConnClose::Idle,
+            ));
+        }
+        *allocated = has;
+    };
+    let closed_by: Option<ConnClose> = 'read: loop {
         if buf.capacity() - buf.len() < 2048 {
             buf.reserve(4096);
         }
-        let read = if first {
-            match tokio::time::timeout_at(opened + TCP_FIRST_MESSAGE, rd.read_buf(&mut buf)).await {
-                Ok(r) => r,
-                Err(_) => break,
+        let first_message = (opened + TCP_FIRST_MESSAGE, ConnClose::FirstMessageTimeout);
+        let limit = match deadline {
+            Some(d) if first && first_message.0 < d.0 => Some(first_message),
+            None if first => Some(first_message),
+            d => d,
+        };
+        if let Some((when, _)) = limit {
+            if sleep.deadline() != when {
+                sleep.as_mut().reset(when);
             }
-        } else {
-            rd.read_buf(&mut buf).await
+        }
+        // The deadline first: a client that keeps the socket readable (Binding
+        // requests in a loop) must not starve it.
+        let read = tokio::select! {
+            biased;
+            () = &mut sleep, if limit.is_some() => break 'read limit.map(|(_, why)| why),
+            () = out.ended.notified() => {
+                recheck(&mut allocated, &mut deadline);
+                continue;
+            }
+            r = rd.read_buf(&mut buf) => r,
         };
         match read {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => break None,
             Ok(_) => {}
         }
         let mut control = false;
@@ -186,7 +269,7 @@ where
             // HTTP and TLS probes at once instead of reading "GET " as a ChannelData
             // header with 21 KB to come.
             if first && buf.first().is_some_and(|b| b & 0xC0 != 0) {
-                break 'read;
+                break 'read Some(ConnClose::NotStun);
             }
             let len = match next_frame(&buf) {
                 Frame::Stun(n) => n,
@@ -194,7 +277,7 @@ where
                 Frame::NeedMore(_) => break,
                 // Not STUN: close. A connection must open with a STUN message, which
                 // also keeps HTTP and TLS probes from being read as ChannelData.
-                Frame::ChannelData { .. } | Frame::Invalid => break 'read,
+                Frame::ChannelData { .. } | Frame::Invalid => break 'read Some(ConnClose::NotStun),
             };
             first = false;
             let now = Instant::now();
@@ -217,13 +300,18 @@ where
         s.flush_soon();
         drop(s);
         if control {
+            // Only a request (answered) can create or delete an allocation.
+            recheck(&mut allocated, &mut deadline);
             start_relay_readers(&shard);
         }
-    }
+    };
     {
         let mut s = shard.borrow_mut();
         s.conns.remove(&tuple);
         s.tcp_active[usize::from(tls)] = s.tcp_active[usize::from(tls)].saturating_sub(1);
+        if let Some(why) = closed_by {
+            s.conn_closed[why as usize] += 1;
+        }
         s.server.connection_closed(Instant::now(), tuple);
     }
     // Let the writer flush what is queued, but not wait on a client that stopped

@@ -6,13 +6,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use std::rc::Rc;
+
+use super::stream::ConnOut;
 use super::{unix_now, ShardCommand, ShardRef};
 use crate::net::relay::Binder;
 use crate::ops::flood::FloodWatch;
 use crate::ops::metrics::{ShardSlot, ShardSnapshot, PUBLISH_INTERVAL};
 use crate::ops::usage::{UsageLog, UsageRecord};
 use crate::turn::server::Event;
-use crate::turn::Server;
+use crate::turn::{FastMap, FiveTuple, Server};
 
 /// Sends what relay readers (and stream connections) queued for UDP clients,
 /// once the tasks that were ready with it have run: the datagrams of all the
@@ -40,7 +43,7 @@ pub(super) async fn timer(shard: ShardRef) {
                 // deleted. Report it now, not at the next expiry.
                 let mut s = shard.borrow_mut();
                 let s = &mut *s;
-                log_events(&mut s.server, &s.usage);
+                log_events(&mut s.server, &s.usage, &s.conns);
                 continue;
             }
         }
@@ -52,13 +55,19 @@ pub(super) async fn timer(shard: ShardRef) {
             last_anchor = now;
         }
         s.server.handle_timeout(now);
-        log_events(&mut s.server, &s.usage);
+        log_events(&mut s.server, &s.usage, &s.conns);
     }
 }
 
 /// Logs what the core reports (at debug: one line per allocation, never per
-/// packet) and writes a usage record per finished allocation.
-pub(super) fn log_events(server: &mut Server<Binder>, usage: &UsageLog) {
+/// packet), writes a usage record per finished allocation, and tells a stream
+/// connection whose allocation ended without it (expired, deleted, killed) so
+/// that its allocate timeout starts again (see `stream`).
+pub(super) fn log_events(
+    server: &mut Server<Binder>,
+    usage: &UsageLog,
+    conns: &FastMap<FiveTuple, Rc<ConnOut>>,
+) {
     let record = usage.enabled();
     for e in server.drain_events() {
         match e {
@@ -81,6 +90,9 @@ pub(super) fn log_events(server: &mut Server<Binder>, usage: &UsageLog) {
                 if record {
                     usage.write(&UsageRecord::new(&a, reason));
                 }
+                if let Some(c) = conns.get(&a.tuple) {
+                    c.allocation_ended();
+                }
             }
         }
     }
@@ -101,6 +113,7 @@ pub(super) fn publish(shard: &ShardRef, slot: &ShardSlot) {
         tcp_total: s.tcp_total,
         in_process: s.in_process,
         tls_handshake_failures: s.tls_handshake_failures,
+        conn_closed: s.conn_closed,
     };
     drop(s);
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
@@ -145,7 +158,7 @@ pub(super) async fn commands(shard: ShardRef, mut rx: mpsc::UnboundedReceiver<Sh
                 let _ = reply.send(s.server.kill(now, &filter));
             }
         }
-        log_events(&mut s.server, &s.usage);
+        log_events(&mut s.server, &s.usage, &s.conns);
     }
 }
 
@@ -161,6 +174,6 @@ pub(super) async fn recheck_on_change(shard: ShardRef, mut generation: watch::Re
                 "credentials removed or revoked: allocations ended"
             );
         }
-        log_events(&mut s.server, &s.usage);
+        log_events(&mut s.server, &s.usage, &s.conns);
     }
 }

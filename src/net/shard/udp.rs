@@ -12,7 +12,7 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 
 use super::relay_reader::start_relay_readers;
 use super::{ShardRef, State, SLOT};
-use crate::net::mmsg::SendBatch;
+use crate::net::mmsg::{classify_send_error, SendBatch, SendFailure};
 use crate::net::relay::RelaySocket;
 use crate::net::sockets;
 use crate::turn::server::DropReason;
@@ -78,7 +78,10 @@ pub(super) fn send(udp: &mut [UdpListener], tuple: &FiveTuple, data: &[u8]) -> u
     // Straight to sendmsg, not gated on readiness tokio has seen: a UDP
     // send never needs to wait, and a full socket buffer drops the
     // datagram, as the network would.
-    let full = l.state.try_send(socket.into(), &t).is_err();
+    let full = match l.state.try_send(socket.into(), &t) {
+        Ok(()) => false,
+        Err(e) => classify_send_error(&e) == SendFailure::Full,
+    };
     dropped + u64::from(full)
 }
 

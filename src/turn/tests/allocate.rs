@@ -169,6 +169,64 @@ fn user_quota_is_486() {
 }
 
 #[test]
+fn client_ip_quota_is_486_whatever_the_user() {
+    let quota = QuotaTracker::new(0, 0).with_per_ip(2);
+    let mut h = H::with(base_config(), users(), quota);
+    allocated(&mut h, "192.0.2.10:1000");
+    let mut bob = Client::udp("bob", "bob-pw", "192.0.2.10:1001");
+    h.allocate(&mut bob).expect_success();
+    // The third from that address is refused, whichever user asks.
+    let mut third = Client::alice("192.0.2.10:1002");
+    let r = h.allocate(&mut third);
+    r.expect_error(486);
+    assert!(r.msg().has_integrity());
+    let mut over_tcp = Client::on("bob", "bob-pw", tcp("192.0.2.10:1003"));
+    h.allocate(&mut over_tcp).expect_error(486);
+    assert_eq!(
+        h.srv.binder().calls.len(),
+        2,
+        "no relay opened for a refused one"
+    );
+    // Another address is not affected.
+    allocated(&mut h, "192.0.2.11:1000");
+    let q = h.srv.stats().quota_rejections;
+    assert_eq!(q[QuotaKind::ClientIp as usize], 2);
+    assert_eq!(q.iter().sum::<u64>(), 2);
+    // Deleting one frees a place for that address.
+    h.refresh(&mut bob, Some(0)).expect_success();
+    h.allocate(&mut third).expect_success();
+    // An expired allocation gives its place back too.
+    h.at(secs(601));
+    h.allocate(&mut over_tcp).expect_success();
+}
+
+#[test]
+fn default_quotas_let_one_user_hold_1000_allocations_from_1000_addresses() {
+    use crate::turn::quota::{DEFAULT_PER_IP, DEFAULT_PER_USER};
+    let quota = QuotaTracker::new(DEFAULT_PER_USER, 0).with_per_ip(DEFAULT_PER_IP);
+    let mut cfg = base_config();
+    cfg.relay_ports = 40000..=60000;
+    let mut h = H::with(cfg, users(), quota);
+    for i in 0..1000u32 {
+        let client = format!("10.{}.{}.{}:40000", i >> 16, (i >> 8) & 0xff, i & 0xff);
+        allocated(&mut h, &client);
+    }
+    assert_eq!(h.srv.allocations(), 1000);
+    assert_eq!(h.shared.quota.total(), 1000);
+    assert_eq!(h.srv.stats().quota_rejections.iter().sum::<u64>(), 0);
+    // The same user from one address stops at the per-address cap.
+    for port in 0..DEFAULT_PER_IP as u16 - 1 {
+        allocated(&mut h, &format!("10.0.0.0:{}", 1000 + port));
+    }
+    let mut last = Client::alice("10.0.0.0:65000");
+    h.allocate(&mut last).expect_error(486);
+    assert_eq!(
+        h.srv.stats().quota_rejections[QuotaKind::ClientIp as usize],
+        1
+    );
+}
+
+#[test]
 fn total_quota_is_508() {
     let mut h = H::with(base_config(), users(), QuotaTracker::new(0, 1));
     allocated(&mut h, "192.0.2.10:1000");
