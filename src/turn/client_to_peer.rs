@@ -31,14 +31,25 @@ impl<B: RelayBinder> Server<B> {
         else {
             return self.drop_packet(DropReason::Malformed);
         };
+        let Some(a) = self.table.get(id) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        // Family before policy, as RFC 8656 §9.1 and §11 order them: a peer the
+        // allocation has no relay for is a family mismatch whatever the policy says.
+        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
+            return self.drop_packet(DropReason::FamilyMismatch);
+        };
+        // RFC 8656 §11.2: a server that cannot set DF on this datagram treats
+        // DONT-FRAGMENT as an unknown comprehension-required attribute. DF is a
+        // property of the relay socket, set when the Allocate asked for it.
+        if !a.dont_fragment && msg.has(DONT_FRAGMENT) {
+            return self.drop_packet(DropReason::UnknownAttribute);
+        }
         let Some(dest) = self.peer_destination(peer) else {
             return self.drop_packet(DropReason::DeniedPeer);
         };
         let Some(a) = self.table.get_mut(id) else {
             return self.drop_packet(DropReason::NoAllocation);
-        };
-        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
-            return self.drop_packet(DropReason::FamilyMismatch);
         };
         if !a.permitted(peer.ip(), now) {
             return self.drop_packet(DropReason::NoPermission);

@@ -199,6 +199,11 @@ impl<B: RelayBinder> Server<B> {
                 }
                 o
             }
+            // RFC 8489 §6.3.2: an indication with an unknown comprehension-required
+            // attribute is discarded (there is no 420 to answer with).
+            (Class::Indication, _) if !msg.unknown_required().is_empty() => {
+                self.drop_packet(DropReason::UnknownAttribute)
+            }
             (Class::Indication, Method::Send) => self.handle_send(now, tuple, &msg, data),
             // Binding indications are keep-alives (RFC 8489 §6.3.2): no answer.
             (Class::Indication, Method::Binding) => Output::None,

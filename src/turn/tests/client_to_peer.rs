@@ -15,6 +15,59 @@ fn send_to_denied_peer_is_dropped() {
 }
 
 #[test]
+fn send_to_peer_of_the_other_family_is_a_family_mismatch_even_when_denied() {
+    // RFC 8656 §11.2 with §9.1's order: the family comes before the policy, so
+    // an IPv6 peer on an IPv4 allocation is counted as such, denied or not.
+    let mut h = H::new();
+    let (c, _) = allocated(&mut h, "192.0.2.10:1000");
+    for peer in ["[::1]:22", PEER_V6] {
+        let (o, _) = h.send_raw(
+            c.tuple,
+            &send_indication(TransactionId::random(), sa(peer), b"x"),
+        );
+        assert_eq!(o, Output::None);
+    }
+    assert_eq!(h.drops(DropReason::FamilyMismatch), 2);
+    assert_eq!(h.drops(DropReason::DeniedPeer), 0);
+}
+
+#[test]
+fn send_with_dont_fragment_needs_an_allocation_that_sets_df() {
+    // RFC 8656 §11.2: a server that cannot set DF treats DONT-FRAGMENT in a
+    // Send indication as an unknown comprehension-required attribute: discarded.
+    // DF is a property of the relay socket, asked for in the Allocate.
+    let send_df = || {
+        let mut buf = BytesMut::new();
+        let mut b = MessageBuilder::new(
+            &mut buf,
+            Method::Send,
+            Class::Indication,
+            TransactionId::random(),
+        );
+        b.add(&XorPeerAddress(sa(PEER_A)));
+        b.add(&Data(b"x"));
+        b.add_raw(attr::DONT_FRAGMENT, &[]);
+        b.finish();
+        buf.to_vec()
+    };
+    let mut h = H::new();
+    let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
+    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let (o, _) = h.send_raw(c.tuple, &send_df());
+    assert_eq!(o, Output::None);
+    assert_eq!(h.drops(DropReason::UnknownAttribute), 1);
+    let mut d = Client::alice("192.0.2.11:1000");
+    h.allocate_with(&mut d, |b| {
+        b.add_raw(attr::DONT_FRAGMENT, &[]);
+    })
+    .expect_success();
+    h.create_permission(&mut d, &[sa(PEER_A)]).expect_success();
+    let (o, _) = h.send_raw(d.tuple, &send_df());
+    assert!(matches!(o, Output::ToPeer { .. }), "{o:?}");
+    assert_eq!(h.drops(DropReason::UnknownAttribute), 1);
+}
+
+#[test]
 fn send_indication_relays_the_data_range() {
     let mut h = H::new();
     let (mut c, relay) = allocated(&mut h, "192.0.2.10:1000");

@@ -37,6 +37,77 @@ fn unknown_required_attribute_in_allocate_is_420() {
 }
 
 #[test]
+fn unknown_required_attribute_in_every_turn_request_is_420() {
+    // RFC 8489 §6.3.1: requests keep getting 420 with UNKNOWN-ATTRIBUTES, signed,
+    // and change nothing; only indications are discarded instead.
+    let mut h = H::new();
+    let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
+    let unknown = |b: &mut MessageBuilder| {
+        b.add_raw(0x0031, &[0; 4]);
+    };
+    let cases: [(Method, fn(&mut MessageBuilder)); 3] = [
+        (Method::Refresh, |_| {}),
+        (Method::CreatePermission, |b| {
+            b.add(&XorPeerAddress(sa(PEER_A)));
+        }),
+        (Method::ChannelBind, |b| {
+            b.add(&ChannelNumber(0x4000));
+            b.add(&XorPeerAddress(sa(PEER_A)));
+        }),
+    ];
+    for (method, f) in cases {
+        let r = h.call(&mut c, method, |b| {
+            f(b);
+            unknown(b);
+        });
+        r.expect_error(420);
+        assert!(r.msg().has_integrity(), "{method:?}");
+        let types: Vec<u16> = r
+            .msg()
+            .get::<UnknownAttributes>()
+            .unwrap()
+            .unwrap()
+            .types()
+            .collect();
+        assert_eq!(types, vec![0x0031], "{method:?}");
+    }
+    // Nothing was installed: the channel number is still free for another peer.
+    h.channel_bind(&mut c, 0x4000, sa(PEER_B)).expect_success();
+}
+
+#[test]
+fn indication_with_unknown_required_attribute_is_discarded_and_counted() {
+    let mut h = H::new();
+    let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
+    h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
+    let indication = |method: Method, typ: u16| {
+        let mut buf = BytesMut::new();
+        let mut b =
+            MessageBuilder::new(&mut buf, method, Class::Indication, TransactionId::random());
+        if method == Method::Send {
+            b.add(&XorPeerAddress(sa(PEER_A)));
+            b.add(&Data(b"payload"));
+        }
+        b.add_raw(typ, &[0; 4]);
+        b.finish();
+        buf.to_vec()
+    };
+    // RFC 8489 §6.3.2: a Send indication with one is not relayed.
+    let (o, _) = h.send_raw(c.tuple, &indication(Method::Send, 0x0031));
+    assert_eq!(o, Output::None);
+    assert_eq!(h.drops(DropReason::UnknownAttribute), 1);
+    assert_eq!(h.srv.stats().to_peer_packets[0], 0);
+    // Nor is a Binding indication (a keep-alive) answered or taken silently.
+    let (o, _) = h.send_raw(c.tuple, &indication(Method::Binding, 0x7FFF));
+    assert_eq!(o, Output::None);
+    assert_eq!(h.drops(DropReason::UnknownAttribute), 2);
+    // An unknown comprehension-optional attribute is ignored: relayed.
+    let (o, _) = h.send_raw(c.tuple, &indication(Method::Send, 0x8031));
+    assert!(matches!(o, Output::ToPeer { .. }), "{o:?}");
+    assert_eq!(h.drops(DropReason::UnknownAttribute), 2);
+}
+
+#[test]
 fn unknown_required_attribute_in_binding_is_420() {
     let mut h = H::new();
     let tuple = udp("192.0.2.10:1000");
