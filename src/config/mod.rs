@@ -199,6 +199,9 @@ pub struct Config {
     /// Data-path shards; 0 = one per CPU core (see
     /// [`Config::effective_threads`]).
     pub threads: usize,
+    /// The longest datagram or stream frame taken from a client
+    /// (`server.max-message-size`); see [`crate::turn::DEFAULT_MAX_MESSAGE_SIZE`].
+    pub max_message_size: usize,
     /// Logging.
     pub log: LogConfig,
     /// Relay addresses, ports and lifetimes.
@@ -300,6 +303,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         realm,
         software,
         threads,
+        max_message_size,
         log,
     } = validate_server(server)?;
     let relay = validate_relay(relay)?;
@@ -330,6 +334,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         realm,
         software,
         threads,
+        max_message_size,
         log,
         relay,
         auth,

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use super::relay_reader::start_relay_readers;
 use super::{ShardRef, TlsParams};
 use crate::stun::framing::{next_frame, Frame};
+use crate::turn::server::DropReason;
 use crate::turn::{FiveTuple, Output, Transport};
 
 /// Relayed bytes a slow TCP client may have queued before further ones are
@@ -163,6 +164,8 @@ where
 
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
+    // Bytes of an oversized frame still to come, discarded as they arrive.
+    let mut skip = 0usize;
     let opened = tokio::time::Instant::now();
     'read: loop {
         if buf.capacity() - buf.len() < 2048 {
@@ -180,6 +183,15 @@ where
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        if skip > 0 {
+            let n = skip.min(buf.len());
+            buf.advance(n);
+            skip -= n;
+            if skip > 0 {
+                continue;
+            }
+        }
+        let max = shard.borrow().server.config().max_message_size;
         let mut control = false;
         loop {
             // A connection must open with a STUN message (top bits 00): this closes
@@ -191,11 +203,29 @@ where
             let len = match next_frame(&buf) {
                 Frame::Stun(n) => n,
                 Frame::ChannelData { len, .. } if !first => len,
+                // A frame over `max-message-size` is known by its header: skip it
+                // without buffering it (its length keeps the framing), as UDP
+                // drops such a datagram. Closing instead would end the
+                // allocation (RFC 8656 §3.1) over one packet.
+                Frame::NeedMore(n) if n > max => n,
                 Frame::NeedMore(_) => break,
                 // Not STUN: close. A connection must open with a STUN message, which
                 // also keeps HTTP and TLS probes from being read as ChannelData.
                 Frame::ChannelData { .. } | Frame::Invalid => break 'read,
             };
+            if len > max {
+                shard
+                    .borrow_mut()
+                    .server
+                    .count_drop(DropReason::Oversized, 1);
+                let n = len.min(buf.len());
+                buf.advance(n);
+                skip = len - n;
+                if skip > 0 {
+                    break;
+                }
+                continue;
+            }
             first = false;
             let now = Instant::now();
             {
