@@ -246,7 +246,7 @@ async fn default_policy_denies_loopback_and_metadata_peers_on_the_wire() {
             .create_permission(&[peer.parse().unwrap()])
             .await
             .unwrap_err();
-        // The family comes before the policy (RFC 8656 §9.2): an IPv6 address
+        // The family comes before the policy (RFC 8656 §10.2): an IPv6 address
         // on an IPv4 allocation is 443, denied or not.
         let want = if peer.starts_with('[') { 443 } else { 403 };
         assert_eq!(err.code(), Some(want), "{peer}: {err}");

@@ -46,11 +46,11 @@ impl<B: RelayBinder> Server<B> {
             return self.error(out, msg, 437, key);
         };
         // Validate every address before installing any: the request succeeds or
-        // fails as a whole (RFC 8656 §9.2).
+        // fails as a whole (RFC 8656 §10.2).
         let max = self.cfg.max_permissions_per_allocation;
         let mut new = 0usize;
         let mut ips: [Option<IpAddr>; 16] = [None; 16];
-        // RFC 8656 §9.2 orders the checks: malformed (400), then a family the
+        // RFC 8656 §10.2 orders the checks: malformed (400), then a family the
         // allocation has no relay for (443, a MUST), then the server's own
         // restrictions (403, a MAY), each over every address. coturn's
         // `turnutils_uclient -G` depends on the 443 coming first.

@@ -50,7 +50,7 @@ fn ipv6_peer_on_ipv4_allocation_is_443() {
 
 #[test]
 fn family_mismatch_is_443_before_the_policy_403() {
-    // RFC 8656 §9.2 and §12.2: the family is a MUST (443), the policy a MAY (403),
+    // RFC 8656 §10.2 and §12.2: the family is a MUST (443), the policy a MAY (403),
     // so a denied address of the wrong family is 443. coturn's
     // `turnutils_uclient -G` (an IPv6 peer on an IPv4 allocation) aborts on 403.
     let mut h = H::new();
