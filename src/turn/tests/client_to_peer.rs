@@ -255,7 +255,7 @@ fn channel_data_rules_from_the_client() {
         assert_eq!(h.send_raw(c.tuple, &msg).0, Output::None, "{n:#06x}");
     }
     assert_eq!(h.drops(DropReason::Malformed), 3);
-    // A bound number with nothing behind it: discarded.
+    // A number in range but not bound: discarded.
     let msg = channel_data_msg(0x4001, b"x", false);
     assert_eq!(h.send_raw(c.tuple, &msg).0, Output::None);
     assert_eq!(h.drops(DropReason::UnknownChannel), 1);
