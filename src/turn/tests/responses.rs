@@ -45,7 +45,8 @@ fn unknown_required_attribute_in_every_turn_request_is_420() {
     let unknown = |b: &mut MessageBuilder| {
         b.add_raw(0x0031, &[0; 4]);
     };
-    let cases: [(Method, fn(&mut MessageBuilder)); 3] = [
+    type Attrs = fn(&mut MessageBuilder);
+    let cases: [(Method, Attrs); 3] = [
         (Method::Refresh, |_| {}),
         (Method::CreatePermission, |b| {
             b.add(&XorPeerAddress(sa(PEER_A)));
@@ -278,7 +279,7 @@ fn message_over_max_message_size_is_dropped_unanswered_and_counted() {
     assert_eq!(h.send_raw(tuple, &binding_of(2052).0).0, Output::None);
     assert_eq!(h.drops(DropReason::Oversized), 2);
     // So is an oversized TURN request: not even challenged.
-    let mut c = Client::alice("192.0.2.11:1000");
+    let c = Client::alice("192.0.2.11:1000");
     let alloc = c.unauthenticated(Method::Allocate, &|b: &mut MessageBuilder| {
         b.add(&RequestedTransport(PROTOCOL_UDP));
         b.add_raw(0x8031, &[0; 4000]);
