@@ -46,6 +46,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.realm, "ferroturn");
     assert_eq!(config.software, None);
     assert_eq!(config.threads, 0);
+    assert_eq!(config.max_message_size, 2048);
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Human);
     assert!(config.relay.relay_ips.is_empty());
@@ -145,6 +146,7 @@ fn every_key_can_be_set() {
         realm = "example.org"
         software = "ferroturn test"
         threads = 4
+        max-message-size = 9000
         log-level = "info,ferroturn=debug"
         log-format = "json"
 
@@ -189,6 +191,7 @@ fn every_key_can_be_set() {
     assert_eq!(config.software.as_deref(), Some("ferroturn test"));
     assert_eq!(config.threads, 4);
     assert_eq!(config.effective_threads(), 4);
+    assert_eq!(config.max_message_size, 9000);
     assert_eq!(config.log.level, "info,ferroturn=debug");
     assert_eq!(config.log.format, LogFormat::Json);
 
@@ -374,6 +377,16 @@ fn each_rule_names_its_key() {
             "threads huge",
             "[server]\nthreads = 100000".into(),
             "server.threads",
+        ),
+        (
+            "max-message-size below 548",
+            "[server]\nmax-message-size = 547".into(),
+            "server.max-message-size",
+        ),
+        (
+            "max-message-size over 65535",
+            "[server]\nmax-message-size = 65536".into(),
+            "server.max-message-size",
         ),
         (
             "log-level empty",
@@ -605,6 +618,8 @@ fn each_rule_names_its_key() {
     for ok in [
         format!("[server]\nrealm = \"{long_bytes}\""),
         "[server]\nthreads = 1024".to_owned(),
+        "[server]\nmax-message-size = 548".to_owned(),
+        "[server]\nmax-message-size = 65535".to_owned(),
         "[relay]\nport-range = \"1-65535\"".to_owned(),
         "[relay]\nport-range = \"5000-5000\"".to_owned(),
         "[relay]\ndefault-lifetime = 600\nmax-lifetime = 600".to_owned(),

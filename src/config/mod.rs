@@ -204,6 +204,9 @@ pub struct Config {
     /// Data-path shards; 0 = one per CPU core (see
     /// [`Config::effective_threads`]).
     pub threads: usize,
+    /// The longest datagram or stream frame taken from a client
+    /// (`server.max-message-size`); see [`crate::turn::DEFAULT_MAX_MESSAGE_SIZE`].
+    pub max_message_size: usize,
     /// Logging.
     pub log: LogConfig,
     /// Relay addresses, ports and lifetimes.
@@ -308,6 +311,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         realm,
         software,
         threads,
+        max_message_size,
         log,
     } = validate_server(server)?;
     let relay = validate_relay(relay)?;
@@ -339,6 +343,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         realm,
         software,
         threads,
+        max_message_size,
         log,
         relay,
         auth,

@@ -1,5 +1,6 @@
-//! `[server]`: listening addresses, REALM and SOFTWARE, threads, and
-//! logging (`log-level`, `log-format`).
+//! `[server]`: listening addresses, REALM and SOFTWARE, threads, the
+//! largest message taken from clients (`max-message-size`), and logging
+//! (`log-level`, `log-format`).
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,14 @@ const MAX_TEXT_BYTES: usize = 763;
 /// Upper bound for `server.threads`; anything above is surely a typo and
 /// would only waste memory on idle shards.
 const MAX_THREADS: i64 = 1024;
+/// Lower bound of `server.max-message-size`: 548 bytes is what RFC 8489 §6.1
+/// lets a client send over UDP without knowing the path MTU (576-byte IPv4
+/// datagrams minus the IP and UDP headers), so a smaller limit would refuse
+/// well-behaved requests.
+const MIN_MESSAGE_SIZE: i64 = 548;
+/// Upper bound of `server.max-message-size`: the largest UDP payload and
+/// more than any STUN message's 16-bit length allows.
+const MAX_MESSAGE_SIZE: i64 = 65_535;
 
 /// `[server]` as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -28,6 +37,9 @@ pub struct RawServer {
     pub software: String,
     /// `threads`; 0 means one per CPU core.
     pub threads: i64,
+    /// `max-message-size`: bytes; longer client datagrams and stream frames
+    /// are dropped unanswered.
+    pub max_message_size: i64,
     /// `log-level`
     pub log_level: String,
     /// `log-format`
@@ -41,6 +53,7 @@ impl Default for RawServer {
             realm: "ferroturn".into(),
             software: String::new(),
             threads: 0,
+            max_message_size: crate::turn::DEFAULT_MAX_MESSAGE_SIZE as i64,
             log_level: "info".into(),
             log_format: "human".into(),
         }
@@ -73,6 +86,7 @@ pub(super) struct Server {
     pub realm: String,
     pub software: Option<String>,
     pub threads: usize,
+    pub max_message_size: usize,
     pub log: LogConfig,
 }
 
@@ -85,6 +99,12 @@ pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
     let software = validate_text("server.software", &server.software)?;
     let software = (!software.is_empty()).then_some(software);
     let threads = int_in("server.threads", server.threads, 0, MAX_THREADS)?;
+    let max_message_size = int_in(
+        "server.max-message-size",
+        server.max_message_size,
+        MIN_MESSAGE_SIZE,
+        MAX_MESSAGE_SIZE,
+    )?;
     let log = LogConfig {
         level: validate_log_level(&server.log_level)?,
         format: match server.log_format.as_str() {
@@ -104,6 +124,7 @@ pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
         realm,
         software,
         threads,
+        max_message_size,
         log,
     })
 }

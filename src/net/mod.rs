@@ -403,6 +403,7 @@ impl NetOptions {
             max_permissions_per_allocation: config.quota.max_permissions_per_allocation,
             max_channels_per_allocation: config.quota.max_channels_per_allocation,
             max_bps_per_allocation: config.quota.max_bps_per_allocation,
+            max_message_size: config.max_message_size,
             relay_ips: config.relay.relay_ips.clone(),
             external_ips: config
                 .relay

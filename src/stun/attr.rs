@@ -251,9 +251,26 @@ fn decode_text(value: &[u8], max: usize) -> Result<&str, AttrError> {
     std::str::from_utf8(value).map_err(|_| AttrError::BadUtf8)
 }
 
-/// Defines a UTF-8 text attribute borrowing the message bytes, with its RFC length cap.
+/// RFC 8489 §14.9, §14.10, §14.14: REALM, NONCE and SOFTWARE are "fewer than
+/// 128 characters (which can be as long as ... 763 bytes when decoding them)".
+pub const MAX_TEXT_CHARS: usize = 127;
+/// See [`MAX_TEXT_CHARS`].
+pub const MAX_TEXT_BYTES: usize = 763;
+
+/// Text of at most [`MAX_TEXT_BYTES`] bytes and [`MAX_TEXT_CHARS`] characters.
+/// The character count only runs when the byte count could exceed it.
+fn decode_short_text(value: &[u8]) -> Result<&str, AttrError> {
+    let s = decode_text(value, MAX_TEXT_BYTES)?;
+    if s.len() > MAX_TEXT_CHARS && s.chars().count() > MAX_TEXT_CHARS {
+        return Err(AttrError::TooLong);
+    }
+    Ok(s)
+}
+
+/// Defines a UTF-8 text attribute borrowing the message bytes, with its RFC
+/// length cap (`decode` is a function checking it, returning the text).
 macro_rules! text_attr {
-    ($(#[$doc:meta])* $name:ident, $typ:expr, max = $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $typ:expr, decode = $decode:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         pub struct $name<'a>(pub &'a str);
@@ -261,7 +278,7 @@ macro_rules! text_attr {
         impl<'a> Attr<'a> for $name<'a> {
             const TYPE: u16 = $typ;
             fn decode(value: &'a [u8], _tid: &TransactionId) -> Result<Self, AttrError> {
-                decode_text(value, $max).map($name)
+                $decode(value).map($name)
             }
             fn encode(&self, _tid: &TransactionId, out: &mut BytesMut) {
                 out.put_slice(self.0.as_bytes())
@@ -270,29 +287,46 @@ macro_rules! text_attr {
     };
 }
 
+/// USERNAME is "fewer than 509 bytes" of UTF-8 (RFC 8489 §14.3).
+pub const MAX_USERNAME_BYTES: usize = 508;
+
 text_attr!(
-    /// USERNAME (RFC 8489 §14.3): < 509 bytes (we accept up to 513 as on the wire).
-    Username, USERNAME, max = 513);
+    /// USERNAME (RFC 8489 §14.3): UTF-8, fewer than 509 bytes. A longer or
+    /// invalid one is malformed, which the server answers with 400 before any
+    /// credential lookup.
+    Username, USERNAME, decode = |v| decode_text(v, MAX_USERNAME_BYTES));
 text_attr!(
-    /// REALM (RFC 8489 §14.9): < 128 characters, < 763 bytes.
-    Realm, REALM, max = 763);
+    /// REALM (RFC 8489 §14.9): UTF-8, fewer than 128 characters, ≤ 763 bytes.
+    Realm, REALM, decode = decode_short_text);
 text_attr!(
-    /// SOFTWARE (RFC 8489 §14.14): < 128 characters, < 763 bytes.
-    Software, SOFTWARE, max = 763);
+    /// SOFTWARE (RFC 8489 §14.14): UTF-8, fewer than 128 characters, ≤ 763 bytes.
+    Software, SOFTWARE, decode = decode_short_text);
 text_attr!(
     /// ALTERNATE-DOMAIN (RFC 8489 §14.16).
-    AlternateDomain, ALTERNATE_DOMAIN, max = 255);
+    AlternateDomain, ALTERNATE_DOMAIN, decode = |v| decode_text(v, 255));
 
-/// NONCE (RFC 8489 §14.10): opaque bytes, < 763 bytes. Kept as bytes: a server
-/// compares it with what it issued, it never needs it as text.
+/// NONCE (RFC 8489 §14.10): fewer than 128 characters, ≤ 763 bytes. Kept as
+/// bytes: a server compares it with what it issued, it never needs it as text.
+/// Characters are UTF-8 scalar values where the value is UTF-8; a value that is
+/// not (it cannot be one of ours) counts one character per byte, and is left to
+/// the nonce check (438, which hands the client a fresh nonce).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Nonce<'a>(pub &'a [u8]);
 
 impl<'a> Attr<'a> for Nonce<'a> {
     const TYPE: u16 = NONCE;
     fn decode(value: &'a [u8], _tid: &TransactionId) -> Result<Self, AttrError> {
-        if value.len() > 763 {
+        if value.len() > MAX_TEXT_BYTES {
             return Err(AttrError::TooLong);
+        }
+        if value.len() > MAX_TEXT_CHARS {
+            let chars = match std::str::from_utf8(value) {
+                Ok(s) => s.chars().count(),
+                Err(_) => value.len(),
+            };
+            if chars > MAX_TEXT_CHARS {
+                return Err(AttrError::TooLong);
+            }
         }
         Ok(Nonce(value))
     }

@@ -67,6 +67,11 @@ impl<B: RelayBinder> Server<B> {
         if additional && requested_family.is_some() {
             return self.error(out, msg, 400, key);
         }
+        // RFC 8656 §7.2 rule 8: a reserved port pair is one address, so it cannot
+        // come with a second family.
+        if additional && matches!(even_port, Some(EvenPort { reserve: true })) {
+            return self.error(out, msg, 400, key);
+        }
         if let Some(drain) = &self.drain {
             // Authenticated first, so the 300 carries MESSAGE-INTEGRITY and a
             // client can trust the redirection (RFC 8489 §10).

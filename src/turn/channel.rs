@@ -1,5 +1,5 @@
 //! ChannelBind (RFC 8656 §12): channel numbers 0x4000–0x4FFF, conflicts (400),
-//! the policy and family checks, the channel and permission quotas, and the
+//! the family (443) and policy (403) checks, in that order, the channel and permission quotas, and the
 //! binding's lifetime (10 minutes, then a 5-minute cool-down during which the
 //! number and the peer stay reserved, §12.2).
 
@@ -44,14 +44,17 @@ impl<B: RelayBinder> Server<B> {
         let Some(alloc) = self.table.get(id) else {
             return self.error(out, msg, 437, key);
         };
-        if !self.ip_allowed(peer.ip()) || self.peer_destination(peer).is_none() {
-            return self.error(out, msg, 403, key);
+        // RFC 8656 §12.2 orders the checks: the 400s (number in range, neither
+        // the number nor the peer bound to another), then the family (443, a
+        // MUST), then the server's own restrictions (403, a MAY).
+        if alloc.channel_conflict(number, peer) {
+            return self.error(out, msg, 400, key);
         }
         if alloc.relay_for(peer.ip()).is_none() {
             return self.error(out, msg, 443, key);
         }
-        if alloc.channel_conflict(number, peer) {
-            return self.error(out, msg, 400, key);
+        if !self.ip_allowed(peer.ip()) || self.peer_destination(peer).is_none() {
+            return self.error(out, msg, 403, key);
         }
         let (max_ch, max_perm) = (
             self.cfg.max_channels_per_allocation,

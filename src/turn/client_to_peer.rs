@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::output::Output;
 use super::server::Server;
 use super::stats::DropReason;
-use super::{FiveTuple, RelayBinder};
+use super::{FiveTuple, RelayBinder, Transport};
 use crate::stun::attr::*;
 use crate::stun::channel_data::{self, ChannelData};
 use crate::stun::Message;
@@ -31,14 +31,32 @@ impl<B: RelayBinder> Server<B> {
         else {
             return self.drop_packet(DropReason::Malformed);
         };
+        let Some(a) = self.table.get(id) else {
+            return self.drop_packet(DropReason::NoAllocation);
+        };
+        // Family before policy, as RFC 8656 §10.2 and §12.2 order them for
+        // requests: a peer the allocation has no relay for is a family mismatch
+        // whatever the policy says (and counted as such).
+        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
+            return self.drop_packet(DropReason::FamilyMismatch);
+        };
+        // RFC 8656 §11.2: a server that cannot set DF on this datagram treats
+        // DONT-FRAGMENT as an unknown comprehension-required attribute. DF is a
+        // property of the relay socket, set when the Allocate asked for it. The
+        // attribute only matters towards IPv4 peers, and not when the client came
+        // over IPv6 UDP: §13 says a translating server MUST ignore it.
+        if !a.dont_fragment
+            && peer.is_ipv4()
+            && !(tuple.transport == Transport::Udp && tuple.client.is_ipv6())
+            && msg.has(DONT_FRAGMENT)
+        {
+            return self.drop_packet(DropReason::UnknownAttribute);
+        }
         let Some(dest) = self.peer_destination(peer) else {
             return self.drop_packet(DropReason::DeniedPeer);
         };
         let Some(a) = self.table.get_mut(id) else {
             return self.drop_packet(DropReason::NoAllocation);
-        };
-        let Some(relay) = a.relay_for(peer.ip()).map(|r| r.id) else {
-            return self.drop_packet(DropReason::FamilyMismatch);
         };
         if !a.permitted(peer.ip(), now) {
             return self.drop_packet(DropReason::NoPermission);

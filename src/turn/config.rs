@@ -20,6 +20,17 @@ pub const PEER_TAILROOM: usize = 3;
 /// (RFC 8656 §7.2 suggests about 30 seconds).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
+/// The default of [`ServerConfig::max_message_size`] (`server.max-message-size`):
+/// 2,048 bytes. What a WebRTC client sends stays far below it: media and data
+/// channel packets carry at most about 1,200 bytes (libwebrtc's RTP and SCTP
+/// packet size) and never more than a 1,500-byte Ethernet MTU allows (1,472
+/// bytes of UDP payload over IPv4), with 4 bytes of ChannelData header (+3 of
+/// padding on streams) or about 60 of Send indication around them; requests with
+/// credentials are a few hundred bytes. So 2,048 leaves ~500 bytes of margin over
+/// the largest packet a 1,500-byte path carries unfragmented, while a 4,000-byte
+/// "request" (an amplification or parser probe) is dropped unparsed.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 2048;
+
 /// Settings of the core, derived from the validated configuration.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -35,6 +46,12 @@ pub struct ServerConfig {
     /// Bytes per second each allocation may relay in each direction; 0 =
     /// unlimited. Beyond it datagrams are dropped (`DropReason::RateLimit`).
     pub max_bps_per_allocation: u64,
+    /// The longest datagram or stream frame taken from a client, in bytes (a
+    /// stream's ChannelData counted with its padding). Longer ones are dropped
+    /// unparsed and never answered (`DropReason::Oversized`). See
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`] for why 2,048; raised by operators who relay
+    /// bigger payloads (jumbo frames, tests of 64 KiB datagrams).
+    pub max_message_size: usize,
     /// Addresses relay sockets bind to, at most one per family. Without one for a
     /// family, relays bind to the server address the client reached.
     pub relay_ips: Vec<IpAddr>,
@@ -66,6 +83,7 @@ impl ServerConfig {
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             max_bps_per_allocation: 0,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             relay_ips: Vec::new(),
             external_ips: Vec::new(),
             relay_ports: 49152..=65535,

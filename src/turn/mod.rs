@@ -37,7 +37,9 @@ mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use server::{AllocationSummary, Output, PeerOutput, Server, ServerConfig, Shared};
+pub use server::{
+    AllocationSummary, Output, PeerOutput, Server, ServerConfig, Shared, DEFAULT_MAX_MESSAGE_SIZE,
+};
 
 /// A hash map for lookups on the packet path: foldhash's quality hasher, seeded
 /// at random per map, several times faster than std's SipHash on a 5-tuple

@@ -1,5 +1,5 @@
 //! CreatePermission (RFC 8656 §9): every XOR-PEER-ADDRESS validated before any
-//! is installed, the peer policy (403), the family check (443) and the
+//! is installed, the family check (443) before the peer policy (403), then the
 //! per-allocation permission quota (508). Permissions expire after
 //! `permission-lifetime` (§9, 300 s by default) unless refreshed.
 
@@ -46,19 +46,18 @@ impl<B: RelayBinder> Server<B> {
             return self.error(out, msg, 437, key);
         };
         // Validate every address before installing any: the request succeeds or
-        // fails as a whole (RFC 8656 §9.2).
+        // fails as a whole (RFC 8656 §10.2).
         let max = self.cfg.max_permissions_per_allocation;
         let mut new = 0usize;
         let mut ips: [Option<IpAddr>; 16] = [None; 16];
+        // RFC 8656 §10.2 orders the checks: malformed (400), then a family the
+        // allocation has no relay for (443, a MUST), then the server's own
+        // restrictions (403, a MAY), each over every address. coturn's
+        // `turnutils_uclient -G` depends on the 443 coming first.
         for (count, p) in peers.enumerate() {
             let Ok(p) = p else {
                 return self.error(out, msg, 400, key);
             };
-            // Policy before family: a denied address is refused as such (403),
-            // whichever family it is written in.
-            if !self.ip_allowed(p.ip()) {
-                return self.error(out, msg, 403, key);
-            }
             if alloc.relay_for(p.ip()).is_none() {
                 return self.error(out, msg, 443, key);
             }
@@ -71,6 +70,9 @@ impl<B: RelayBinder> Server<B> {
                 return self.error(out, msg, 400, key);
             }
             ips[count] = Some(p.ip());
+        }
+        if ips.iter().flatten().any(|ip| !self.ip_allowed(*ip)) {
+            return self.error(out, msg, 403, key);
         }
         if max != 0 && alloc.permissions.len() + new > max as usize {
             self.stats.quota_rejections[QuotaKind::Permissions as usize] += 1;

@@ -35,7 +35,9 @@ use super::table::Table;
 use crate::stun::channel_data;
 use crate::stun::{Class, Message, Method};
 
-pub use super::config::{ServerConfig, PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME};
+pub use super::config::{
+    ServerConfig, DEFAULT_MAX_MESSAGE_SIZE, PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME,
+};
 pub use super::output::{
     AllocationSummary, CloseReason, Drain, Event, KillFilter, Output, PeerOutput, Session,
 };
@@ -169,7 +171,9 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Handles one datagram (UDP) or one framed message (stream) from a client.
-    /// A reply, if any, is written to `out` (which is cleared first).
+    /// A reply, if any, is written to `out` (which is cleared first). Data
+    /// longer than `max_message_size` is dropped unparsed (the stream driver
+    /// skips such frames before buffering them whole, see `net::shard::stream`).
     pub fn handle_client(
         &mut self,
         now: Instant,
@@ -177,6 +181,11 @@ impl<B: RelayBinder> Server<B> {
         data: &[u8],
         out: &mut BytesMut,
     ) -> Output {
+        // Before any parsing: nothing a client needs to send is this long, and
+        // what is never parsed can be neither answered nor amplified.
+        if data.len() > self.cfg.max_message_size {
+            return self.drop_packet(DropReason::Oversized);
+        }
         if channel_data::looks_like_channel_data(data) {
             return self.handle_channel_data(now, tuple, data);
         }
@@ -198,6 +207,11 @@ impl<B: RelayBinder> Server<B> {
                     self.count_response(method, out);
                 }
                 o
+            }
+            // RFC 8489 §6.3.2: an indication with an unknown comprehension-required
+            // attribute is discarded (there is no 420 to answer with).
+            (Class::Indication, _) if !msg.unknown_required().is_empty() => {
+                self.drop_packet(DropReason::UnknownAttribute)
             }
             (Class::Indication, Method::Send) => self.handle_send(now, tuple, &msg, data),
             // Binding indications are keep-alives (RFC 8489 §6.3.2): no answer.

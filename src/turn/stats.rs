@@ -36,10 +36,18 @@ pub enum DropReason {
     Backlog,
     /// Over the allocation's `max-bps-per-allocation` in that direction.
     RateLimit,
+    /// An indication with an unknown comprehension-required attribute (RFC 8489
+    /// §6.3.2: discarded), or a Send indication asking for DONT-FRAGMENT on an
+    /// allocation whose relay socket does not set DF (RFC 8656 §11.2: treated
+    /// as such an attribute).
+    UnknownAttribute,
+    /// A datagram or stream frame from a client longer than `max-message-size`:
+    /// dropped unparsed, never answered.
+    Oversized,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -51,6 +59,8 @@ impl DropReason {
         DropReason::FamilyMismatch,
         DropReason::Backlog,
         DropReason::RateLimit,
+        DropReason::UnknownAttribute,
+        DropReason::Oversized,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -65,6 +75,8 @@ impl DropReason {
             DropReason::FamilyMismatch => "family_mismatch",
             DropReason::Backlog => "backlog",
             DropReason::RateLimit => "rate_limit",
+            DropReason::UnknownAttribute => "unknown_attribute",
+            DropReason::Oversized => "oversized",
         }
     }
 }

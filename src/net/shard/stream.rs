@@ -24,6 +24,7 @@ use super::relay_reader::start_relay_readers;
 use super::{ShardRef, TlsParams};
 use crate::net::connections::{ConnClose, ConnGuard};
 use crate::stun::framing::{next_frame, Frame};
+use crate::turn::server::DropReason;
 use crate::turn::{FiveTuple, Output, Transport};
 
 /// Relayed bytes a slow TCP client may have queued before further ones are
@@ -210,6 +211,8 @@ async fn stream_connection<R, W>(
 
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
+    // Bytes of an oversized frame still to come, discarded as they arrive.
+    let mut skip = 0usize;
     let opened = tokio::time::Instant::now();
     let allocate_timeout = shard.borrow().limits.allocate_timeout();
     // When the connection is closed unless it holds an allocation by then, and
@@ -263,6 +266,15 @@ async fn stream_connection<R, W>(
             Ok(0) | Err(_) => break None,
             Ok(_) => {}
         }
+        if skip > 0 {
+            let n = skip.min(buf.len());
+            buf.advance(n);
+            skip -= n;
+            if skip > 0 {
+                continue;
+            }
+        }
+        let max = shard.borrow().server.config().max_message_size;
         let mut control = false;
         loop {
             // A connection must open with a STUN message (top bits 00): this closes
@@ -274,11 +286,29 @@ async fn stream_connection<R, W>(
             let len = match next_frame(&buf) {
                 Frame::Stun(n) => n,
                 Frame::ChannelData { len, .. } if !first => len,
+                // A frame over `max-message-size` is known by its header: skip it
+                // without buffering it (its length keeps the framing), as UDP
+                // drops such a datagram. Closing instead would end the
+                // allocation (RFC 8656 §3.1) over one packet.
+                Frame::NeedMore(n) if n > max => n,
                 Frame::NeedMore(_) => break,
                 // Not STUN: close. A connection must open with a STUN message, which
                 // also keeps HTTP and TLS probes from being read as ChannelData.
                 Frame::ChannelData { .. } | Frame::Invalid => break 'read Some(ConnClose::NotStun),
             };
+            if len > max {
+                shard
+                    .borrow_mut()
+                    .server
+                    .count_drop(DropReason::Oversized, 1);
+                let n = len.min(buf.len());
+                buf.advance(n);
+                skip = len - n;
+                if skip > 0 {
+                    break;
+                }
+                continue;
+            }
             first = false;
             let now = Instant::now();
             {

@@ -123,6 +123,15 @@ fn password_algorithm(msg: &Message<'_>, features: u32) -> Option<PasswordAlgo> 
     }
 }
 
+/// Whether USERNAME, USERHASH, REALM or NONCE is present but breaks its
+/// attribute's format (length, UTF-8): the codec's `decode` holds the rules.
+fn malformed_identity(msg: &Message<'_>) -> bool {
+    matches!(msg.get::<Username>(), Some(Err(_)))
+        || matches!(msg.get::<Userhash>(), Some(Err(_)))
+        || matches!(msg.get::<Realm>(), Some(Err(_)))
+        || matches!(msg.get::<Nonce>(), Some(Err(_)))
+}
+
 impl<B: RelayBinder> Server<B> {
     /// 401 or 438 with REALM, a fresh NONCE advertising the security features, and
     /// PASSWORD-ALGORITHMS (RFC 8489 §9.2.4 asks for all three in both).
@@ -150,7 +159,8 @@ impl<B: RelayBinder> Server<B> {
     /// of §9.2: password algorithm negotiation, MESSAGE-INTEGRITY-SHA256 and USERHASH.
     /// On failure the error response is already in `out`.
     ///
-    /// Order: no integrity attribute → 401; a missing or malformed USERNAME/USERHASH,
+    /// Order: a malformed USERNAME, USERHASH, REALM or NONCE → 400; no integrity
+    /// attribute → 401; a missing or malformed USERNAME/USERHASH,
     /// REALM or NONCE → 400; a nonce that is not ours, or too old → 438; the bid-down
     /// checks → 400; then the credential lookup and MAC → 401. The nonce is checked
     /// before the bid-down rules (the RFC lists them first) because those rules
@@ -162,6 +172,13 @@ impl<B: RelayBinder> Server<B> {
         msg: &Message<'m>,
         out: &mut BytesMut,
     ) -> Result<Authed<'m>, Output> {
+        // RFC 8489 §14.3, §14.9, §14.10: a USERNAME of 509 bytes or more or not
+        // UTF-8, a REALM or NONCE of 128 characters or more than 763 bytes, is a
+        // malformed request: 400, signed or not, before the nonce check and any
+        // credential lookup (which an oversized name must not cost).
+        if malformed_identity(msg) {
+            return Err(self.error(out, msg, 400, None));
+        }
         // RFC 8489 §9.2.4 with §14.6: when both integrity attributes are present only
         // MESSAGE-INTEGRITY-SHA256 is checked (and the response carries that kind).
         let sha256_mac = msg.has_integrity_sha256();

@@ -27,6 +27,51 @@ fn reservation_token_with_even_port_is_400() {
 }
 
 #[test]
+fn reservation_token_with_a_family_attribute_is_400() {
+    // RFC 8656 §7.2 rule 5: RESERVATION-TOKEN with REQUESTED-ADDRESS-FAMILY or
+    // ADDITIONAL-ADDRESS-FAMILY (the token already names the address).
+    let mut h = H::new();
+    let mut c = Client::alice("192.0.2.10:1000");
+    let cases: [fn(&mut MessageBuilder); 2] = [
+        |b| {
+            b.add(&RequestedAddressFamily(Family::V4));
+        },
+        |b| {
+            b.add(&AdditionalAddressFamily(Family::V6));
+        },
+    ];
+    for f in cases {
+        h.allocate_with(&mut c, |b| {
+            b.add(&ReservationToken(&[1, 2, 3, 4, 5, 6, 7, 8]));
+            f(b);
+        })
+        .expect_error(400);
+    }
+    assert_eq!(h.shared.quota.total(), 0);
+}
+
+#[test]
+fn even_port_reserving_a_pair_with_additional_family_is_400() {
+    // RFC 8656 §7.2 rule 8: EVEN-PORT with R = 1 and ADDITIONAL-ADDRESS-FAMILY.
+    let mut h = H::new();
+    let mut c = Client::alice("192.0.2.10:1000");
+    h.allocate_with(&mut c, |b| {
+        b.add(&EvenPort { reserve: true });
+        b.add(&AdditionalAddressFamily(Family::V6));
+    })
+    .expect_error(400);
+    assert_eq!(h.srv.allocations(), 0);
+    assert_eq!(h.shared.quota.total(), 0);
+    // Without the reservation, an even port in both families is fine.
+    let r = h.allocate_with(&mut c, |b| {
+        b.add(&EvenPort { reserve: false });
+        b.add(&AdditionalAddressFamily(Family::V6));
+    });
+    r.expect_success();
+    assert_eq!(r.relayed().len(), 2);
+}
+
+#[test]
 fn requested_and_additional_family_together_is_400() {
     let mut h = H::new();
     let mut c = Client::alice("192.0.2.10:1000");

@@ -567,3 +567,147 @@ fn rest_credentials_negotiate_sha256_too() {
     d.sec.userhash = Some(userhash(&user, REALM).to_vec());
     h.allocate(&mut d).expect_error(401);
 }
+
+/// An Allocate carrying `attrs` as raw TLVs, signed with `key` when given.
+fn raw_allocate(attrs: &[(u16, &[u8])], key: Option<&[u8]>) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let mut b = MessageBuilder::new(
+        &mut buf,
+        Method::Allocate,
+        Class::Request,
+        TransactionId::random(),
+    );
+    b.add(&RequestedTransport(PROTOCOL_UDP));
+    for (typ, value) in attrs {
+        b.add_raw(*typ, value);
+    }
+    if let Some(k) = key {
+        b.add_message_integrity(k);
+    }
+    b.finish();
+    buf.to_vec()
+}
+
+fn auth_failures(h: &H, why: AuthFailure) -> u64 {
+    h.srv.stats().auth_failures[why as usize]
+}
+
+#[test]
+fn username_of_509_bytes_or_not_utf8_is_400_before_any_lookup() {
+    let mut h = H::new();
+    // 508 bytes is the longest USERNAME: an unknown user, 401 after the lookup.
+    let mut longest = Client::udp(&"u".repeat(508), "pw", "192.0.2.10:1000");
+    challenged(&mut h, &mut longest);
+    allocate_once(&mut h, &longest).expect_error(401);
+    assert_eq!(auth_failures(&h, AuthFailure::UnknownUser), 1);
+    // 509 bytes, signed and under a valid nonce: 400 (RFC 8489 §14.3).
+    let mut c = Client::udp(&"u".repeat(509), "pw", "192.0.2.11:1000");
+    challenged(&mut h, &mut c);
+    let r = allocate_once(&mut h, &c);
+    expect_plain_400(&h, &r);
+    // 255 two-byte characters are 510 bytes: the limit is in bytes.
+    let mut c = Client::udp(&"é".repeat(255), "pw", "192.0.2.12:1000");
+    challenged(&mut h, &mut c);
+    {
+        let r = allocate_once(&mut h, &c);
+        expect_plain_400(&h, &r);
+    }
+    let nonce = c.nonce.clone().unwrap();
+    let tuple = c.tuple;
+    let long = vec![b'u'; 509];
+    let bad_utf8: &[u8] = b"alice\xff\xfe";
+    for (what, user) in [("509 bytes", &long[..]), ("invalid UTF-8", bad_utf8)] {
+        // Unsigned: 400, not the 401 challenge.
+        let r = h.request(tuple, &raw_allocate(&[(attr::USERNAME, user)], None));
+        assert_eq!(r.code(), Some(400), "{what}, unsigned");
+        expect_plain_400(&h, &r);
+        // Signed, with REALM and a valid NONCE.
+        let msg = raw_allocate(
+            &[
+                (attr::USERNAME, user),
+                (attr::REALM, REALM.as_bytes()),
+                (attr::NONCE, &nonce),
+            ],
+            Some(&c.key),
+        );
+        let r = h.request(tuple, &msg);
+        assert_eq!(r.code(), Some(400), "{what}, signed");
+        expect_plain_400(&h, &r);
+    }
+    // No credential lookup happened but the first.
+    assert_eq!(auth_failures(&h, AuthFailure::UnknownUser), 1);
+    assert_eq!(auth_failures(&h, AuthFailure::BadIntegrity), 0);
+}
+
+#[test]
+fn realm_or_nonce_of_128_characters_or_over_763_bytes_is_400_before_the_nonce_check() {
+    let mut h = H::new();
+    // A REALM of 127 characters is well formed (and wrong here): 401.
+    let mut c = Client::alice("192.0.2.10:1000");
+    challenged(&mut h, &mut c);
+    c.realm = "r".repeat(127);
+    allocate_once(&mut h, &c).expect_error(401);
+    assert_eq!(auth_failures(&h, AuthFailure::UnknownUser), 1);
+    // 128 characters, signed under a valid nonce: 400 (RFC 8489 §14.9).
+    c.realm = "r".repeat(128);
+    {
+        let r = allocate_once(&mut h, &c);
+        expect_plain_400(&h, &r);
+    }
+    // 128 two-byte characters: 256 bytes, but too many characters.
+    c.realm = "é".repeat(128);
+    {
+        let r = allocate_once(&mut h, &c);
+        expect_plain_400(&h, &r);
+    }
+    c.realm = REALM.to_owned();
+    // A NONCE of 127 characters is well formed (and not ours): 438.
+    let good_nonce = c.nonce.clone().unwrap();
+    c.nonce = Some(vec![b'n'; 127]);
+    allocate_once(&mut h, &c).expect_error(438);
+    assert_eq!(auth_failures(&h, AuthFailure::StaleNonce), 1);
+    // 128 characters: 400 (RFC 8489 §14.10), not 438.
+    c.nonce = Some(vec![b'n'; 128]);
+    {
+        let r = allocate_once(&mut h, &c);
+        expect_plain_400(&h, &r);
+    }
+    // Over 763 bytes, unsigned: 400, not the 401 challenge.
+    let long = vec![b'x'; 764];
+    for typ in [attr::REALM, attr::NONCE] {
+        let r = h.request(c.tuple, &raw_allocate(&[(typ, &long)], None));
+        assert_eq!(r.code(), Some(400), "attribute {typ:#06x}");
+        expect_plain_400(&h, &r);
+    }
+    // Over 763 bytes, signed, the other two attributes good.
+    let msg = raw_allocate(
+        &[
+            (attr::USERNAME, b"alice"),
+            (attr::REALM, &long),
+            (attr::NONCE, &good_nonce),
+        ],
+        Some(&c.key),
+    );
+    {
+        let r = h.request(c.tuple, &msg);
+        expect_plain_400(&h, &r);
+    }
+    let msg = raw_allocate(
+        &[
+            (attr::USERNAME, b"alice"),
+            (attr::REALM, REALM.as_bytes()),
+            (attr::NONCE, &long),
+        ],
+        Some(&c.key),
+    );
+    {
+        let r = h.request(c.tuple, &msg);
+        expect_plain_400(&h, &r);
+    }
+    // Neither a lookup nor a nonce check since the two boundary cases.
+    assert_eq!(auth_failures(&h, AuthFailure::UnknownUser), 1);
+    assert_eq!(auth_failures(&h, AuthFailure::StaleNonce), 1);
+    // The client still gets in with well-formed attributes.
+    c.nonce = Some(good_nonce);
+    allocate_once(&mut h, &c).expect_success();
+}

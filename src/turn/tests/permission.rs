@@ -49,6 +49,34 @@ fn ipv6_peer_on_ipv4_allocation_is_443() {
 }
 
 #[test]
+fn family_mismatch_is_443_before_the_policy_403() {
+    // RFC 8656 §10.2 and §12.2: the family is a MUST (443), the policy a MAY (403),
+    // so a denied address of the wrong family is 443. coturn's
+    // `turnutils_uclient -G` (an IPv6 peer on an IPv4 allocation) aborts on 403.
+    let mut h = H::new();
+    let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
+    for peer in ["[::1]:80", "[::ffff:127.0.0.1]:80", "[fe80::1]:80", PEER_V6] {
+        let r = h.create_permission(&mut c, &[sa(peer)]);
+        assert_eq!(r.code(), Some(443), "CreatePermission {peer}");
+        let r = h.channel_bind(&mut c, 0x4000, sa(peer));
+        assert_eq!(r.code(), Some(443), "ChannelBind {peer}");
+    }
+    // Over every address of one request: a denied IPv4 address first and an
+    // IPv6 one after it is still 443.
+    h.create_permission(&mut c, &[sa("127.0.0.1:80"), sa(PEER_V6)])
+        .expect_error(443);
+    // A denied address of the allocation's family stays 403.
+    h.create_permission(&mut c, &[sa("127.0.0.1:80")])
+        .expect_error(403);
+    h.channel_bind(&mut c, 0x4000, sa("127.0.0.1:80"))
+        .expect_error(403);
+    // RFC 8656 §12.2 lists the channel conflicts (400) before the family.
+    h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
+    h.channel_bind(&mut c, 0x4000, sa(PEER_V6))
+        .expect_error(400);
+}
+
+#[test]
 fn permission_quota_is_508() {
     let mut cfg = base_config();
     cfg.max_permissions_per_allocation = 2;
