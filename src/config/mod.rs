@@ -20,7 +20,7 @@
 //!
 //! The loading and merging live here; each section of the file has a module
 //! of its own with its raw and validated types and its checks (`server`,
-//! `relay`, `auth`, `peers`, `quota`, `store`, `metrics`, `tls`, `drain`,
+//! `relay`, `auth`, `peers`, `quota`, `rate_limit`, `store`, `metrics`, `tls`, `drain`,
 //! `usage`, `admin`), checks shared between sections are in `validate`, and
 //! [`ConfigError`] in `error`. Everything public is re-exported here, so
 //! paths are `crate::config::Name`.
@@ -33,6 +33,7 @@ mod error;
 mod metrics;
 mod peers;
 mod quota;
+mod rate_limit;
 mod relay;
 mod server;
 mod store;
@@ -53,6 +54,7 @@ pub use error::ConfigError;
 pub use metrics::{MetricsConfig, RawMetrics, DEFAULT_METRICS_LISTEN};
 pub use peers::{PeerConfig, RawPeers};
 pub use quota::{QuotaConfig, RawQuota};
+pub use rate_limit::{RateLimitConfig, RawRateLimit};
 pub use relay::{parse_port_range, ExternalIp, RawRelay, RelayConfig};
 pub use server::{LogConfig, LogFormat, RawServer};
 pub use store::{RawStore, StoreConfig};
@@ -65,6 +67,7 @@ use drain::validate_drain;
 use metrics::validate_metrics;
 use peers::validate_peers;
 use quota::validate_quota;
+use rate_limit::validate_rate_limit;
 use relay::validate_relay;
 use server::{validate_server, Server};
 use store::validate_store;
@@ -93,6 +96,8 @@ pub struct RawConfig {
     pub peers: RawPeers,
     /// `[quota]`
     pub quota: RawQuota,
+    /// `[rate-limit]`
+    pub rate_limit: RawRateLimit,
     /// `[store]`
     pub store: RawStore,
     /// `[metrics]`
@@ -209,6 +214,8 @@ pub struct Config {
     pub peers: PeerConfig,
     /// Resource limits.
     pub quota: QuotaConfig,
+    /// Limits on unauthenticated work per source.
+    pub rate_limit: RateLimitConfig,
     /// The credential store, if any.
     pub store: StoreConfig,
     /// The metrics and health endpoint.
@@ -287,6 +294,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         auth,
         peers,
         quota,
+        rate_limit,
         store,
         metrics,
         tls,
@@ -306,6 +314,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
     let auth = validate_auth(auth)?;
     let peers = validate_peers(peers)?;
     let quota = validate_quota(quota)?;
+    let rate_limit = validate_rate_limit(rate_limit)?;
 
     let store = validate_store(store)?;
     let metrics = validate_metrics(metrics)?;
@@ -335,6 +344,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         auth,
         peers,
         quota,
+        rate_limit,
         store,
         metrics,
         tls,

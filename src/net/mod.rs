@@ -27,6 +27,7 @@ use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
 use crate::turn::server::{Drain, KillFilter, Session};
+use crate::turn::source_limit::{SourceLimiter, SourceRate};
 use crate::turn::{ServerConfig, Shared};
 use relay::PortBudget;
 use shard::{ShardCommand, ShardParams, ShardSockets};
@@ -300,6 +301,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         quota: quota.clone(),
         live: Arc::new(LiveRelayPorts::default()),
         reservations: Arc::new(Reservations::default()),
+        source_limits: Arc::new(SourceLimiter::new(rand::random())),
     };
     let budget = Arc::new(PortBudget {
         max: std::sync::atomic::AtomicU32::new(opts.max_relay_ports),
@@ -394,6 +396,10 @@ impl NetOptions {
             max_permissions_per_allocation: config.quota.max_permissions_per_allocation,
             max_channels_per_allocation: config.quota.max_channels_per_allocation,
             max_bps_per_allocation: config.quota.max_bps_per_allocation,
+            unauthenticated_rate: SourceRate {
+                per_second: config.rate_limit.unauthenticated_per_second,
+                burst: config.rate_limit.unauthenticated_burst,
+            },
             relay_ips: config.relay.relay_ips.clone(),
             external_ips: config
                 .relay

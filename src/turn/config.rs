@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::source_limit::SourceRate;
 use crate::stun::message::HEADER_LEN;
 
 /// Bytes a driver must leave free before a payload handed to
@@ -19,6 +20,16 @@ pub const PEER_TAILROOM: usize = 3;
 /// How long a port reserved by EVEN-PORT with R = 1 waits for its RESERVATION-TOKEN
 /// (RFC 8656 §7.2 suggests about 30 seconds).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The default limit on error answers to unauthenticated requests per source:
+/// 10 a second with bursts of 20, in the order of coturn's `--401-ratelimit`.
+/// A client needs one 401 to start (two after a stale nonce), so no real
+/// client comes near it; a reflection flood aimed at one victim is cut to 10
+/// small answers a second.
+pub const DEFAULT_UNAUTHENTICATED_RATE: SourceRate = SourceRate {
+    per_second: 10,
+    burst: 20,
+};
 
 /// Settings of the core, derived from the validated configuration.
 #[derive(Clone, Debug)]
@@ -35,6 +46,10 @@ pub struct ServerConfig {
     /// Bytes per second each allocation may relay in each direction; 0 =
     /// unlimited. Beyond it datagrams are dropped (`DropReason::RateLimit`).
     pub max_bps_per_allocation: u64,
+    /// Error answers to unauthenticated requests, per source IP (see
+    /// [`SourceLimiter`](super::source_limit::SourceLimiter)); beyond it the
+    /// request is dropped (`DropReason::UnauthenticatedRateLimit`).
+    pub unauthenticated_rate: SourceRate,
     /// Addresses relay sockets bind to, at most one per family. Without one for a
     /// family, relays bind to the server address the client reached.
     pub relay_ips: Vec<IpAddr>,
@@ -66,6 +81,7 @@ impl ServerConfig {
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             max_bps_per_allocation: 0,
+            unauthenticated_rate: DEFAULT_UNAUTHENTICATED_RATE,
             relay_ips: Vec::new(),
             external_ips: Vec::new(),
             relay_ports: 49152..=65535,

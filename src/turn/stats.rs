@@ -36,10 +36,14 @@ pub enum DropReason {
     Backlog,
     /// Over the allocation's `max-bps-per-allocation` in that direction.
     RateLimit,
+    /// A request that would have got an error answer without MESSAGE-INTEGRITY
+    /// (401, 400, 438, 420: its source was never verified, so it may be spoofed)
+    /// while its source IP was over `rate-limit.unauthenticated-per-second`.
+    UnauthenticatedRateLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -51,6 +55,7 @@ impl DropReason {
         DropReason::FamilyMismatch,
         DropReason::Backlog,
         DropReason::RateLimit,
+        DropReason::UnauthenticatedRateLimit,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -65,6 +70,7 @@ impl DropReason {
             DropReason::FamilyMismatch => "family_mismatch",
             DropReason::Backlog => "backlog",
             DropReason::RateLimit => "rate_limit",
+            DropReason::UnauthenticatedRateLimit => "unauthenticated_rate_limit",
         }
     }
 }
