@@ -782,6 +782,8 @@ fn overrides_replace_or_extend_the_file() {
         "203.0.113.0/24",
         "--max-allocations-per-user",
         "2",
+        "--unauthenticated-per-second",
+        "0",
     ]);
     let config = args.build_config().expect("valid");
 
@@ -836,6 +838,7 @@ fn overrides_replace_or_extend_the_file() {
         "--deny-peer adds"
     );
     assert_eq!(config.quota.max_allocations_per_user, 2);
+    assert_eq!(config.rate_limit.unauthenticated_per_second, 0);
 
     let shown = format!("{args:?}");
     assert!(
@@ -896,6 +899,10 @@ fn override_errors_name_key_and_flag() {
         (
             vec!["--max-allocations-per-user", "0"],
             "quota.max-allocations-per-user (from --max-allocations-per-user): ",
+        ),
+        (
+            vec!["--unauthenticated-per-second", "2000000"],
+            "rate-limit.unauthenticated-per-second (from --unauthenticated-per-second): ",
         ),
     ];
     for (flags, prefix) in cases {
