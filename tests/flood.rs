@@ -387,3 +387,54 @@ fn zero_turns_the_limit_off() {
     );
     assert_eq!(answers[0], 100);
 }
+
+/// Sends `n` unauthenticated Allocates from `ip`, 1 ms apart; how many were
+/// answered.
+fn answers_to(server: SocketAddr, ip: Ipv4Addr, n: usize, least: usize) -> usize {
+    let sock = source(ip);
+    let req = unauthenticated_allocate();
+    for _ in 0..n {
+        sock.send_to(&req, server).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut answers = [0usize];
+    collect_401s(
+        std::slice::from_ref(&sock),
+        &mut answers,
+        least,
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+    );
+    answers[0]
+}
+
+/// `[rate-limit]` is applied by a reload (SIGHUP) without a restart.
+#[test]
+fn a_reload_changes_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("turnserver.toml");
+    let write = |per_second: u32, burst: u32| {
+        std::fs::write(
+            &config,
+            format!(
+                "[rate-limit]\nunauthenticated-per-second = {per_second}\n\
+                 unauthenticated-burst = {burst}\n\n[admin]\nsocket = \"\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(1, 3);
+    let srv = spawn_binary(&["--config", config.to_str().unwrap(), "--threads", "1"]);
+    // 50 requests in about 60 ms: the burst of 3, plus at most one refill.
+    let n = answers_to(srv.udp, Ipv4Addr::new(127, 4, 0, 1), 50, 3);
+    assert!(
+        (3..=5).contains(&n),
+        "{n} answers under 1 a second, bursts of 3"
+    );
+
+    write(0, 1);
+    srv.signal(libc::SIGHUP);
+    srv.wait_log("configuration reloaded", WAIT);
+    let n = answers_to(srv.udp, Ipv4Addr::new(127, 4, 0, 1), 50, 50);
+    assert_eq!(n, 50, "no limit after the reload");
+}
