@@ -208,6 +208,7 @@ run_ferroturn() {
     start ferroturn 0 "$ferroturn" serve --listen "$addr" --relay-ip 127.0.0.1 \
         --relay-ports 12000-31999 --threads 1 --realm bench --user bench:bench \
         --allow-peer 127.0.0.0/8 --max-allocations-per-user 1000000 --max-allocations-per-ip 0 \
+        --unauthenticated-per-second 0 \
         --metrics 127.0.0.1:0 --admin-socket off --log-level warn
     wait_ready "$addr"
     turn_scenarios ferroturn "$round" "$pid" "$addr" yes

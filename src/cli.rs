@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// Overrides quota.max-allocations-per-ip (0 = unlimited).
     #[arg(long, value_name = "N")]
     pub max_allocations_per_ip: Option<u32>,
+    /// Overrides rate-limit.unauthenticated-per-second (0 = no limit on error
+    /// answers to unauthenticated requests; load tests from one address).
+    #[arg(long, value_name = "N")]
+    pub unauthenticated_per_second: Option<u32>,
 
     /// Credential store: a SQLite path, sqlite: URL or postgres:// URL;
     /// overrides store.url.
@@ -210,6 +214,10 @@ impl fmt::Debug for ServeArgs {
             .field("deny_peers", &self.deny_peers)
             .field("max_allocations_per_user", &self.max_allocations_per_user)
             .field("max_allocations_per_ip", &self.max_allocations_per_ip)
+            .field(
+                "unauthenticated_per_second",
+                &self.unauthenticated_per_second,
+            )
             .field("db", &self.db.as_deref().map(crate::store::redact))
             .field("metrics", &self.metrics)
             .finish()
@@ -354,6 +362,13 @@ impl ServeArgs {
             raw.mark_override(
                 "quota.max-allocations-per-user",
                 "--max-allocations-per-user",
+            );
+        }
+        if let Some(n) = self.unauthenticated_per_second {
+            raw.rate_limit.unauthenticated_per_second = n.into();
+            raw.mark_override(
+                "rate-limit.unauthenticated-per-second",
+                "--unauthenticated-per-second",
             );
         }
         Ok(())

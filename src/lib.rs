@@ -28,6 +28,7 @@
 //! use ferroturn::turn::live::LiveRelayPorts;
 //! use ferroturn::turn::quota::QuotaTracker;
 //! use ferroturn::turn::reservations::Reservations;
+//! use ferroturn::turn::source_limit::SourceLimiter;
 //! use ferroturn::turn::{
 //!     BindError, Bound, FiveTuple, Output, PortRequest, RelayBinder, RelayId, Server,
 //!     ServerConfig, Shared, Transport,
@@ -53,6 +54,7 @@
 //!     quota: Arc::new(QuotaTracker::new(10, 0)),
 //!     live: Arc::new(LiveRelayPorts::default()),
 //!     reservations: Arc::new(Reservations::default()),
+//!     source_limits: Arc::new(SourceLimiter::new(0)),
 //! };
 //! // Time is an input: the driver passes Instant::now(); tests pass a fake clock.
 //! let mut now = Instant::now();

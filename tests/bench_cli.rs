@@ -17,6 +17,9 @@ fn server() -> support::Binary {
         // Every bench client is 127.0.0.1: no per-address cap.
         "--max-allocations-per-ip",
         "0",
+        // Every bench client starts with a 401 from 127.0.0.1: no per-source limit.
+        "--unauthenticated-per-second",
+        "0",
         "--threads",
         "1",
     ])

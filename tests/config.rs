@@ -73,6 +73,9 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.quota.max_permissions_per_allocation, 64);
     assert_eq!(config.quota.max_channels_per_allocation, 64);
     assert_eq!(config.quota.max_relay_ports, 0);
+    // On by default: 10 a second, bursts of 20, like coturn's --401-ratelimit.
+    assert_eq!(config.rate_limit.unauthenticated_per_second, 10);
+    assert_eq!(config.rate_limit.unauthenticated_burst, 20);
     assert_eq!(config.store.url, None);
     assert_eq!(
         config.metrics.listen,
@@ -180,6 +183,10 @@ fn every_key_can_be_set() {
         max-relay-ports = 500
         max-bps-per-allocation = 250000
 
+        [rate-limit]
+        unauthenticated-per-second = 50
+        unauthenticated-burst = 200
+
         [store]
         url = "postgres://turn:db-pw@db.example:5432/turn"
         "#,
@@ -239,6 +246,8 @@ fn every_key_can_be_set() {
     assert_eq!(config.quota.max_channels_per_allocation, 4096);
     assert_eq!(config.quota.max_relay_ports, 500);
     assert_eq!(config.quota.max_bps_per_allocation, 250_000);
+    assert_eq!(config.rate_limit.unauthenticated_per_second, 50);
+    assert_eq!(config.rate_limit.unauthenticated_burst, 200);
     assert_eq!(
         config.store.url,
         Some(
@@ -603,6 +612,22 @@ fn each_rule_names_its_key() {
             "[quota]\nmax-relay-ports = 65536".into(),
             "quota.max-relay-ports",
         ),
+        // rate-limit
+        (
+            "unauthenticated rate negative",
+            "[rate-limit]\nunauthenticated-per-second = -1".into(),
+            "rate-limit.unauthenticated-per-second",
+        ),
+        (
+            "unauthenticated rate over a million",
+            "[rate-limit]\nunauthenticated-per-second = 1000001".into(),
+            "rate-limit.unauthenticated-per-second",
+        ),
+        (
+            "unauthenticated burst zero",
+            "[rate-limit]\nunauthenticated-burst = 0".into(),
+            "rate-limit.unauthenticated-burst",
+        ),
     ];
 
     for (name, toml, key) in &cases {
@@ -625,6 +650,8 @@ fn each_rule_names_its_key() {
         "[relay]\ndefault-lifetime = 600\nmax-lifetime = 600".to_owned(),
         "[relay]\nrelay-ips = [\"10.0.0.5\"]\nexternal-ips = [\"203.0.113.7/10.0.0.5\"]".to_owned(),
         "[quota]\nmax-relay-ports = 65535".to_owned(),
+        "[rate-limit]\nunauthenticated-per-second = 0".to_owned(),
+        "[rate-limit]\nunauthenticated-per-second = 1000000\nunauthenticated-burst = 1".to_owned(),
     ] {
         if let Err(e) = Config::from_toml_str(&ok) {
             panic!("rejected valid config {ok:?}: {e}");
@@ -664,6 +691,10 @@ fn unknown_key_in_each_section_is_rejected() {
         ("[auth]\nuser = \"x\"\n", "user"),
         ("[peers]\nallowed = []\n", "allowed"),
         ("[quota]\nmax-allocation = 1\n", "max-allocation"),
+        (
+            "[rate-limit]\nunauthenticated-rate = 1\n",
+            "unauthenticated-rate",
+        ),
         ("[store]\nuri = \"x.db\"\n", "uri"),
         ("[logging]\nlevel = \"info\"\n", "logging"),
     ];
@@ -791,6 +822,8 @@ fn overrides_replace_or_extend_the_file() {
         "203.0.113.0/24",
         "--max-allocations-per-user",
         "2",
+        "--unauthenticated-per-second",
+        "0",
     ]);
     let config = args.build_config().expect("valid");
 
@@ -845,6 +878,7 @@ fn overrides_replace_or_extend_the_file() {
         "--deny-peer adds"
     );
     assert_eq!(config.quota.max_allocations_per_user, 2);
+    assert_eq!(config.rate_limit.unauthenticated_per_second, 0);
 
     let shown = format!("{args:?}");
     assert!(
@@ -905,6 +939,10 @@ fn override_errors_name_key_and_flag() {
         (
             vec!["--max-allocations-per-user", "0"],
             "quota.max-allocations-per-user (from --max-allocations-per-user): ",
+        ),
+        (
+            vec!["--unauthenticated-per-second", "2000000"],
+            "rate-limit.unauthenticated-per-second (from --unauthenticated-per-second): ",
         ),
     ];
     for (flags, prefix) in cases {

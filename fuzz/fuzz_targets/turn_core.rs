@@ -49,6 +49,7 @@ use ferroturn::turn::auth::{
 use ferroturn::turn::live::LiveRelayPorts;
 use ferroturn::turn::quota::QuotaTracker;
 use ferroturn::turn::reservations::Reservations;
+use ferroturn::turn::source_limit::SourceLimiter;
 use ferroturn::turn::server::{Event, PEER_HEADROOM, PEER_TAILROOM};
 use ferroturn::turn::testing::{FakeBinder, FakeClock};
 use ferroturn::turn::{
@@ -223,6 +224,7 @@ impl Harness {
             }),
             live: Arc::new(LiveRelayPorts::default()),
             reservations: Arc::new(Reservations::default()),
+            source_limits: Arc::new(SourceLimiter::new(0)),
         };
         // The kit's binder, with the harness's checks: a capacity, and relays
         // only on the server's own addresses.

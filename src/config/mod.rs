@@ -20,8 +20,9 @@
 //!
 //! The loading and merging live here; each section of the file has a module
 //! of its own with its raw and validated types and its checks (`server`,
-//! `relay`, `auth`, `peers`, `quota`, `connections`, `store`, `metrics`, `tls`,
-//! `drain`, `usage`, `admin`), checks shared between sections are in `validate`, and
+//! `relay`, `auth`, `peers`, `quota`, `rate_limit`, `connections`, `store`, `metrics`,
+//! `tls`, `drain`, `usage`, `admin`), checks shared between sections are in
+//! `validate`, and
 //! [`ConfigError`] in `error`. Everything public is re-exported here, so
 //! paths are `crate::config::Name`.
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ mod error;
 mod metrics;
 mod peers;
 mod quota;
+mod rate_limit;
 mod relay;
 mod server;
 mod store;
@@ -55,6 +57,7 @@ pub use error::ConfigError;
 pub use metrics::{MetricsConfig, RawMetrics, DEFAULT_METRICS_LISTEN};
 pub use peers::{PeerConfig, RawPeers};
 pub use quota::{QuotaConfig, RawQuota};
+pub use rate_limit::{RateLimitConfig, RawRateLimit};
 pub use relay::{parse_port_range, ExternalIp, RawRelay, RelayConfig};
 pub use server::{LogConfig, LogFormat, RawServer};
 pub use store::{RawStore, StoreConfig};
@@ -68,6 +71,7 @@ use drain::validate_drain;
 use metrics::validate_metrics;
 use peers::validate_peers;
 use quota::validate_quota;
+use rate_limit::validate_rate_limit;
 use relay::validate_relay;
 use server::{validate_server, Server};
 use store::validate_store;
@@ -96,6 +100,8 @@ pub struct RawConfig {
     pub peers: RawPeers,
     /// `[quota]`
     pub quota: RawQuota,
+    /// `[rate-limit]`
+    pub rate_limit: RawRateLimit,
     /// `[connections]`
     pub connections: RawConnections,
     /// `[store]`
@@ -217,6 +223,8 @@ pub struct Config {
     pub peers: PeerConfig,
     /// Resource limits.
     pub quota: QuotaConfig,
+    /// Limits on unauthenticated work per source.
+    pub rate_limit: RateLimitConfig,
     /// Limits on TCP/TLS client connections.
     pub connections: ConnectionsConfig,
     /// The credential store, if any.
@@ -297,6 +305,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         auth,
         peers,
         quota,
+        rate_limit,
         connections,
         store,
         metrics,
@@ -318,6 +327,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
     let auth = validate_auth(auth)?;
     let peers = validate_peers(peers)?;
     let quota = validate_quota(quota)?;
+    let rate_limit = validate_rate_limit(rate_limit)?;
     let connections = validate_connections(connections)?;
 
     let store = validate_store(store)?;
@@ -349,6 +359,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         auth,
         peers,
         quota,
+        rate_limit,
         connections,
         store,
         metrics,

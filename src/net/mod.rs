@@ -28,6 +28,7 @@ use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
 use crate::turn::server::{Drain, KillFilter, Session};
+use crate::turn::source_limit::{SourceLimiter, SourceRate};
 use crate::turn::{ServerConfig, Shared};
 use relay::PortBudget;
 use shard::{ShardCommand, ShardParams, ShardSockets};
@@ -306,6 +307,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         quota: quota.clone(),
         live: Arc::new(LiveRelayPorts::default()),
         reservations: Arc::new(Reservations::default()),
+        source_limits: Arc::new(SourceLimiter::new(rand::random())),
     };
     let conn_limits = Arc::new(connections::ConnLimits::new(&opts.connections));
     let budget = Arc::new(PortBudget {
@@ -404,6 +406,10 @@ impl NetOptions {
             max_channels_per_allocation: config.quota.max_channels_per_allocation,
             max_bps_per_allocation: config.quota.max_bps_per_allocation,
             max_message_size: config.max_message_size,
+            unauthenticated_rate: SourceRate {
+                per_second: config.rate_limit.unauthenticated_per_second,
+                burst: config.rate_limit.unauthenticated_burst,
+            },
             relay_ips: config.relay.relay_ips.clone(),
             external_ips: config
                 .relay

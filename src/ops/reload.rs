@@ -51,7 +51,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 impl Running {
     /// Applies `new` in place of `old`: realm, SOFTWARE, lifetimes, users and
-    /// secrets, quotas, connection limits, peer policy, log level, the TLS certificate and the
+    /// secrets, quotas, connection limits, peer policy, the per-source rate limit, log level, the TLS certificate and the
     /// usage file. Returns the changed keys that need a restart; on error
     /// nothing was applied.
     pub fn reload(&mut self, old: &Config, new: &Config) -> Result<Vec<&'static str>, String> {

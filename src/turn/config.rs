@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::source_limit::SourceRate;
 use crate::stun::message::HEADER_LEN;
 
 /// Bytes a driver must leave free before a payload handed to
@@ -31,6 +32,16 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// "request" (an amplification or parser probe) is dropped unparsed.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 2048;
 
+/// The default limit on error answers to unauthenticated requests per source:
+/// 10 a second with bursts of 20, in the order of coturn's `--401-ratelimit`.
+/// A client needs one 401 to start (two after a stale nonce), so no real
+/// client comes near it; a reflection flood aimed at one victim is cut to 10
+/// small answers a second.
+pub const DEFAULT_UNAUTHENTICATED_RATE: SourceRate = SourceRate {
+    per_second: 10,
+    burst: 20,
+};
+
 /// Settings of the core, derived from the validated configuration.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -52,6 +63,10 @@ pub struct ServerConfig {
     /// [`DEFAULT_MAX_MESSAGE_SIZE`] for why 2,048; raised by operators who relay
     /// bigger payloads (jumbo frames, tests of 64 KiB datagrams).
     pub max_message_size: usize,
+    /// Error answers to unauthenticated requests, per source IP (see
+    /// [`SourceLimiter`](super::source_limit::SourceLimiter)); beyond it the
+    /// request is dropped (`DropReason::UnauthenticatedRateLimit`).
+    pub unauthenticated_rate: SourceRate,
     /// Addresses relay sockets bind to, at most one per family. Without one for a
     /// family, relays bind to the server address the client reached.
     pub relay_ips: Vec<IpAddr>,
@@ -84,6 +99,7 @@ impl ServerConfig {
             max_channels_per_allocation: 64,
             max_bps_per_allocation: 0,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            unauthenticated_rate: DEFAULT_UNAUTHENTICATED_RATE,
             relay_ips: Vec::new(),
             external_ips: Vec::new(),
             relay_ports: 49152..=65535,

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod quota;
 pub mod reservations;
 pub mod server;
+pub mod source_limit;
 pub mod table;
 
 // The rules of `Server`, one file each (each adds an `impl Server` block); their

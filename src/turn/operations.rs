@@ -15,7 +15,9 @@ use super::RelayBinder;
 
 impl<B: RelayBinder> Server<B> {
     /// Applies a reloaded configuration: realm, lifetimes, per-allocation
-    /// quotas, peer policy and SOFTWARE take effect for the next request.
+    /// quotas, peer policy, SOFTWARE and the per-source limit on unauthenticated
+    /// errors take effect for the next request (the limit's buckets are shared
+    /// and keep what they hold: only rate and burst change).
     /// Allocations stay as they are (a realm change makes their next Refresh
     /// authenticate anew, with the new realm's 401).
     pub fn reconfigure(&mut self, cfg: Arc<ServerConfig>) {

@@ -31,12 +31,14 @@ use super::live::LiveRelayPorts;
 use super::policy::PeerPolicy;
 use super::quota::QuotaTracker;
 use super::reservations::Reservations;
+use super::source_limit::SourceLimiter;
 use super::table::Table;
 use crate::stun::channel_data;
 use crate::stun::{Class, Message, Method};
 
 pub use super::config::{
-    ServerConfig, DEFAULT_MAX_MESSAGE_SIZE, PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME,
+    ServerConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_UNAUTHENTICATED_RATE, PEER_HEADROOM,
+    PEER_TAILROOM, RESERVATION_LIFETIME,
 };
 pub use super::output::{
     AllocationSummary, CloseReason, Drain, Event, KillFilter, Output, PeerOutput, Session,
@@ -47,13 +49,26 @@ pub use super::stats::{
 };
 use super::{FiveTuple, RelayBinder};
 
+/// Whether `reply` (a response the core just built) is an error response without
+/// MESSAGE-INTEGRITY(-SHA256): an answer to a request whose integrity was not
+/// verified, so one whose source may be spoofed. Responses to authenticated
+/// requests are always signed (`responses::Reply`), so this is exactly the set
+/// the per-source limit applies to.
+fn is_unsigned_error(reply: &[u8]) -> bool {
+    match Message::parse(reply) {
+        Ok(m) => m.class() == Class::Error && !m.has_integrity() && !m.has_integrity_sha256(),
+        Err(_) => false,
+    }
+}
+
 /// Caps the event queue when nobody drains it (events are for observers; losing
 /// some under neglect is better than growing without bound).
 const MAX_QUEUED_EVENTS: usize = 65_536;
 
 /// What all shards share: read-mostly credentials, the nonce key (so that a nonce
-/// issued on one shard verifies on another), the quota counts and the live relay
-/// ports.
+/// issued on one shard verifies on another), the quota counts, the live relay
+/// ports, and the per-source budgets of unauthenticated errors (so that a source
+/// has one budget whichever shard its packets reach).
 #[derive(Clone)]
 pub struct Shared {
     pub creds: Arc<dyn CredentialStore>,
@@ -61,6 +76,7 @@ pub struct Shared {
     pub quota: Arc<QuotaTracker>,
     pub live: Arc<LiveRelayPorts>,
     pub reservations: Arc<Reservations>,
+    pub source_limits: Arc<SourceLimiter>,
 }
 
 /// The core of one shard.
@@ -86,6 +102,7 @@ pub struct Server<B: RelayBinder> {
     /// they run out unredeemed (the table itself is in [`Shared`]).
     pub(super) issued_tokens: Vec<([u8; 8], Instant)>,
     pub(super) reservations: Arc<Reservations>,
+    pub(super) source_limits: Arc<SourceLimiter>,
     /// `Instant` and unix seconds at one moment, so that wall-clock seconds can be
     /// derived from the injected `now`.
     pub(super) wall_base: (Instant, u64),
@@ -127,6 +144,7 @@ impl<B: RelayBinder> Server<B> {
             table: Table::default(),
             issued_tokens: Vec::new(),
             reservations: shared.reservations.clone(),
+            source_limits: shared.source_limits.clone(),
             wall_base: (now, unix_now),
             stats: Stats::default(),
             events: Vec::new(),
@@ -198,11 +216,29 @@ impl<B: RelayBinder> Server<B> {
         }
         match (msg.class(), msg.method()) {
             (Class::Request, method) => {
+                // A TURN request without an integrity attribute can only get an
+                // unauthenticated error (401, or 400): its budget is checked
+                // before the answer is built. Any other unsigned error is
+                // checked once built (below).
+                let unsigned = method != Method::Binding
+                    && !msg.has_integrity()
+                    && !msg.has_integrity_sha256();
+                if unsigned && !self.may_answer_unauthenticated(now, tuple) {
+                    return self.drop_packet(DropReason::UnauthenticatedRateLimit);
+                }
                 let o = if method == Method::Binding {
                     self.handle_binding(&msg, tuple, out)
                 } else {
                     self.handle_turn_request(now, tuple, &msg, out)
                 };
+                if o == Output::Reply
+                    && !unsigned
+                    && is_unsigned_error(out)
+                    && !self.may_answer_unauthenticated(now, tuple)
+                {
+                    out.clear();
+                    return self.drop_packet(DropReason::UnauthenticatedRateLimit);
+                }
                 if o == Output::Reply {
                     self.count_response(method, out);
                 }
@@ -218,6 +254,14 @@ impl<B: RelayBinder> Server<B> {
             (Class::Indication, Method::Binding) => Output::None,
             _ => self.drop_packet(DropReason::Unexpected),
         }
+    }
+
+    /// Whether an error answer to an unauthenticated request from `tuple`'s
+    /// source may be sent now: takes one from the source's budget (see
+    /// [`SourceLimiter`]), under the configured rate.
+    fn may_answer_unauthenticated(&self, now: Instant, tuple: FiveTuple) -> bool {
+        self.source_limits
+            .allow(now, tuple.client.ip(), self.cfg.unauthenticated_rate)
     }
 
     pub(super) fn handle_turn_request(

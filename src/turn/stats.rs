@@ -44,10 +44,14 @@ pub enum DropReason {
     /// A datagram or stream frame from a client longer than `max-message-size`:
     /// dropped unparsed, never answered.
     Oversized,
+    /// A request that would have got an error answer without MESSAGE-INTEGRITY
+    /// (401, 400, 438, 420: its source was never verified, so it may be spoofed)
+    /// while its source IP was over `rate-limit.unauthenticated-per-second`.
+    UnauthenticatedRateLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -61,6 +65,7 @@ impl DropReason {
         DropReason::RateLimit,
         DropReason::UnknownAttribute,
         DropReason::Oversized,
+        DropReason::UnauthenticatedRateLimit,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -77,6 +82,7 @@ impl DropReason {
             DropReason::RateLimit => "rate_limit",
             DropReason::UnknownAttribute => "unknown_attribute",
             DropReason::Oversized => "oversized",
+            DropReason::UnauthenticatedRateLimit => "unauthenticated_rate_limit",
         }
     }
 }

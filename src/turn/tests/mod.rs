@@ -16,6 +16,7 @@ mod peer_to_client;
 mod permission;
 mod responses;
 mod rng;
+mod source_limit;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -35,6 +36,7 @@ use super::server::{
     AllocationSummary, AuthFailure, CloseReason, Drain, DropReason, Event, KillFilter, QuotaKind,
     Shared, PEER_HEADROOM, PEER_TAILROOM,
 };
+use super::source_limit::SourceLimiter;
 use super::testing::{Client, FakeBinder, FakeClock, Mac, Resp, Sec};
 use super::{
     BindError, FiveTuple, Output, PeerOutput, PortRequest, RelayId, Server, ServerConfig, Transport,
@@ -120,6 +122,7 @@ impl H {
             quota: Arc::new(quota),
             live: Arc::new(LiveRelayPorts::default()),
             reservations: Arc::new(Reservations::default()),
+            source_limits: Arc::new(SourceLimiter::new(0)),
         };
         let binder = FakeBinder::new(cfg.relay_ports.clone());
         let srv = Server::new(Arc::new(cfg), &shared, binder, clock.now, clock.unix0, seed);
