@@ -8,100 +8,91 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rand::Rng;
 
 use super::allocation::{Allocation, Bandwidth, Relay, Traffic};
-use super::auth::long_term::Authed;
 use super::config::RESERVATION_LIFETIME;
 use super::output::{CloseReason, Event, Output};
 use super::quota::QuotaError;
-use super::responses::{reason_phrase, Reply};
+use super::responses::{reason_phrase, Request};
 use super::server::Server;
 use super::stats::QuotaKind;
 use super::table::AllocId;
 use super::{BindError, FiveTuple, PortRequest, RelayBinder, RelayId};
 use crate::stun::attr::{self, *};
-use crate::stun::{Class, Message};
+use crate::stun::Class;
 
 impl<B: RelayBinder> Server<B> {
-    pub(super) fn allocate(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        msg: &Message<'_>,
-        auth: &Authed<'_>,
-        out: &mut BytesMut,
-    ) -> Output {
-        let key = Some(auth.key);
+    pub(super) fn allocate(&mut self, tuple: FiveTuple, req: Request<'_>) -> Output {
+        let Request { now, msg, auth, .. } = req;
         match msg.get::<RequestedTransport>() {
             Some(Ok(RequestedTransport(PROTOCOL_UDP))) => {}
-            Some(Ok(_)) => return self.error(out, msg, 442, key),
-            None | Some(Err(_)) => return self.error(out, msg, 400, key),
+            Some(Ok(_)) => return self.reject(req, 442),
+            None | Some(Err(_)) => return self.reject(req, 400),
         }
         let dont_fragment = msg.has(attr::DONT_FRAGMENT);
         let token = match msg.get::<ReservationToken>() {
             None => None,
             Some(Ok(ReservationToken(t))) => Some(*t),
-            Some(Err(_)) => return self.error(out, msg, 400, key),
+            Some(Err(_)) => return self.reject(req, 400),
         };
         let even_port = match msg.get::<EvenPort>() {
             None => None,
             Some(Ok(e)) => Some(e),
-            Some(Err(_)) => return self.error(out, msg, 400, key),
+            Some(Err(_)) => return self.reject(req, 400),
         };
         let requested_family = match msg.get::<RequestedAddressFamily>() {
             None => None,
             Some(Ok(RequestedAddressFamily(f))) => Some(f),
-            Some(Err(AttrError::BadFamily)) => return self.error(out, msg, 440, key),
-            Some(Err(_)) => return self.error(out, msg, 400, key),
+            Some(Err(AttrError::BadFamily)) => return self.reject(req, 440),
+            Some(Err(_)) => return self.reject(req, 400),
         };
         let additional = match msg.get::<AdditionalAddressFamily>() {
             None => false,
             Some(Ok(AdditionalAddressFamily(Family::V6))) => true,
-            Some(_) => return self.error(out, msg, 400, key),
+            Some(_) => return self.reject(req, 400),
         };
         if token.is_some() && (even_port.is_some() || requested_family.is_some() || additional) {
-            return self.error(out, msg, 400, key);
+            return self.reject(req, 400);
         }
         if additional && requested_family.is_some() {
-            return self.error(out, msg, 400, key);
+            return self.reject(req, 400);
         }
         // RFC 8656 §7.2 rule 8: a reserved port pair is one address, so it cannot
         // come with a second family.
         if additional && matches!(even_port, Some(EvenPort { reserve: true })) {
-            return self.error(out, msg, 400, key);
+            return self.reject(req, 400);
         }
         if let Some(drain) = &self.drain {
             // Authenticated first, so the 300 carries MESSAGE-INTEGRITY and a
             // client can trust the redirection (RFC 8489 §10).
             if drain.alternates.is_empty() {
-                return self.error(out, msg, 403, key);
+                return self.reject(req, 403);
             }
             let alt = drain.alternates[self.next_alternate % drain.alternates.len()];
             self.next_alternate = self.next_alternate.wrapping_add(1);
-            let mut r = Reply::new(out, msg, Class::Error, key, self.cfg.software.as_deref());
+            let mut r = self.answer(req, Class::Error);
             r.b.add(&ErrorCode::new(300, reason_phrase(300)));
             r.b.add(&AlternateServer(alt));
             return r.finish();
         }
         if !self.creds.accepts_new_allocations() {
             tracing::warn!("credential store unavailable: refusing a new allocation");
-            return self.error(out, msg, 500, key);
+            return self.reject(req, 500);
         }
         match self.quota.acquire(&auth.username, tuple.client.ip()) {
             Ok(()) => {}
             Err(QuotaError::User) => {
                 self.stats.quota_rejections[QuotaKind::User as usize] += 1;
-                return self.error(out, msg, 486, key);
+                return self.reject(req, 486);
             }
             Err(QuotaError::Ip) => {
                 self.stats.quota_rejections[QuotaKind::ClientIp as usize] += 1;
-                return self.error(out, msg, 486, key);
+                return self.reject(req, 486);
             }
             Err(QuotaError::Total) => {
                 self.stats.quota_rejections[QuotaKind::Total as usize] += 1;
-                return self.error(out, msg, 508, key);
+                return self.reject(req, 508);
             }
         }
 
@@ -119,7 +110,7 @@ impl<B: RelayBinder> Server<B> {
             };
             let Some(bound) = adopted else {
                 self.quota.release(&auth.username, tuple.client.ip());
-                return self.error(out, msg, 508, key);
+                return self.reject(req, 508);
             };
             relays[0] = Some(Relay {
                 id: bound.id,
@@ -155,7 +146,7 @@ impl<B: RelayBinder> Server<B> {
                         }
                         BindError::FamilyUnavailable => 440,
                     };
-                    return self.error(out, msg, code, key);
+                    return self.reject(req, code);
                 }
             }
             if additional {
@@ -206,9 +197,7 @@ impl<B: RelayBinder> Server<B> {
         self.stats.allocations_created += 1;
         self.emit(Event::AllocationCreated { tuple });
         self.allocate_success(
-            out,
-            msg,
-            auth,
+            req,
             &relays,
             lifetime,
             new_token,
@@ -219,52 +208,29 @@ impl<B: RelayBinder> Server<B> {
 
     /// An Allocate on a 5-tuple that has an allocation: a retransmission of the
     /// request that created it gets the same success response; anything else 437.
-    pub(super) fn allocate_again(
-        &mut self,
-        id: AllocId,
-        msg: &Message<'_>,
-        auth: &Authed<'_>,
-        out: &mut BytesMut,
-    ) -> Output {
+    pub(super) fn allocate_again(&mut self, id: AllocId, req: Request<'_>) -> Output {
         let Some(a) = self.table.get(id) else {
-            return self.error(out, msg, 437, Some(auth.key));
+            return self.reject(req, 437);
         };
-        if a.allocate_tid != msg.transaction_id() {
-            return self.error(out, msg, 437, Some(auth.key));
+        if a.allocate_tid != req.msg.transaction_id() {
+            return self.reject(req, 437);
         }
         let (relays, lifetime, client) = (a.relays, a.granted_lifetime, a.tuple.client);
         let (token, family_error) = (a.reservation_token, a.address_error);
-        self.allocate_success(
-            out,
-            msg,
-            auth,
-            &relays,
-            lifetime,
-            token,
-            family_error,
-            client,
-        )
+        self.allocate_success(req, &relays, lifetime, token, family_error, client)
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn allocate_success(
         &self,
-        out: &mut BytesMut,
-        msg: &Message<'_>,
-        auth: &Authed<'_>,
+        req: Request<'_>,
         relays: &[Option<Relay>; 2],
         lifetime: u32,
         token: Option<[u8; 8]>,
         family_error: Option<(Family, u16)>,
         client: SocketAddr,
     ) -> Output {
-        let mut r = Reply::new(
-            out,
-            msg,
-            Class::Success,
-            Some(auth.key),
-            self.cfg.software.as_deref(),
-        );
+        let mut r = self.answer(req, Class::Success);
         for relay in relays.iter().flatten() {
             r.b.add(&XorRelayedAddress(relay.advertised));
         }
@@ -359,23 +325,16 @@ impl<B: RelayBinder> Server<B> {
         self.binder.release(id);
     }
 
-    pub(super) fn refresh(
-        &mut self,
-        now: Instant,
-        id: AllocId,
-        msg: &Message<'_>,
-        auth: &Authed<'_>,
-        out: &mut BytesMut,
-    ) -> Output {
-        let key = Some(auth.key);
+    pub(super) fn refresh(&mut self, id: AllocId, req: Request<'_>) -> Output {
+        let Request { now, msg, auth, .. } = req;
         let requested = match msg.get::<Lifetime>() {
             None => None,
             Some(Ok(Lifetime(l))) => Some(l),
-            Some(Err(_)) => return self.error(out, msg, 400, key),
+            Some(Err(_)) => return self.reject(req, 400),
         };
         if let Some(f) = msg.get::<RequestedAddressFamily>() {
             let Ok(RequestedAddressFamily(f)) = f else {
-                return self.error(out, msg, 400, key);
+                return self.reject(req, 400);
             };
             let has = self.table.get(id).is_some_and(|a| {
                 a.relays
@@ -384,7 +343,7 @@ impl<B: RelayBinder> Server<B> {
                     .any(|r| Family::of(r.local.ip()) == f)
             });
             if !has {
-                return self.error(out, msg, 443, key);
+                return self.reject(req, 443);
             }
         }
         let lifetime = if requested == Some(0) {
@@ -401,7 +360,7 @@ impl<B: RelayBinder> Server<B> {
             self.table.schedule(id, expires);
             lifetime
         };
-        let mut r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
+        let mut r = self.answer(req, Class::Success);
         r.b.add(&Lifetime(lifetime));
         r.finish()
     }

@@ -3,38 +3,28 @@
 //! binding's lifetime (10 minutes, then a 5-minute cool-down during which the
 //! number and the peer stay reserved, §12.2).
 
-use std::time::Instant;
-
-use bytes::BytesMut;
-
-use super::auth::long_term::Authed;
 use super::output::Output;
-use super::responses::Reply;
+use super::responses::Request;
 use super::server::Server;
 use super::stats::QuotaKind;
 use super::table::AllocId;
 use super::RelayBinder;
 use crate::stun::attr::*;
 use crate::stun::channel_data::{CHANNEL_MAX, CHANNEL_MIN};
-use crate::stun::{Class, Message};
+use crate::stun::Class;
 
 impl<B: RelayBinder> Server<B> {
-    pub(super) fn channel_bind(
-        &mut self,
-        now: Instant,
-        id: AllocId,
-        msg: &Message<'_>,
-        auth: &Authed<'_>,
-        out: &mut BytesMut,
-    ) -> Output {
-        let key = Some(auth.key);
+    pub(super) fn channel_bind(&mut self, id: AllocId, req: Request<'_>) -> Output {
+        let Request {
+            now, msg, auth: _, ..
+        } = req;
         let (Some(Ok(ChannelNumber(number))), Some(Ok(XorPeerAddress(peer)))) =
             (msg.get::<ChannelNumber>(), msg.get::<XorPeerAddress>())
         else {
-            return self.error(out, msg, 400, key);
+            return self.reject(req, 400);
         };
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
-            return self.error(out, msg, 400, key);
+            return self.reject(req, 400);
         }
         // A binding past its cool-down must neither conflict nor be refreshed in
         // place (that would keep its old peer), timer or not.
@@ -42,19 +32,19 @@ impl<B: RelayBinder> Server<B> {
             a.sweep(now);
         }
         let Some(alloc) = self.table.get(id) else {
-            return self.error(out, msg, 437, key);
+            return self.reject(req, 437);
         };
         // RFC 8656 §12.2 orders the checks: the 400s (number in range, neither
         // the number nor the peer bound to another), then the family (443, a
         // MUST), then the server's own restrictions (403, a MAY).
         if alloc.channel_conflict(number, peer) {
-            return self.error(out, msg, 400, key);
+            return self.reject(req, 400);
         }
         if alloc.relay_for(peer.ip()).is_none() {
-            return self.error(out, msg, 443, key);
+            return self.reject(req, 443);
         }
         if !self.ip_allowed(peer.ip()) || self.peer_destination(peer).is_none() {
-            return self.error(out, msg, 403, key);
+            return self.reject(req, 403);
         }
         let (max_ch, max_perm) = (
             self.cfg.max_channels_per_allocation,
@@ -63,11 +53,11 @@ impl<B: RelayBinder> Server<B> {
         let is_new_channel = !alloc.channels.iter().any(|c| c.number == number);
         if is_new_channel && max_ch != 0 && alloc.channels.len() >= max_ch as usize {
             self.stats.quota_rejections[QuotaKind::Channels as usize] += 1;
-            return self.error(out, msg, 508, key);
+            return self.reject(req, 508);
         }
         if !alloc.can_permit(peer.ip(), max_perm) {
             self.stats.quota_rejections[QuotaKind::Permissions as usize] += 1;
-            return self.error(out, msg, 508, key);
+            return self.reject(req, 508);
         }
         let (perm_expires, chan_expires) = (
             now + self.cfg.permission_lifetime,
@@ -78,7 +68,7 @@ impl<B: RelayBinder> Server<B> {
             a.permit(peer.ip(), perm_expires, 0);
         }
         self.table.schedule(id, perm_expires.min(chan_expires));
-        let r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
+        let r = self.answer(req, Class::Success);
         r.finish()
     }
 }

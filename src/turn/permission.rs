@@ -4,30 +4,21 @@
 //! `permission-lifetime` (§9, 300 s by default) unless refreshed.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
-use bytes::BytesMut;
-
-use super::auth::long_term::Authed;
 use super::output::Output;
-use super::responses::Reply;
+use super::responses::Request;
 use super::server::Server;
 use super::stats::QuotaKind;
 use super::table::AllocId;
 use super::RelayBinder;
 use crate::stun::attr::{self, *};
-use crate::stun::{Class, Message};
+use crate::stun::Class;
 
 impl<B: RelayBinder> Server<B> {
-    pub(super) fn create_permission(
-        &mut self,
-        now: Instant,
-        id: AllocId,
-        msg: &Message<'_>,
-        auth: &Authed<'_>,
-        out: &mut BytesMut,
-    ) -> Output {
-        let key = Some(auth.key);
+    pub(super) fn create_permission(&mut self, id: AllocId, req: Request<'_>) -> Output {
+        let Request {
+            now, msg, auth: _, ..
+        } = req;
         let tid = msg.transaction_id();
         let mut peers = msg
             .attributes()
@@ -35,7 +26,7 @@ impl<B: RelayBinder> Server<B> {
             .map(|a| XorPeerAddress::decode(a.value, &tid).map(|p| p.0))
             .peekable();
         if peers.peek().is_none() {
-            return self.error(out, msg, 400, key);
+            return self.reject(req, 400);
         }
         // Forget what has expired before counting against quotas, whether or not
         // the housekeeping timer has run yet.
@@ -43,7 +34,7 @@ impl<B: RelayBinder> Server<B> {
             a.sweep(now);
         }
         let Some(alloc) = self.table.get(id) else {
-            return self.error(out, msg, 437, key);
+            return self.reject(req, 437);
         };
         // Validate every address before installing any: the request succeeds or
         // fails as a whole (RFC 8656 §10.2).
@@ -56,10 +47,10 @@ impl<B: RelayBinder> Server<B> {
         // `turnutils_uclient -G` depends on the 443 coming first.
         for (count, p) in peers.enumerate() {
             let Ok(p) = p else {
-                return self.error(out, msg, 400, key);
+                return self.reject(req, 400);
             };
             if alloc.relay_for(p.ip()).is_none() {
-                return self.error(out, msg, 443, key);
+                return self.reject(req, 443);
             }
             let known = alloc.permissions.iter().any(|x| x.ip == p.ip())
                 || ips[..count].contains(&Some(p.ip()));
@@ -67,16 +58,16 @@ impl<B: RelayBinder> Server<B> {
                 new += 1;
             }
             if count == ips.len() {
-                return self.error(out, msg, 400, key);
+                return self.reject(req, 400);
             }
             ips[count] = Some(p.ip());
         }
         if ips.iter().flatten().any(|ip| !self.ip_allowed(*ip)) {
-            return self.error(out, msg, 403, key);
+            return self.reject(req, 403);
         }
         if max != 0 && alloc.permissions.len() + new > max as usize {
             self.stats.quota_rejections[QuotaKind::Permissions as usize] += 1;
-            return self.error(out, msg, 508, key);
+            return self.reject(req, 508);
         }
         let expires = now + self.cfg.permission_lifetime;
         if let Some(a) = self.table.get_mut(id) {
@@ -85,7 +76,7 @@ impl<B: RelayBinder> Server<B> {
             }
         }
         self.table.schedule(id, expires);
-        let r = Reply::new(out, msg, Class::Success, key, self.cfg.software.as_deref());
+        let r = self.answer(req, Class::Success);
         r.finish()
     }
 }

@@ -3,9 +3,11 @@
 //! error responses with their reason phrases (RFC 8489 §14.8), 420 Unknown
 //! Attribute (§14.9), and the Binding method (§3, §14.2).
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 
-use super::auth::long_term::ReplyKey;
+use super::auth::long_term::{Authed, ReplyKey};
 use super::output::Output;
 use super::server::Server;
 use super::{FiveTuple, RelayBinder};
@@ -76,7 +78,28 @@ pub(super) fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
+/// An authenticated TURN request being answered: what the handler of each method
+/// (Allocate, Refresh, CreatePermission, ChannelBind) needs, so that they share
+/// one signature and answer one way, signed with the request's key.
+pub(super) struct Request<'r> {
+    pub(super) now: Instant,
+    pub(super) msg: &'r Message<'r>,
+    pub(super) auth: &'r Authed<'r>,
+    pub(super) out: &'r mut BytesMut,
+}
+
 impl<B: RelayBinder> Server<B> {
+    /// The error `code` in answer to `req`, signed.
+    pub(super) fn reject(&self, req: Request<'_>, code: u16) -> Output {
+        self.error(req.out, req.msg, code, Some(req.auth.key))
+    }
+
+    /// A response of `class` to `req`, signed, for the handler to add to.
+    pub(super) fn answer<'r>(&self, req: Request<'r>, class: Class) -> Reply<'r> {
+        let key = Some(req.auth.key);
+        Reply::new(req.out, req.msg, class, key, self.cfg.software.as_deref())
+    }
+
     pub(super) fn error(
         &self,
         out: &mut BytesMut,

@@ -31,6 +31,7 @@ use super::live::LiveRelayPorts;
 use super::policy::PeerPolicy;
 use super::quota::QuotaTracker;
 use super::reservations::Reservations;
+use super::responses::Request;
 use super::source_limit::SourceLimiter;
 use super::table::Table;
 use crate::stun::channel_data;
@@ -285,6 +286,12 @@ impl<B: RelayBinder> Server<B> {
         if !msg.unknown_required().is_empty() {
             return self.unknown_attributes(out, msg, Some(auth.key));
         }
+        let req = Request {
+            now,
+            msg,
+            auth: &auth,
+            out,
+        };
         let existing = self.table.by_tuple(&tuple);
         if let Some(id) = existing {
             let same_user = self
@@ -292,18 +299,16 @@ impl<B: RelayBinder> Server<B> {
                 .get(id)
                 .is_some_and(|a| *a.username == *auth.username);
             if !same_user {
-                return self.error(out, msg, 441, Some(auth.key));
+                return self.reject(req, 441);
             }
         }
         match (method, existing) {
-            (Method::Allocate, Some(id)) => self.allocate_again(id, msg, &auth, out),
-            (Method::Allocate, None) => self.allocate(now, tuple, msg, &auth, out),
-            (_, None) => self.error(out, msg, 437, Some(auth.key)),
-            (Method::Refresh, Some(id)) => self.refresh(now, id, msg, &auth, out),
-            (Method::CreatePermission, Some(id)) => {
-                self.create_permission(now, id, msg, &auth, out)
-            }
-            (_, Some(id)) => self.channel_bind(now, id, msg, &auth, out),
+            (Method::Allocate, Some(id)) => self.allocate_again(id, req),
+            (Method::Allocate, None) => self.allocate(tuple, req),
+            (_, None) => self.reject(req, 437),
+            (Method::Refresh, Some(id)) => self.refresh(id, req),
+            (Method::CreatePermission, Some(id)) => self.create_permission(id, req),
+            (_, Some(id)) => self.channel_bind(id, req),
         }
     }
 
