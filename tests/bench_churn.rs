@@ -8,24 +8,12 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::spawn_binary;
+use support::{json_i64 as i, json_u64 as u, spawn_bench_target};
 
 /// The server's fds and sockets must come back to the baseline exactly: every
 /// relay socket, reservation and TCP connection of the run is gone after the settle
 /// time. (RSS is reported but not checked: the allocator keeps freed memory.)
 const FD_TOLERANCE: i64 = 0;
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
-}
-
-fn i(v: &Value, key: &str) -> i64 {
-    v[key]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
-}
 
 #[test]
 fn churn_returns_the_server_to_its_baseline() {
@@ -38,24 +26,10 @@ fn churn_returns_the_server_to_its_baseline() {
         "[relay]\ndefault-lifetime = 3\n\n[admin]\nsocket = \"\"\n",
     )
     .expect("config written");
-    let srv = spawn_binary(&[
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--user",
-        "bench:bench",
-        "--allow-peer",
-        "127.0.0.0/8",
-        "--max-allocations-per-user",
+    let srv = spawn_bench_target(
         "100000",
-        // Every bench client is 127.0.0.1: no per-address cap.
-        "--max-allocations-per-ip",
-        "0",
-        // Every bench client starts with a 401 from 127.0.0.1: no per-source limit.
-        "--unauthenticated-per-second",
-        "0",
-        "--threads",
-        "1",
-    ]);
+        &["--config", config.to_str().expect("utf-8 path")],
+    );
     let udp = srv.udp.to_string();
     let tcp = srv.tcp.to_string();
     let pid = srv.pid().to_string();

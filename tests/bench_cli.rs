@@ -4,25 +4,10 @@
 mod support;
 
 use serde_json::Value;
-use support::{ferroturn_cli, spawn_binary};
+use support::{ferroturn_cli, json_f64 as f, json_u64 as u, spawn_bench_target};
 
 fn server() -> support::Binary {
-    spawn_binary(&[
-        "--user",
-        "bench:bench",
-        "--allow-peer",
-        "127.0.0.0/8",
-        "--max-allocations-per-user",
-        "1000",
-        // Every bench client is 127.0.0.1: no per-address cap.
-        "--max-allocations-per-ip",
-        "0",
-        // Every bench client starts with a 401 from 127.0.0.1: no per-source limit.
-        "--unauthenticated-per-second",
-        "0",
-        "--threads",
-        "1",
-    ])
+    spawn_bench_target("1000", &[])
 }
 
 /// Runs `ferroturn bench ARGS --json` and returns its JSON.
@@ -43,18 +28,6 @@ fn bench(args: &[&str]) -> Value {
     );
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("bench {args:?} printed no JSON ({e}): {}", out.stdout))
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
-}
-
-fn f(v: &Value, key: &str) -> f64 {
-    v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 #[test]

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use support::{ferroturn_cli, pki, spawn_binary, Binary, Pki};
+use support::{ferroturn_cli, pki, spawn_tls_binary, Binary, Pki};
 
 mod support;
 
@@ -85,26 +85,12 @@ fn preflight() {
 fn ferroturn(allow_loopback_peers: bool) -> Server {
     let pki = pki();
     let user = format!("{USER}:{PASS}");
-    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
-    let mut args = vec![
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert,
-        "--key",
-        key,
-        "--realm",
-        REALM,
-        "--user",
-        &user,
-        "--auth-secret",
-        SECRET,
-    ];
+    let mut args = vec!["--auth-secret", SECRET];
     if allow_loopback_peers {
         // See the module comment: each browser's peer is a relay address on 127.0.0.1.
         args.extend(["--allow-peer", "127.0.0.0/8"]);
     }
-    let bin = spawn_binary(&args);
+    let bin = spawn_tls_binary(&pki.cert, &pki.key, REALM, &user, &args);
     Server {
         udp: bin.udp,
         tcp: bin.tcp,

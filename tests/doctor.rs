@@ -68,22 +68,9 @@ const SECRET: &str = "doctor-test-secret";
 /// user and a REST secret, plus `extra` flags.
 fn tls_server(pki: &TestPki, extra: &[&str]) -> Binary {
     let user = format!("{USER}:{PASS}");
-    let mut args = vec![
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--cert",
-        pki.cert.to_str().unwrap(),
-        "--key",
-        pki.key.to_str().unwrap(),
-        "--realm",
-        REALM,
-        "--user",
-        &user,
-        "--auth-secret",
-        SECRET,
-    ];
+    let mut args = vec!["--auth-secret", SECRET];
     args.extend_from_slice(extra);
-    spawn_binary(&args)
+    spawn_tls_binary(&pki.cert, &pki.key, REALM, &user, &args)
 }
 
 /// `ferroturn doctor` against `srv` (its UDP/TCP and, if any, TLS listener),

@@ -355,7 +355,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let (not_after, roots) = write_cert(&cert, &key, (2031, 5, 17));
     let user = format!("{USER}:{PASS}");
-    let bin = spawn_tls_binary(&cert, &key, REALM, &user);
+    let bin = spawn_tls_binary(&cert, &key, REALM, &user, &["--allow-peer", "127.0.0.0/8"]);
     let metrics = bin.metrics.expect("metrics on");
     let tls = bin.tls.expect("a TLS listener");
 

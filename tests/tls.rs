@@ -106,7 +106,13 @@ async fn a_client_that_does_not_finish_the_handshake_is_dropped() {
 
 /// Runs the real binary with TLS and returns it with its TLS address.
 fn ferroturn_tls(cert: &Path, key: &Path) -> (Binary, SocketAddr) {
-    let srv = spawn_tls_binary(cert, key, "north.gov", "ninefingers:youhavetoberealistic");
+    let srv = spawn_tls_binary(
+        cert,
+        key,
+        "north.gov",
+        "ninefingers:youhavetoberealistic",
+        &["--allow-peer", "127.0.0.0/8"],
+    );
     let tls = srv.tls.expect("a TLS listener");
     (srv, tls)
 }

@@ -73,7 +73,7 @@ use peers::validate_peers;
 use quota::validate_quota;
 use rate_limit::validate_rate_limit;
 use relay::validate_relay;
-use server::{validate_server, Server};
+use server::validate_server;
 use store::validate_store;
 use tls::validate_tls;
 use usage::validate_usage;
@@ -297,42 +297,35 @@ impl Config {
     }
 }
 
-/// Validates every section of `raw`, in file order; errors name their key.
+/// Validates every section of `raw`, in file order (a struct expression's fields
+/// are evaluated in the order written); errors name their key.
 fn validate_parts(raw: &RawConfig) -> Result<Config> {
-    let RawConfig {
-        server,
-        relay,
-        auth,
-        peers,
-        quota,
-        rate_limit,
-        connections,
-        store,
-        metrics,
-        tls,
-        drain,
-        usage,
-        admin,
-        ..
-    } = raw;
-    let Server {
-        listen,
-        realm,
-        software,
-        threads,
-        max_message_size,
-        log,
-    } = validate_server(server)?;
-    let relay = validate_relay(relay)?;
-    let auth = validate_auth(auth)?;
-    let peers = validate_peers(peers)?;
-    let quota = validate_quota(quota)?;
-    let rate_limit = validate_rate_limit(rate_limit)?;
-    let connections = validate_connections(connections)?;
+    let server = validate_server(&raw.server)?;
+    Ok(Config {
+        relay: validate_relay(&raw.relay)?,
+        auth: validate_auth(&raw.auth)?,
+        peers: validate_peers(&raw.peers)?,
+        quota: validate_quota(&raw.quota)?,
+        rate_limit: validate_rate_limit(&raw.rate_limit)?,
+        connections: validate_connections(&raw.connections)?,
+        store: validate_store(&raw.store)?,
+        metrics: validate_metrics(&raw.metrics)?,
+        tls: validate_tls_beside(&raw.tls, &server.listen)?,
+        drain: validate_drain(&raw.drain)?,
+        usage: validate_usage(&raw.usage)?,
+        admin: validate_admin(&raw.admin)?,
+        listen: server.listen,
+        realm: server.realm,
+        software: server.software,
+        threads: server.threads,
+        max_message_size: server.max_message_size,
+        log: server.log,
+    })
+}
 
-    let store = validate_store(store)?;
-    let metrics = validate_metrics(metrics)?;
-    let tls = validate_tls(tls)?;
+/// `[tls]`, whose listeners must not repeat one of `server.listen`.
+fn validate_tls_beside(raw: &RawTls, listen: &[SocketAddr]) -> Result<Option<TlsConfig>> {
+    let tls = validate_tls(raw)?;
     if let Some(t) = &tls {
         // Port 0 means "any free port", which cannot clash.
         if let Some(a) = t
@@ -343,31 +336,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
             return invalid("tls.listen", format!("{a} is also in server.listen"));
         }
     }
-
-    let drain = validate_drain(drain)?;
-    let usage = validate_usage(usage)?;
-    let admin = validate_admin(admin)?;
-
-    Ok(Config {
-        listen,
-        realm,
-        software,
-        threads,
-        max_message_size,
-        log,
-        relay,
-        auth,
-        peers,
-        quota,
-        rate_limit,
-        connections,
-        store,
-        metrics,
-        tls,
-        drain,
-        usage,
-        admin,
-    })
+    Ok(tls)
 }
 
 #[cfg(test)]

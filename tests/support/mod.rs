@@ -324,19 +324,16 @@ impl Drop for Binary {
     }
 }
 
-/// Starts `ferroturn serve --listen 127.0.0.1:0 ARGS` with JSON logs and a metrics
-/// port of its own (tests run in parallel: the default 9641 would collide), and
-/// reads the bound UDP, TCP and (with `--tls-listen`) TLS addresses from its
-/// "listening" log lines. Its stderr keeps being drained so it never blocks.
 /// [`spawn_binary`] serving TLS on a free loopback port with `cert` and `key`,
-/// realm `realm`, one static `user` ("name:password") and loopback peers open.
+/// realm `realm` and one static `user` ("name:password"), plus `extra` flags.
 pub fn spawn_tls_binary(
     cert: &std::path::Path,
     key: &std::path::Path,
     realm: &str,
     user: &str,
+    extra: &[&str],
 ) -> Binary {
-    spawn_binary(&[
+    let mut args = vec![
         "--tls-listen",
         "127.0.0.1:0",
         "--cert",
@@ -347,11 +344,60 @@ pub fn spawn_tls_binary(
         realm,
         "--user",
         user,
-        "--allow-peer",
-        "127.0.0.0/8",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    spawn_binary(&args)
 }
 
+/// [`spawn_binary`] as a target for `ferroturn bench`, plus `extra` flags: user
+/// `bench:bench`, loopback peers open, one shard, and no per-address caps, since
+/// every bench client is 127.0.0.1 and starts with a 401 (the per-address
+/// allocation cap and the per-source limit on unauthenticated answers would
+/// refuse most of them).
+pub fn spawn_bench_target(max_allocations_per_user: &str, extra: &[&str]) -> Binary {
+    let mut args = vec![
+        "--user",
+        "bench:bench",
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--max-allocations-per-user",
+        max_allocations_per_user,
+        "--max-allocations-per-ip",
+        "0",
+        "--unauthenticated-per-second",
+        "0",
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    spawn_binary(&args)
+}
+
+/// A number in a JSON object, or a panic naming the missing key.
+pub fn json_u64(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// A signed number in a JSON object, or a panic naming the missing key.
+pub fn json_i64(v: &serde_json::Value, key: &str) -> i64 {
+    v[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// A floating-point number in a JSON object, or a panic naming the missing key.
+pub fn json_f64(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// Starts `ferroturn serve --listen 127.0.0.1:0 ARGS` with JSON logs and a metrics
+/// port of its own (tests run in parallel: the default 9641 would collide), and
+/// reads the bound UDP, TCP and (with `--tls-listen`) TLS addresses from its
+/// "listening" log lines. Its stderr keeps being drained so it never blocks.
 pub fn spawn_binary(args: &[&str]) -> Binary {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};

@@ -570,22 +570,16 @@ fn rest_credentials_negotiate_sha256_too() {
 
 /// An Allocate carrying `attrs` as raw TLVs, signed with `key` when given.
 fn raw_allocate(attrs: &[(u16, &[u8])], key: Option<&[u8]>) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    let mut b = MessageBuilder::new(
-        &mut buf,
-        Method::Allocate,
-        Class::Request,
-        TransactionId::random(),
-    );
-    b.add(&RequestedTransport(PROTOCOL_UDP));
-    for (typ, value) in attrs {
-        b.add_raw(*typ, value);
-    }
-    if let Some(k) = key {
-        b.add_message_integrity(k);
-    }
-    b.finish();
-    buf.to_vec()
+    hand_built(Method::Allocate, Class::Request, |b| {
+        b.add(&RequestedTransport(PROTOCOL_UDP));
+        for (typ, value) in attrs {
+            b.add_raw(*typ, value);
+        }
+        if let Some(k) = key {
+            b.add_message_integrity(k);
+        }
+    })
+    .to_vec()
 }
 
 fn auth_failures(h: &H, why: AuthFailure) -> u64 {

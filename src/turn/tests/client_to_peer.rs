@@ -37,18 +37,12 @@ fn send_with_dont_fragment_needs_an_allocation_that_sets_df() {
     // Send indication as an unknown comprehension-required attribute: discarded.
     // DF is a property of the relay socket, asked for in the Allocate.
     let send_df_to = |peer: &str| {
-        let mut buf = BytesMut::new();
-        let mut b = MessageBuilder::new(
-            &mut buf,
-            Method::Send,
-            Class::Indication,
-            TransactionId::random(),
-        );
-        b.add(&XorPeerAddress(sa(peer)));
-        b.add(&Data(b"x"));
-        b.add_raw(attr::DONT_FRAGMENT, &[]);
-        b.finish();
-        buf.to_vec()
+        hand_built(Method::Send, Class::Indication, |b| {
+            b.add(&XorPeerAddress(sa(peer)));
+            b.add(&Data(b"x"));
+            b.add_raw(attr::DONT_FRAGMENT, &[]);
+        })
+        .to_vec()
     };
     let send_df = || send_df_to(PEER_A);
     let mut h = H::new();
@@ -208,21 +202,15 @@ fn send_indication_needs_peer_and_data_and_may_carry_zero_bytes() {
     let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
     h.create_permission(&mut c, &[sa(PEER_A)]).expect_success();
     let partial = |peer: bool, data: bool| {
-        let mut buf = BytesMut::new();
-        let mut b = MessageBuilder::new(
-            &mut buf,
-            Method::Send,
-            Class::Indication,
-            TransactionId::random(),
-        );
-        if peer {
-            b.add(&XorPeerAddress(sa(PEER_A)));
-        }
-        if data {
-            b.add(&Data(b"x"));
-        }
-        b.finish();
-        buf.to_vec()
+        hand_built(Method::Send, Class::Indication, |b| {
+            if peer {
+                b.add(&XorPeerAddress(sa(PEER_A)));
+            }
+            if data {
+                b.add(&Data(b"x"));
+            }
+        })
+        .to_vec()
     };
     for (peer, data) in [(true, false), (false, true)] {
         let (o, _) = h.send_raw(c.tuple, &partial(peer, data));

@@ -11,16 +11,10 @@ use crate::turn::source_limit::{SourceRate, BUCKETS};
 
 /// An unauthenticated Allocate (no credentials): answered 401, or dropped.
 fn bare_allocate() -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    let mut b = MessageBuilder::new(
-        &mut buf,
-        Method::Allocate,
-        Class::Request,
-        TransactionId::random(),
-    );
-    b.add(&RequestedTransport(PROTOCOL_UDP));
-    b.finish();
-    buf.to_vec()
+    hand_built(Method::Allocate, Class::Request, |b| {
+        b.add(&RequestedTransport(PROTOCOL_UDP));
+    })
+    .to_vec()
 }
 
 /// Sends `n` unauthenticated Allocates from `client`; how many were answered
