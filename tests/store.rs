@@ -902,7 +902,10 @@ fn cli_errors_name_the_problem() {
 /// there, a duplicate is refused, and setting a password stores both keys.
 async fn key_only_users(url: &str) {
     let store = Store::open(url).await.expect("open");
-    store.add_user("example.org", "bob", "pw").await.expect("add");
+    store
+        .add_user("example.org", "bob", "pw")
+        .await
+        .expect("add");
     let key = UserKeys::derive("alice", "example.org", "secret").md5;
     store
         .add_user_md5_key("example.org", "alice", key)

@@ -26,26 +26,30 @@ type Embedded = (i64, &'static str, &'static str);
 /// SQLite migrations, oldest first.
 const SQLITE: &[Embedded] = &[
     (
-    1,
-    "credentials",
-    include_str!("../../migrations/sqlite/0001_credentials.sql"),
-), (
-    2,
-    "key only users",
-    include_str!("../../migrations/sqlite/0002_key_only_users.sql"),
-)];
+        1,
+        "credentials",
+        include_str!("../../migrations/sqlite/0001_credentials.sql"),
+    ),
+    (
+        2,
+        "key only users",
+        include_str!("../../migrations/sqlite/0002_key_only_users.sql"),
+    ),
+];
 
 /// PostgreSQL migrations, oldest first.
 const POSTGRES: &[Embedded] = &[
     (
-    1,
-    "credentials",
-    include_str!("../../migrations/postgres/0001_credentials.sql"),
-), (
-    2,
-    "key only users",
-    include_str!("../../migrations/postgres/0002_key_only_users.sql"),
-)];
+        1,
+        "credentials",
+        include_str!("../../migrations/postgres/0001_credentials.sql"),
+    ),
+    (
+        2,
+        "key only users",
+        include_str!("../../migrations/postgres/0002_key_only_users.sql"),
+    ),
+];
 
 /// A [`MigrationSource`] over migrations compiled into the binary.
 #[derive(Debug, Clone, Copy)]
@@ -136,7 +140,9 @@ mod tests {
         .unwrap();
         conn.close().await.unwrap();
 
-        let store = crate::store::Store::open(path.to_str().unwrap()).await.unwrap();
+        let store = crate::store::Store::open(path.to_str().unwrap())
+            .await
+            .unwrap();
         let snap = store.snapshot().await.unwrap();
         assert_eq!(snap.users.len(), 1);
         assert_eq!(snap.users[0].keys, keys);
