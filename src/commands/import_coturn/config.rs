@@ -351,7 +351,7 @@ pub fn translate(directives: &[Directive]) -> Result<Translation, BadValue> {
             "external-ip" => {
                 let ext = external_ip(d)?;
                 let v4 = !ext.contains(':');
-                if external_ips.iter().any(|e| !e.contains(':') == v4) {
+                if external_ips.iter().any(|e| e.contains(':') != v4) {
                     t.note(d, Verdict::Unsupported, "ferroturn takes one external-ip mapping per family; this one is left out");
                 } else {
                     external_ips.push(ext);
