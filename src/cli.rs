@@ -63,6 +63,55 @@ pub enum Command {
     /// relay address, relaying, TLS certificate, peer policy; prints an
     /// iceServers entry for the app. Exit status 0 only when nothing FAILs.
     Doctor(DoctorArgs),
+    /// Move from another TURN server: translate its configuration and
+    /// import its users, secrets and peer rules.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+/// `ferroturn import ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImportCommand {
+    /// From coturn: translates turnserver.conf into a ferroturn TOML (listing
+    /// every key that is not translated, and why) and imports the users, REST
+    /// secrets and peer ranges of coturn's SQLite or PostgreSQL database.
+    Coturn(ImportCoturnArgs),
+}
+
+/// `ferroturn import coturn`. `Debug` is written by hand: database URLs may
+/// carry passwords.
+#[derive(Clone, Args)]
+pub struct ImportCoturnArgs {
+    /// coturn's configuration file (e.g. /etc/turnserver.conf).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// coturn's user database: a SQLite file or a postgresql:// URL.
+    /// Default: userdb / psql-userdb of --config, if set.
+    #[arg(long, value_name = "FILE|URL")]
+    pub db: Option<String>,
+    /// The ferroturn configuration to write (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// ferroturn credential store to import users and secrets into (a SQLite
+    /// path or postgres:// URL; created if needed). Required for users coturn
+    /// knows only by key. Without it, passwords and secrets go into --out.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl fmt::Debug for ImportCoturnArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportCoturnArgs")
+            .field("config", &self.config)
+            .field("db", &self.db.as_deref().map(crate::store::redact))
+            .field("out", &self.out)
+            .field("store", &self.store.as_deref().map(crate::store::redact))
+            .field("force", &self.force)
+            .finish()
+    }
 }
 
 /// `ferroturn serve`: configuration file plus overrides.

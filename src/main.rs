@@ -32,6 +32,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Reload(args) => Ok(ferroturn::commands::control::reload(&args)?),
         Command::Drain(args) => Ok(ferroturn::commands::control::drain(&args)?),
         Command::Bench(args) => ferroturn::bench::run(&args),
+        Command::Import(ferroturn::cli::ImportCommand::Coturn(args)) => {
+            Ok(ferroturn::commands::import_coturn::run(&args)?)
+        }
         Command::Doctor(args) => match ferroturn::commands::doctor::run(&args)? {
             0 => Ok(()),
             failed => Err(format!("doctor: {failed} check(s) FAILED").into()),

@@ -408,7 +408,8 @@ async fn sqlite_migrations_are_idempotent() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    assert_eq!(applied, 1);
+    // Each migration once (0001 credentials, 0002 key-only users).
+    assert_eq!(applied, 2);
     pool.close().await;
 }
 
@@ -428,7 +429,8 @@ async fn postgres_migrations_are_idempotent_and_concurrent() {
         .fetch_one(&mut conn)
         .await
         .expect("count");
-    assert_eq!(applied, 1);
+    // Each migration once (0001 credentials, 0002 key-only users).
+    assert_eq!(applied, 2);
 }
 
 #[tokio::test]
@@ -889,4 +891,74 @@ fn cli_errors_name_the_problem() {
         None,
         "store.url",
     );
+}
+
+// ---------------------------------------------------------------------------
+// Key-only users (imported from coturn)
+// ---------------------------------------------------------------------------
+
+/// A user stored by its MD5 key alone (coturn's `hmackey`): the snapshot
+/// carries the key and no SHA-256 key, `list_users` marks it, the USERHASH is
+/// there, a duplicate is refused, and setting a password stores both keys.
+async fn key_only_users(url: &str) {
+    let store = Store::open(url).await.expect("open");
+    store
+        .add_user("example.org", "bob", "pw")
+        .await
+        .expect("add");
+    let key = UserKeys::derive("alice", "example.org", "secret").md5;
+    store
+        .add_user_md5_key("example.org", "alice", key)
+        .await
+        .expect("add key-only");
+    assert!(matches!(
+        store.add_user_md5_key("example.org", "alice", key).await,
+        Err(StoreError::UserExists { .. })
+    ));
+    assert!(matches!(
+        store.add_user_md5_key("", "alice", key).await,
+        Err(StoreError::Invalid { what: "realm", .. })
+    ));
+    let listed: Vec<(String, bool)> = store
+        .list_users(None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| (u.name, u.key_only))
+        .collect();
+    assert_eq!(
+        listed,
+        [("alice".to_owned(), true), ("bob".to_owned(), false)]
+    );
+    let snap = store.snapshot().await.expect("snapshot");
+    assert_eq!(snap.users[0].name, "alice");
+    assert_eq!(snap.users[0].keys, UserKeys::md5_only(key));
+    assert_eq!(snap.users[0].userhash, userhash("alice", "example.org"));
+    assert_eq!(
+        snap.users[1].keys,
+        UserKeys::derive("bob", "example.org", "pw")
+    );
+    // `user passwd` turns it into a full user.
+    store
+        .set_password("example.org", "alice", "secret")
+        .await
+        .expect("passwd");
+    let snap = store.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snap.users[0].keys,
+        UserKeys::derive("alice", "example.org", "secret")
+    );
+    assert!(!store.list_users(None).await.expect("list")[0].key_only);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_key_only_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    key_only_users(&sqlite_url(&dir)).await;
+}
+
+#[tokio::test]
+async fn postgres_key_only_users() {
+    key_only_users(&pg::fresh_database()).await;
 }

@@ -219,6 +219,9 @@ struct UserJson<'a> {
     name: &'a str,
     /// Unix seconds.
     created: i64,
+    /// Stored by its MD5 key only (imported from coturn): authenticates
+    /// with the MD5 password algorithm only, until `user passwd`.
+    key_only: bool,
 }
 
 fn user_list(args: &UserListArgs) -> Result<()> {
@@ -237,6 +240,7 @@ fn user_list(args: &UserListArgs) -> Result<()> {
                 realm: &u.realm,
                 name: &u.name,
                 created: u.created,
+                key_only: u.key_only,
             })
             .collect();
         return print_json(&rows);
@@ -245,11 +249,22 @@ fn user_list(args: &UserListArgs) -> Result<()> {
         note(format_args!("no users"));
         return Ok(());
     }
-    let rows: Vec<[String; 3]> = users
+    // KEYS: "md5+sha256" for a user added with a password, "md5 only" for
+    // one imported from coturn by its key (SHA-256 clients are refused
+    // until `user passwd`).
+    let rows: Vec<[String; 4]> = users
         .iter()
-        .map(|u| [u.realm.clone(), u.name.clone(), format_unix(u.created)])
+        .map(|u| {
+            let keys = if u.key_only { "md5 only" } else { "md5+sha256" };
+            [
+                u.realm.clone(),
+                u.name.clone(),
+                format_unix(u.created),
+                keys.to_owned(),
+            ]
+        })
         .collect();
-    print_table(["REALM", "NAME", "CREATED"], &rows)
+    print_table(["REALM", "NAME", "CREATED", "KEYS"], &rows)
 }
 
 /// A password and whether we made it up (then it is printed once).

@@ -6,8 +6,11 @@
 //!   server's admin socket ([`crate::ops::admin_socket`]).
 //! - [`doctor`]: `ferroturn doctor`, a TURN client that checks a running server
 //!   from where it runs and reports PASS/WARN/FAIL per check.
+//! - [`import_coturn`]: `ferroturn import coturn`, a coturn configuration and
+//!   user database turned into a ferroturn configuration and store.
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod credentials;
 pub mod doctor;
+pub mod import_coturn;

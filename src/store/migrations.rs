@@ -24,18 +24,32 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 type Embedded = (i64, &'static str, &'static str);
 
 /// SQLite migrations, oldest first.
-const SQLITE: &[Embedded] = &[(
-    1,
-    "credentials",
-    include_str!("../../migrations/sqlite/0001_credentials.sql"),
-)];
+const SQLITE: &[Embedded] = &[
+    (
+        1,
+        "credentials",
+        include_str!("../../migrations/sqlite/0001_credentials.sql"),
+    ),
+    (
+        2,
+        "key only users",
+        include_str!("../../migrations/sqlite/0002_key_only_users.sql"),
+    ),
+];
 
 /// PostgreSQL migrations, oldest first.
-const POSTGRES: &[Embedded] = &[(
-    1,
-    "credentials",
-    include_str!("../../migrations/postgres/0001_credentials.sql"),
-)];
+const POSTGRES: &[Embedded] = &[
+    (
+        1,
+        "credentials",
+        include_str!("../../migrations/postgres/0001_credentials.sql"),
+    ),
+    (
+        2,
+        "key only users",
+        include_str!("../../migrations/postgres/0002_key_only_users.sql"),
+    ),
+];
 
 /// A [`MigrationSource`] over migrations compiled into the binary.
 #[derive(Debug, Clone, Copy)]
@@ -95,5 +109,45 @@ mod tests {
         assert_eq!(versions(SQLITE), versions(POSTGRES));
         assert!(SQLITE.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(latest_version(true), latest_version(false));
+    }
+
+    /// A database written by a ferroturn that knew only migration 1 (both
+    /// keys NOT NULL) keeps every row readable after migration 2 made
+    /// `key_sha256` nullable for key-only users.
+    #[tokio::test]
+    async fn sqlite_rows_of_version_1_survive_migration_2() {
+        use sqlx::Connection as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        Migrator::new(EmbeddedSource(&SQLITE[..1]))
+            .await
+            .unwrap()
+            .run_direct(&mut conn)
+            .await
+            .unwrap();
+        let keys = crate::turn::auth::UserKeys::derive("old", "r", "pw");
+        sqlx::query(
+            "INSERT INTO users (realm, name, key_md5, key_sha256, userhash, created, updated) \
+             VALUES ('r', 'old', $1, $2, $3, 1, 1)",
+        )
+        .bind(&keys.md5[..])
+        .bind(&keys.sha256.unwrap()[..])
+        .bind(&crate::stun::integrity::userhash("old", "r")[..])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        let store = crate::store::Store::open(path.to_str().unwrap())
+            .await
+            .unwrap();
+        let snap = store.snapshot().await.unwrap();
+        assert_eq!(snap.users.len(), 1);
+        assert_eq!(snap.users[0].keys, keys);
+        let listed = store.list_users(None).await.unwrap();
+        assert!(!listed[0].key_only);
+        store.close().await;
     }
 }

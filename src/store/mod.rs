@@ -168,6 +168,10 @@ pub struct UserInfo {
     pub name: String,
     /// When the user was added, unix seconds.
     pub created: i64,
+    /// Stored by its MD5 key only (imported from coturn): no SHA-256 key,
+    /// so only the MD5 password algorithm authenticates it until the
+    /// password is set with `ferroturn user passwd`.
+    pub key_only: bool,
 }
 
 /// A REST shared secret as listed by [`Store::list_secrets`]. `Debug`
@@ -199,7 +203,8 @@ pub struct StoredUser {
     pub realm: String,
     /// The user name.
     pub name: String,
-    /// Long-term keys (MD5 and SHA-256 of `name:realm:password`).
+    /// Long-term keys (MD5 and SHA-256 of `name:realm:password`; MD5 only
+    /// for a key-only user).
     pub keys: UserKeys,
     /// USERHASH: SHA-256 of `name:realm` (RFC 8489 §14.4), to find the
     /// user when a client hides its name.
@@ -388,6 +393,7 @@ mod tests {
         assert_send(store.generation());
         assert_send(store.snapshot());
         assert_send(store.add_user("r", "n", "p"));
+        assert_send(store.add_user_md5_key("r", "n", [0; 16]));
         assert_send(store.remove_user("r", "n"));
         assert_send(store.set_password("r", "n", "p"));
         assert_send(store.list_users(None));

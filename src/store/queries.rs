@@ -101,7 +101,47 @@ impl Store {
             .bind(realm)
             .bind(name)
             .bind(&keys.md5[..])
-            .bind(&keys.sha256[..])
+            .bind(keys.sha256.as_ref().map(|k| &k[..]))
+            .bind(&hash[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db_err(e))?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::UserExists {
+                    realm: realm.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))
+        })
+    }
+
+    /// Adds a user known only by its MD5 long-term key,
+    /// `MD5(name:realm:password)` — what coturn stores in `turnusers_lt` —
+    /// with no SHA-256 key (the column is NULL). It authenticates with the
+    /// MD5 password algorithm only; `set_password` later stores both keys.
+    /// USERHASH needs no password and is stored as for any user.
+    /// [`StoreError::UserExists`] if `(realm, name)` exists.
+    pub async fn add_user_md5_key(
+        &self,
+        realm: &str,
+        name: &str,
+        md5: [u8; 16],
+    ) -> Result<(), StoreError> {
+        check_realm(realm)?;
+        check_name(name)?;
+        let hash = userhash(name, realm);
+        let now = unix_now();
+        on_pool!(self, |pool| {
+            let mut tx = begin_write!(self, pool);
+            let inserted = sqlx::query(
+                "INSERT INTO users (realm, name, key_md5, key_sha256, userhash, created, updated) \
+                 VALUES ($1, $2, $3, NULL, $4, $5, $5) ON CONFLICT (realm, name) DO NOTHING",
+            )
+            .bind(realm)
+            .bind(name)
+            .bind(&md5[..])
             .bind(&hash[..])
             .bind(now)
             .execute(&mut *tx)
@@ -152,7 +192,7 @@ impl Store {
                  WHERE realm = $4 AND name = $5",
             )
             .bind(&keys.md5[..])
-            .bind(&keys.sha256[..])
+            .bind(keys.sha256.as_ref().map(|k| &k[..]))
             .bind(now)
             .bind(realm)
             .bind(name)
@@ -170,7 +210,7 @@ impl Store {
     pub async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
         on_pool!(self, |pool| {
             let rows = sqlx::query(
-                "SELECT realm, name, created FROM users \
+                "SELECT realm, name, created, key_sha256 IS NULL AS key_only FROM users \
                  WHERE $1 IS NULL OR realm = $1 ORDER BY realm, name",
             )
             .bind(realm)
@@ -183,6 +223,7 @@ impl Store {
                         realm: row.try_get("realm").map_err(|e| self.db_err(e))?,
                         name: row.try_get("name").map_err(|e| self.db_err(e))?,
                         created: row.try_get("created").map_err(|e| self.db_err(e))?,
+                        key_only: row.try_get("key_only").map_err(|e| self.db_err(e))?,
                     })
                 })
                 .collect()
@@ -381,7 +422,9 @@ impl Store {
                 let realm: String = row.try_get("realm").map_err(|e| self.db_err(e))?;
                 let name: String = row.try_get("name").map_err(|e| self.db_err(e))?;
                 let md5: Vec<u8> = row.try_get("key_md5").map_err(|e| self.db_err(e))?;
-                let sha256: Vec<u8> = row.try_get("key_sha256").map_err(|e| self.db_err(e))?;
+                // NULL for a key-only user (imported from coturn).
+                let sha256: Option<Vec<u8>> =
+                    row.try_get("key_sha256").map_err(|e| self.db_err(e))?;
                 let hash: Vec<u8> = row.try_get("userhash").map_err(|e| self.db_err(e))?;
                 let corrupt = |what: &str| {
                     StoreError::Corrupt(format!(
@@ -391,7 +434,9 @@ impl Store {
                 users.push(StoredUser {
                     keys: UserKeys {
                         md5: md5.try_into().map_err(|_| corrupt("MD5 key"))?,
-                        sha256: sha256.try_into().map_err(|_| corrupt("SHA-256 key"))?,
+                        sha256: sha256
+                            .map(|k| k.try_into().map_err(|_| corrupt("SHA-256 key")))
+                            .transpose()?,
                     },
                     userhash: hash.try_into().map_err(|_| corrupt("USERHASH"))?,
                     realm,

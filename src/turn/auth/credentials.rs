@@ -25,12 +25,20 @@ type HmacSha1 = Hmac<Sha1>;
 /// Only keys are kept, never passwords, so a memory disclosure does not
 /// reveal reusable passwords. `Debug` is redacted and equality is
 /// constant-time.
+///
+/// `sha256` is `None` for a user known only by its MD5 key, as coturn
+/// stores users (`turnusers_lt.hmackey`) and as `ferroturn import coturn`
+/// brings them over: the SHA-256 key cannot be computed without the
+/// password. Such a user authenticates only with the MD5 password
+/// algorithm (what every client that predates RFC 8489 uses, browsers
+/// included); a request that negotiates SHA-256 gets 401 until the
+/// password is set again.
 #[derive(Clone)]
 pub struct UserKeys {
     /// Key for MESSAGE-INTEGRITY (HMAC-SHA1) with the MD5 password algorithm.
     pub md5: [u8; 16],
-    /// Key for MESSAGE-INTEGRITY-SHA256 / the SHA-256 password algorithm.
-    pub sha256: [u8; 32],
+    /// Key for the SHA-256 password algorithm; `None` for a key-only user.
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl UserKeys {
@@ -38,8 +46,14 @@ impl UserKeys {
     pub fn derive(username: &str, realm: &str, password: &str) -> UserKeys {
         UserKeys {
             md5: long_term_key_md5(username, realm, password),
-            sha256: long_term_key_sha256(username, realm, password),
+            sha256: Some(long_term_key_sha256(username, realm, password)),
         }
+    }
+
+    /// A user known only by its MD5 key, `MD5(username:realm:password)`
+    /// (coturn's `hmackey`): no SHA-256 key.
+    pub fn md5_only(md5: [u8; 16]) -> UserKeys {
+        UserKeys { md5, sha256: None }
     }
 }
 
@@ -51,7 +65,12 @@ impl fmt::Debug for UserKeys {
 
 impl PartialEq for UserKeys {
     fn eq(&self, other: &Self) -> bool {
-        (self.md5.ct_eq(&other.md5) & self.sha256.ct_eq(&other.sha256)).into()
+        let sha256 = match (&self.sha256, &other.sha256) {
+            (Some(a), Some(b)) => a.ct_eq(b),
+            (None, None) => subtle::Choice::from(1),
+            _ => subtle::Choice::from(0),
+        };
+        (self.md5.ct_eq(&other.md5) & sha256).into()
     }
 }
 
@@ -457,7 +476,7 @@ mod tests {
         let (k, exp) = found_keys(s.lookup("1700000000:alice", REALM, 1_600_000_000));
         assert_eq!(exp, Some(1_700_000_000));
         assert_eq!(k.md5.to_vec(), hex(NORTH_ALICE_MD5));
-        assert_eq!(k.sha256.to_vec(), hex(NORTH_ALICE_SHA256));
+        assert_eq!(k.sha256.unwrap().to_vec(), hex(NORTH_ALICE_SHA256));
         assert_eq!(
             k,
             UserKeys::derive("1700000000:alice", REALM, NORTH_ALICE_PW)
@@ -488,6 +507,17 @@ mod tests {
         assert_ne!(kg, kb);
         assert_ne!(kg.md5, kb.md5);
         assert_ne!(kg.sha256, kb.sha256);
+    }
+
+    #[test]
+    fn md5_only_keys_equal_only_md5_only_keys() {
+        let full = UserKeys::derive("alice", REALM, "secret");
+        let key_only = UserKeys::md5_only(full.md5);
+        assert_eq!(key_only, UserKeys::md5_only(full.md5));
+        assert_ne!(key_only, full);
+        assert_ne!(full, key_only);
+        assert_ne!(key_only, UserKeys::md5_only([0; 16]));
+        assert_eq!(format!("{key_only:?}"), "UserKeys { .. }");
     }
 
     #[test]

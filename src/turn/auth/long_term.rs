@@ -262,13 +262,22 @@ impl<B: RelayBinder> Server<B> {
                     };
                 let (keys, expiry) = keys_expiry;
                 tried += 1;
+                // A key-only user (imported from coturn: MD5 key, no password)
+                // has no SHA-256 key: a request that negotiated SHA-256 costs
+                // the same MAC as any other and fails like a wrong password.
                 let key = match algorithm {
-                    PasswordAlgo::Md5 => LongTermKey::Md5(keys.md5),
-                    PasswordAlgo::Sha256 => LongTermKey::Sha256(keys.sha256),
+                    PasswordAlgo::Md5 => Some(LongTermKey::Md5(keys.md5)),
+                    PasswordAlgo::Sha256 => keys.sha256.map(LongTermKey::Sha256),
                 };
-                if verify(&key) {
-                    matched = Some((key, expiry));
-                    break;
+                match key {
+                    Some(key) if verify(&key) => {
+                        matched = Some((key, expiry));
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let _ = verify(&LongTermKey::Sha256([0; 32]));
+                    }
                 }
             }
         }

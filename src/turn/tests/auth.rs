@@ -705,3 +705,38 @@ fn realm_or_nonce_of_128_characters_or_over_763_bytes_is_400_before_the_nonce_ch
     c.nonce = Some(good_nonce);
     allocate_once(&mut h, &c).expect_success();
 }
+
+/// One user known only by its MD5 key, as `ferroturn import coturn` brings
+/// coturn's `turnusers_lt` rows over (no password, so no SHA-256 key).
+struct KeyOnly;
+
+impl CredentialStore for KeyOnly {
+    fn lookup(&self, username: &str, realm: &str, _now_unix: u64) -> Lookup {
+        if username != "carol" {
+            return Lookup::Unknown;
+        }
+        let md5 = crate::stun::integrity::long_term_key_md5(username, realm, "carol-pw");
+        Lookup::Found(crate::turn::auth::UserKeys::md5_only(md5), None)
+    }
+}
+
+#[test]
+fn a_key_only_user_authenticates_with_md5_and_not_with_sha256() {
+    let mut h = H::with(base_config(), Arc::new(KeyOnly), QuotaTracker::new(0, 0));
+    // The classic MD5 client (browsers): allocates, with MESSAGE-INTEGRITY
+    // keyed by the stored MD5 key.
+    let mut c = Client::udp("carol", "carol-pw", "192.0.2.10:1000");
+    let r = h.allocate(&mut c);
+    r.expect_success();
+    r.msg().verify_integrity(&c.key).unwrap();
+    // Wrong password with MD5: 401.
+    let mut w = Client::udp("carol", "not-carol-pw", "192.0.2.11:1000");
+    h.allocate(&mut w).expect_error(401);
+    // An RFC 8489 client that negotiates SHA-256 with the right password: no
+    // SHA-256 key is stored, so 401, counted like a bad MAC.
+    let mut s = Client::sha256_udp("carol", "carol-pw", "192.0.2.12:1000");
+    h.allocate(&mut s).expect_error(401);
+    let f = h.srv.stats().auth_failures;
+    assert_eq!(f[AuthFailure::BadIntegrity as usize], 2, "{f:?}");
+    assert_eq!(h.srv.allocations(), 1);
+}
