@@ -7,29 +7,18 @@
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-
+use super::certificate::{certificate, Recorder};
+use super::relaying::{private_peers, relay_ports, round_trip};
 use super::report::{Check, IceServer, Report, Status};
 use super::{Plan, Target};
-use crate::client::{Allocation, Client, ClientError, Received};
-use crate::time::{format_unix, unix_now};
+use crate::client::{Allocation, Client, ClientError};
 use crate::turn::policy::default_deny_list;
 
-/// Days before expiry from which the certificate check warns.
-const EXPIRY_WARN_DAYS: i64 = 14;
-/// Private addresses the peer-policy check asks permissions for: one of each
-/// RFC 1918 network, where a relay open to them would let any user with
-/// credentials reach the operator's internal hosts.
-const PRIVATE_PEERS: [&str; 3] = ["10.0.0.1:9", "172.16.0.1:9", "192.168.0.1:9"];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Transport {
+pub(super) enum Transport {
     Udp,
     Tcp,
     Tls,
@@ -47,10 +36,10 @@ impl fmt::Display for Transport {
 
 /// A transport's client and what its Allocate granted, kept for the checks
 /// that need an allocation.
-struct Allocated {
-    transport: Transport,
-    client: Client,
-    allocation: Allocation,
+pub(super) struct Allocated {
+    pub(super) transport: Transport,
+    pub(super) client: Client,
+    pub(super) allocation: Allocation,
 }
 
 /// Runs every check of `plan`.
@@ -154,7 +143,7 @@ pub async fn run(plan: &Plan) -> Report {
 }
 
 /// `fut`, or [`ClientError::Timeout`] after the plan's timeout.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     plan: &Plan,
     fut: impl Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
@@ -163,7 +152,7 @@ async fn bounded<T>(
         .unwrap_or(Err(ClientError::Timeout))
 }
 
-fn join<T: fmt::Display>(items: &[T]) -> String {
+pub(super) fn join<T: fmt::Display>(items: &[T]) -> String {
     items
         .iter()
         .map(ToString::to_string)
@@ -171,7 +160,7 @@ fn join<T: fmt::Display>(items: &[T]) -> String {
         .join(", ")
 }
 
-fn seconds(d: Duration) -> String {
+pub(super) fn seconds(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
@@ -197,7 +186,7 @@ fn credential_check(plan: &Plan) -> Check {
     }
 }
 
-async fn connect(
+pub(super) async fn connect(
     plan: &Plan,
     transport: Transport,
     target: &Target,
@@ -283,7 +272,7 @@ async fn binding(
 
 /// Whether `ip` is this host's: loopback or an address of one of its
 /// interfaces. Only then must the mapped address equal the local one.
-fn same_host(ip: IpAddr) -> bool {
+pub(super) fn same_host(ip: IpAddr) -> bool {
     ip.is_loopback()
         || if_addrs::get_if_addrs()
             .map(|ifs| ifs.iter().any(|i| i.ip() == ip))
@@ -401,327 +390,6 @@ fn relay_address(plan: &Plan, allocated: &[Allocated]) -> Check {
     )
 }
 
-/// Two allocations of the same transport relaying to each other: A permits
-/// B's relayed address and B A's, data goes A → B → A.
-async fn round_trip(plan: &Plan, a: &mut Allocated) -> Check {
-    let transport = a.transport;
-    let name = format!("round trip {transport}");
-    let target = &plan.server;
-    let credential = plan
-        .credential
-        .as_ref()
-        .expect("allocated, so credentialed");
-    let connected = match transport {
-        Transport::Udp => Client::udp(target.addr).await,
-        _ => Client::tcp(target.addr).await,
-    };
-    let mut b = match connected {
-        Ok(c) => c.credentials(&credential.username, &credential.password),
-        Err(e) => {
-            return Check::fail(
-                name,
-                format!("second connection: {e}"),
-                "see the binding check",
-            )
-        }
-    };
-    b.timeout = plan.timeout;
-    let b_alloc = match bounded(plan, b.allocate()).await {
-        Ok(alloc) => alloc,
-        Err(e) => {
-            return Check::fail(
-                name,
-                format!("a second allocation failed: {e}"),
-                "the test needs two allocations at once: check quota.max-allocations-per-user",
-            )
-        }
-    };
-    let check = relay_between(plan, &name, a, &mut b, &b_alloc).await;
-    let _ = bounded(plan, b.refresh(0)).await;
-    check
-}
-
-async fn relay_between(
-    plan: &Plan,
-    name: &str,
-    a: &mut Allocated,
-    b: &mut Client,
-    b_alloc: &Allocation,
-) -> Check {
-    let a_relayed = a.allocation.relayed[0];
-    let b_relayed = b_alloc.relayed[0];
-    for (client, peer) in [(&mut a.client, b_relayed), (&mut *b, a_relayed)] {
-        match bounded(plan, client.create_permission(&[peer])).await {
-            Ok(()) => {}
-            Err(e) if e.code() == Some(403) => {
-                return Check::warn(
-                    name,
-                    format!(
-                        "not tested: the peer policy denies the server's own relayed address {} (403): the default denies loopback and private peers, and a local test server relays from one",
-                        peer.ip()
-                    ),
-                    format!(
-                        "run doctor against the server's public address; or, on a test server only, allow it: peers.allow = [\"{}\"] (--allow-peer)",
-                        peer.ip()
-                    ),
-                );
-            }
-            Err(e) => {
-                return Check::fail(
-                    name,
-                    format!("CreatePermission for {peer}: {e}"),
-                    "see the server's log for this request",
-                )
-            }
-        }
-    }
-    let mut payload = b"ferroturn doctor ".to_vec();
-    payload.extend_from_slice(&rand::random::<[u8; 8]>());
-    let started = Instant::now();
-    let there = async {
-        a.client.send_indication(b_relayed, &payload).await?;
-        wait_for(b, &payload, plan.timeout).await?;
-        b.send_indication(a_relayed, &payload).await?;
-        wait_for(&mut a.client, &payload, plan.timeout).await
-    };
-    match there.await {
-        Ok(()) => {
-            let rtt = started.elapsed();
-            let mut check = Check::pass(
-                name,
-                format!(
-                    "{a_relayed} -> {b_relayed} -> back in {:.2} ms",
-                    rtt.as_secs_f64() * 1000.0
-                ),
-            );
-            check.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
-            check
-        }
-        Err(e) if !same_host(a_relayed.ip()) && same_host(plan.server.addr.ip()) => Check::warn(
-            name,
-            format!("relayed data did not come back ({e}) from {a_relayed}, which is not this host's address"),
-            "a 1:1 NAT without hairpinning cannot relay to itself: check from a client outside the NAT",
-        ),
-        Err(e) => Check::fail(
-            name,
-            format!("relayed data did not come back: {e}"),
-            "check the server's log for drops (ferroturn_dropped_total by reason) and the firewall between the relay addresses",
-        ),
-    }
-}
-
-/// Waits for relayed data carrying `payload`, skipping anything else.
-async fn wait_for(
-    client: &mut Client,
-    payload: &[u8],
-    timeout: Duration,
-) -> Result<(), ClientError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.recv_data(left).await? {
-            Received::Data { data, .. } | Received::Channel { data, .. } if data == payload => {
-                return Ok(())
-            }
-            _ => {}
-        }
-    }
-}
-
-/// CreatePermission toward private addresses must be refused (403).
-async fn private_peers(plan: &Plan, a: &mut Allocated) -> Check {
-    let name = "peer policy";
-    let mut allowed = Vec::new();
-    let mut refused = Vec::new();
-    for peer in PRIVATE_PEERS {
-        let peer: SocketAddr = peer.parse().expect("constant address");
-        match bounded(plan, a.client.create_permission(&[peer])).await {
-            Ok(()) => allowed.push(peer.ip()),
-            Err(e) if e.code() == Some(403) => refused.push(peer.ip()),
-            Err(e) => {
-                return Check::fail(
-                    name,
-                    format!("CreatePermission for {}: {e}", peer.ip()),
-                    "see the server's log for this request",
-                )
-            }
-        }
-    }
-    if allowed.is_empty() {
-        Check::pass(
-            name,
-            format!("private peers refused (403 for {})", join(&refused)),
-        )
-    } else {
-        Check::warn(
-            name,
-            format!(
-                "the relay can reach your private network: CreatePermission for {} succeeded",
-                join(&allowed)
-            ),
-            "set [peers]: remove private networks from peers.allow unless the relay must reach them",
-        )
-    }
-}
-
-/// A datagram from this host to a relayed address reaches the allocation: the
-/// relay port is open from here.
-async fn relay_ports(plan: &Plan, a: &mut Allocated) -> Check {
-    let name = "relay ports";
-    let range = plan
-        .port_range
-        .map(|(lo, hi)| format!("relay.port-range {lo}-{hi}"))
-        .unwrap_or_else(|| "the relay port range".to_owned());
-    let cannot = format!(
-        "cannot check from here: the other ports of {range}, nor a firewall that treats other networks differently"
-    );
-    // A fresh allocation: A already permits the round trip's addresses, which
-    // may be this host's too, and would prove nothing.
-    let credential = plan
-        .credential
-        .as_ref()
-        .expect("allocated, so credentialed");
-    let mut c = match Client::udp(plan.server.addr).await {
-        Ok(c) => c.credentials(&credential.username, &credential.password),
-        Err(e) => return Check::fail(name, format!("connection: {e}"), "see the binding check"),
-    };
-    c.timeout = plan.timeout;
-    let alloc = match bounded(plan, c.allocate()).await {
-        Ok(alloc) => alloc,
-        Err(e) => {
-            return Check::fail(
-                name,
-                format!("another allocation failed: {e}"),
-                "check quota.max-allocations-per-user",
-            )
-        }
-    };
-    let check = probe_relay(plan, name, &cannot, &mut c, &alloc, a.allocation.mapped).await;
-    let _ = bounded(plan, c.refresh(0)).await;
-    check
-}
-
-async fn probe_relay(
-    plan: &Plan,
-    name: &str,
-    cannot: &str,
-    c: &mut Client,
-    alloc: &Allocation,
-    mapped: Option<SocketAddr>,
-) -> Check {
-    let relayed = alloc.relayed[0];
-    let family_any: SocketAddr = if relayed.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let sock = match tokio::net::UdpSocket::bind(family_any).await {
-        Ok(s) => s,
-        Err(e) => return Check::skip(name, format!("no local UDP socket: {e}"), cannot),
-    };
-    // This host as the server sees it: the mapped address of the allocation,
-    // else the source address a datagram to the relay would get.
-    let me = match mapped.or(alloc.mapped) {
-        Some(m) if m.is_ipv4() == relayed.is_ipv4() => m.ip(),
-        _ => match sock.connect(relayed).await.and_then(|()| sock.local_addr()) {
-            Ok(local) => local.ip(),
-            Err(e) => return Check::skip(name, format!("no route to {relayed}: {e}"), cannot),
-        },
-    };
-    match bounded(plan, c.create_permission(&[SocketAddr::new(me, 0)])).await {
-        Ok(()) => {}
-        Err(e) if e.code() == Some(403) => {
-            return Check::skip(
-                name,
-                format!("the peer policy denies this host's address {me} (403), so no datagram from here may reach a relayed port"),
-                format!("run doctor from another network; {cannot}"),
-            )
-        }
-        Err(e) => {
-            return Check::fail(name, format!("CreatePermission for {me}: {e}"), "see the server's log")
-        }
-    }
-    let mut payload = b"ferroturn doctor probe ".to_vec();
-    payload.extend_from_slice(&rand::random::<[u8; 8]>());
-    if let Err(e) = sock.send_to(&payload, relayed).await {
-        return Check::fail(
-            name,
-            format!("sending to {relayed}: {e}"),
-            "check the route to the relay address",
-        );
-    }
-    match wait_for(c, &payload, plan.timeout).await {
-        Ok(()) => Check::pass(
-            name,
-            format!(
-                "a datagram from this host to relayed port {relayed} reached the allocation; {cannot}"
-            ),
-        ),
-        Err(e) => Check::fail(
-            name,
-            format!("a datagram from this host to {relayed} did not reach the allocation: {e}"),
-            "open the relay ports (relay.port-range, UDP) in the firewall in front of the relay",
-        ),
-    }
-}
-
-/// The certificate check, from what the TLS connection's verifier saw.
-fn certificate(plan: &Plan, tls: &Target, recorder: &Recorder) -> Check {
-    let name = "tls certificate";
-    let Some(seen) = recorder.seen() else {
-        return Check::fail(
-            name,
-            format!("no TLS handshake with {} reached the certificate", tls.addr),
-            "see the binding tls check: is tls.listen reachable and serving TLS?",
-        );
-    };
-    let expiry = x509_parser::parse_x509_certificate(&seen.leaf)
-        .ok()
-        .map(|(_, cert)| cert.validity().not_after.timestamp());
-    let days = expiry.map(|t| (t - unix_now()).div_euclid(86_400));
-    let when = match (expiry, days) {
-        (Some(t), Some(d)) if d >= 0 => format!("expires {} (in {d} days)", format_unix(t)),
-        (Some(t), _) => format!("EXPIRED {}", format_unix(t)),
-        _ => "expiry unreadable".to_owned(),
-    };
-    match (&seen.verdict, days) {
-        (Err(e), _) => {
-            let fix = if e.contains("xpired") {
-                "renew the certificate; the server reads tls.cert again on `ferroturn reload` (or SIGHUP)".to_owned()
-            } else if e.contains("NotValidForName") || e.contains("not valid for name") {
-                format!(
-                    "serve a certificate for {:?}, or pass --tls-name with the name clients use",
-                    plan.tls_name
-                )
-            } else if e.contains("UnknownIssuer") || e.contains("issuer") {
-                format!(
-                    "put the whole chain (leaf first, then intermediates) in tls.cert; for a private CA pass --ca FILE (verified against {})",
-                    plan.roots_source
-                )
-            } else {
-                "check tls.cert".to_owned()
-            };
-            Check::fail(
-                name,
-                format!("does not verify for {:?}: {e}; {when}", plan.tls_name),
-                fix,
-            )
-        }
-        (Ok(()), Some(d)) if d < EXPIRY_WARN_DAYS => Check::warn(
-            name,
-            format!("valid for {:?} but {when}", plan.tls_name),
-            "renew it now; then `ferroturn reload` (or SIGHUP)",
-        ),
-        (Ok(()), _) => Check::pass(
-            name,
-            format!(
-                "valid for {:?} against {}; {when}",
-                plan.tls_name, plan.roots_source
-            ),
-        ),
-    }
-}
-
 /// The iceServers entry: turn:/turns: URLs whose Allocate passed (turns: only
 /// with a certificate that verifies: browsers refuse the others), with the
 /// credential used; without a credential, stun: URLs whose Binding passed.
@@ -769,121 +437,5 @@ fn ice_servers(
             credential: None,
         }],
         None => Vec::new(),
-    }
-}
-
-/// What the TLS verifier saw: the leaf and whether the chain verified.
-#[derive(Clone)]
-struct Seen {
-    leaf: Vec<u8>,
-    verdict: Result<(), String>,
-}
-
-/// A certificate verifier that verifies with webpki as a browser would, but
-/// records the verdict and lets the handshake go on, so that one connection
-/// both reports the certificate and runs the STUN checks over TLS. Handshake
-/// signatures are still verified.
-#[derive(Debug)]
-struct Recorder {
-    inner: Result<Arc<WebPkiServerVerifier>, String>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    seen: Mutex<Option<Seen>>,
-}
-
-impl fmt::Debug for Seen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Seen")
-            .field("verdict", &self.verdict)
-            .finish()
-    }
-}
-
-impl Recorder {
-    fn new(plan: &Plan) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = WebPkiServerVerifier::builder_with_provider(
-            Arc::new(plan.roots.clone()),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| e.to_string());
-        Recorder {
-            inner,
-            provider,
-            seen: Mutex::new(None),
-        }
-    }
-
-    /// A client configuration verifying through this recorder.
-    fn config(self: &Arc<Self>) -> std::io::Result<Arc<rustls::ClientConfig>> {
-        let config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(std::io::Error::other)?
-            .dangerous()
-            .with_custom_certificate_verifier(self.clone())
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    }
-
-    fn seen(&self) -> Option<Seen> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = match &self.inner {
-            Ok(inner) => inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("no trust anchors: {e}")),
-        };
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
-            leaf: end_entity.to_vec(),
-            verdict,
-        });
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }

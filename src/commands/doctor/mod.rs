@@ -14,7 +14,9 @@
 //! - [`report`]: the table and the JSON.
 #![forbid(unsafe_code)]
 
+mod certificate;
 mod checks;
+mod relaying;
 pub mod report;
 
 use std::net::{IpAddr, SocketAddr};
