@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod db;
+pub mod peer_ranges;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
