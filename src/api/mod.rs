@@ -55,7 +55,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The status codes the API answers with, in the order of
 /// [`ApiCounters`]' slots (a last slot counts any other code). The metrics
 /// label `code` takes its values from here.
-pub const API_CODES: [u16; 11] = [200, 201, 204, 400, 401, 403, 404, 405, 413, 429, 503];
+pub const API_CODES: [u16; 10] = [201, 204, 400, 401, 403, 404, 405, 413, 429, 503];
 
 /// Answers by status code, for `ferroturn_api_requests_total{code}`.
 #[derive(Debug, Default)]
