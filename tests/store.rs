@@ -448,8 +448,8 @@ async fn sqlite_migrations_are_idempotent() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    // Each migration once (0001 credentials, 0002 key-only users).
-    assert_eq!(applied, 2);
+    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens).
+    assert_eq!(applied, 3);
     pool.close().await;
 }
 
@@ -469,8 +469,8 @@ async fn postgres_migrations_are_idempotent_and_concurrent() {
         .fetch_one(&mut conn)
         .await
         .expect("count");
-    // Each migration once (0001 credentials, 0002 key-only users).
-    assert_eq!(applied, 2);
+    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens).
+    assert_eq!(applied, 3);
 }
 
 #[tokio::test]
