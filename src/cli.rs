@@ -63,6 +63,9 @@ pub enum Command {
     /// relay address, relaying, TLS certificate, peer policy; prints an
     /// iceServers entry for the app. Exit status 0 only when nothing FAILs.
     Doctor(DoctorArgs),
+    /// Manage the bearer tokens of the credentials API ([api]) in the store.
+    #[command(subcommand)]
+    ApiToken(ApiTokenCommand),
     /// Move from another TURN server: translate its configuration and
     /// import its users, secrets and peer rules.
     #[command(subcommand)]
@@ -222,6 +225,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 
+    /// Credentials API address (IP:PORT), or "off"; overrides api.listen.
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<String>,
+
     /// Admin socket path, or "off"; overrides admin.socket.
     #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<String>,
@@ -269,6 +276,7 @@ impl fmt::Debug for ServeArgs {
             )
             .field("db", &self.db.as_deref().map(crate::store::redact))
             .field("metrics", &self.metrics)
+            .field("api_listen", &self.api_listen)
             .finish()
     }
 }
@@ -381,6 +389,14 @@ impl ServeArgs {
                 m.clone()
             };
             raw.mark_override("metrics.listen", "--metrics");
+        }
+        if let Some(a) = &self.api_listen {
+            raw.api.listen = if a.trim() == "off" {
+                String::new()
+            } else {
+                a.clone()
+            };
+            raw.mark_override("api.listen", "--api-listen");
         }
         if let Some(a) = &self.admin_socket {
             raw.admin.socket = if a.trim() == "off" {
@@ -815,6 +831,39 @@ pub struct RevokeArgs {
     /// The REST username to revoke: `EXPIRY:NAME` (or a bare `EXPIRY`).
     #[arg(value_name = "USERNAME")]
     pub username: String,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `ferroturn api-token ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Add a token and print it (once: the store keeps only its SHA-256).
+    Add(ApiTokenNameArgs),
+    /// List tokens: names, when added, when last used (never the token).
+    List(ApiTokenListArgs),
+    /// Remove a token: requests bearing it get 401 from then on.
+    Remove(ApiTokenNameArgs),
+}
+
+/// `api-token add` / `api-token remove`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiTokenNameArgs {
+    /// The token's name (letters, digits, '.', '_', '-'; at most 64), e.g.
+    /// the app that uses it.
+    pub name: String,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `api-token list`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiTokenListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
     /// The store.
     #[command(flatten)]
     pub store: StoreArgs,

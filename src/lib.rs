@@ -91,6 +91,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod client;

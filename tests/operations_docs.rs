@@ -89,8 +89,24 @@ fn registered_in_source() -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_metric_family_is_documented() {
-    let srv = server("127.0.0.1:0");
+    // With the credentials API on (it needs a store), so that its family is in
+    // the scrape too.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("creds.db");
+    let mut opts = options("127.0.0.1:0");
+    opts.store = Some(ferroturn::store::StoreLocation::parse(db.to_str().unwrap()).unwrap());
+    opts.api = Some(
+        ferroturn::config::Config::from_toml_str(&format!(
+            "[store]\nurl = {db:?}\n[api]\nlisten = \"127.0.0.1:0\"\nurls = [\"turn:a\"]\n"
+        ))
+        .unwrap()
+        .api,
+    );
+    let srv = ferroturn::net::start(opts).expect("server starts");
     let m = srv.metrics.expect("metrics on");
+    let api = srv.api.as_ref().expect("API on").addr;
+    let unauthenticated = http_request(api, "POST", "/v1/credentials", &[], None).await;
+    assert_eq!(unauthenticated.status, 401);
     // Traffic, so that the families with series only for what happened
     // (ferroturn_requests_total) are in the scrape: an Allocate (challenged,
     // then granted) and data relayed both ways over UDP and over TCP.

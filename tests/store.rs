@@ -243,6 +243,46 @@ async fn exercise_api(url: &str) {
     );
     assert!(store.revoke("", later).await.is_err());
 
+    // API tokens: stored by hash, listed without it; adding and removing bump
+    // the generation, recording a use does not.
+    let h = ferroturn::api::tokens::hash("ftk_test");
+    let g = store.generation().await.expect("generation");
+    store.add_api_token("app", h).await.expect("add token");
+    assert!(matches!(
+        store.add_api_token("app", [1; 32]).await,
+        Err(StoreError::ApiTokenExists(_))
+    ));
+    assert!(matches!(
+        store.add_api_token("bad name", [2; 32]).await,
+        Err(StoreError::Invalid {
+            what: "token name",
+            ..
+        })
+    ));
+    assert_eq!(
+        store.api_token_hashes().await.expect("hashes"),
+        [("app".to_owned(), h)]
+    );
+    store
+        .touch_api_token("app", 1_000_000)
+        .await
+        .expect("touch");
+    // Within the minute: not written again.
+    store
+        .touch_api_token("app", 1_000_030)
+        .await
+        .expect("touch");
+    let listed = store.list_api_tokens().await.expect("list");
+    assert_eq!((listed.len(), listed[0].last_used), (1, Some(1_000_000)));
+    assert_eq!(store.generation().await.expect("generation"), g + 1);
+    store.add_api_token("gone", [3; 32]).await.expect("add");
+    store.remove_api_token("gone").await.expect("remove");
+    assert!(matches!(
+        store.remove_api_token("gone").await,
+        Err(StoreError::NoSuchApiToken(_))
+    ));
+    assert_eq!(store.generation().await.expect("generation"), g + 3);
+
     // A snapshot's generation always matches its content: after the last
     // write nothing changes any more.
     let snap = store.snapshot().await.expect("snapshot");
@@ -408,8 +448,8 @@ async fn sqlite_migrations_are_idempotent() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    // Each migration once (0001 credentials, 0002 key-only users).
-    assert_eq!(applied, 2);
+    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens).
+    assert_eq!(applied, 3);
     pool.close().await;
 }
 
@@ -429,8 +469,8 @@ async fn postgres_migrations_are_idempotent_and_concurrent() {
         .fetch_one(&mut conn)
         .await
         .expect("count");
-    // Each migration once (0001 credentials, 0002 key-only users).
-    assert_eq!(applied, 2);
+    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens).
+    assert_eq!(applied, 3);
 }
 
 #[tokio::test]

@@ -61,7 +61,7 @@ pub enum CredentialsError {
     },
 }
 
-type Result<T, E = CredentialsError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = CredentialsError> = std::result::Result<T, E>;
 
 fn usage<T>(message: impl Into<String>) -> Result<T> {
     Err(CredentialsError::Usage(message.into()))
@@ -74,7 +74,7 @@ fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> CredentialsError {
 /// Runs `fut` on a small single-threaded runtime: the commands do one
 /// thing at a time, and the server's multi-threaded runtime is not
 /// involved.
-fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output> {
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,7 +87,7 @@ fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output> {
 // ---------------------------------------------------------------------------
 
 /// What `--db` / `--config` resolve to.
-struct Target {
+pub(crate) struct Target {
     /// The loaded configuration, if `--config` was given.
     config: Option<Config>,
     /// The store, if one is named.
@@ -95,7 +95,7 @@ struct Target {
 }
 
 impl Target {
-    fn resolve(args: &StoreArgs) -> Result<Target> {
+    pub(crate) fn resolve(args: &StoreArgs) -> Result<Target> {
         let config = match &args.config {
             Some(path) => Some(Config::load(path)?),
             None => None,
@@ -109,7 +109,7 @@ impl Target {
 
     /// The store location, or the error every store command gives without
     /// one.
-    fn require_location(&self) -> Result<StoreLocation> {
+    pub(crate) fn require_location(&self) -> Result<StoreLocation> {
         match &self.location {
             Some(location) => Ok(location.clone()),
             None => usage("no store: pass --db URL or set store.url in --config FILE"),
@@ -126,7 +126,7 @@ impl Target {
     }
 }
 
-async fn open(location: StoreLocation) -> Result<Store> {
+pub(crate) async fn open(location: StoreLocation) -> Result<Store> {
     Ok(Store::open_location(location).await?)
 }
 
@@ -452,11 +452,40 @@ pub fn credential(command: &CredentialCommand) -> Result<()> {
 }
 
 /// A WebRTC `RTCIceServer` entry.
-#[derive(Debug, Serialize)]
-struct IceServer {
-    urls: Vec<String>,
-    username: String,
-    credential: String,
+#[derive(Debug, Clone, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// The longest name part of a minted username: STUN USERNAME is under 509
+/// bytes, and `EXPIRY:` takes up to 21 of them.
+pub const MAX_REST_NAME_BYTES: usize = 480;
+
+/// Why `name` cannot be the NAME of a TURN REST username (`EXPIRY:NAME`), if it
+/// cannot: `credential mint --user` and the API's `name` both check it.
+pub fn rest_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Some("must be a non-empty name without control characters");
+    }
+    if name.len() > MAX_REST_NAME_BYTES {
+        return Some("is too long: at most 480 bytes");
+    }
+    None
+}
+
+/// A TURN REST credential for `name`, valid until `expiry` (unix seconds),
+/// signed with `secret`: username `EXPIRY:NAME`, credential
+/// base64(HMAC-SHA1(secret, username)) — what the server's REST check
+/// recomputes. `credential mint` and the credentials API both mint with it.
+pub fn mint_ice_server(secret: &str, name: &str, expiry: u64, urls: Vec<String>) -> IceServer {
+    let username = format!("{expiry}:{name}");
+    IceServer {
+        credential: rest_password(secret.as_bytes(), &username),
+        username,
+        urls,
+    }
 }
 
 fn mint(args: &MintArgs) -> Result<()> {
@@ -465,8 +494,8 @@ fn mint(args: &MintArgs) -> Result<()> {
     for url in &args.urls {
         check_ice_url(url)?;
     }
-    if args.user.is_empty() || args.user.chars().any(char::is_control) {
-        return usage("--user: must be a non-empty name without control characters");
+    if let Some(problem) = rest_name_problem(&args.user) {
+        return usage(format!("--user: {problem}"));
     }
     let target = Target::resolve(&args.store)?;
     let urls = if args.urls.is_empty() {
@@ -504,12 +533,7 @@ fn mint(args: &MintArgs) -> Result<()> {
     let Some(expiry) = now.checked_add(ttl.as_secs()) else {
         return usage(format!("--ttl: {:?} is too long", args.ttl));
     };
-    let username = format!("{expiry}:{}", args.user);
-    let entry = IceServer {
-        credential: rest_password(secret.as_bytes(), &username),
-        username,
-        urls,
-    };
+    let entry = mint_ice_server(&secret, &args.user, expiry, urls);
     print_json(&entry)?;
     note(format_args!(
         "valid until {} ({})",
@@ -577,24 +601,11 @@ pub fn parse_ttl(text: &str) -> Result<Duration> {
     Ok(ttl)
 }
 
-/// A URL for an iceServers entry: `stun:`, `turn:` or `turns:` and a host.
+/// A URL for an iceServers entry: `stun:`, `turn:` or `turns:` and a host
+/// ([`crate::config::check_ice_url`], the check `api.urls` gets too).
 pub fn check_ice_url(url: &str) -> Result<()> {
-    let rest = ["stun:", "turn:", "turns:"]
-        .iter()
-        .find_map(|scheme| url.strip_prefix(scheme));
-    match rest {
-        Some(rest)
-            if !rest.is_empty()
-                && !rest.starts_with('?')
-                && !rest.contains(char::is_whitespace) =>
-        {
-            Ok(())
-        }
-        Some(_) => usage(format!("--url: {url:?} has no host")),
-        None => usage(format!(
-            "--url: {url:?} must start with stun:, turn: or turns:"
-        )),
-    }
+    crate::config::check_ice_url(url)
+        .map_err(|problem| CredentialsError::Usage(format!("--url: {problem}")))
 }
 
 /// `turn:ADDR?transport=udp` for the first listen address of the
@@ -626,25 +637,25 @@ pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// A note for the operator on stderr. Best effort: a closed stderr is no
 /// reason to fail a command that already succeeded.
-fn note(args: fmt::Arguments<'_>) {
+pub(crate) fn note(args: fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr().lock(), "{args}");
 }
 
-fn print_line(text: &str) -> Result<()> {
+pub(crate) fn print_line(text: &str) -> Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
         .map_err(io_err("writing to stdout"))
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CredentialsError::Usage(format!("cannot format JSON: {e}")))?;
     print_line(&text)
 }
 
 /// Left-aligned columns separated by two spaces.
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Result<()> {
+pub(crate) fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Result<()> {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -2,6 +2,8 @@
 //!
 //! - [`credentials`]: `ferroturn user`, `secret` and `credential`, working on the
 //!   credential store directly (no running server needed).
+//! - [`api_token`]: `ferroturn api-token`, the bearer tokens of the credentials
+//!   API, in the store.
 //! - [`control`]: `ferroturn sessions`, `reload` and `drain`, clients of a running
 //!   server's admin socket ([`crate::ops::admin_socket`]).
 //! - [`doctor`]: `ferroturn doctor`, a TURN client that checks a running server
@@ -10,6 +12,7 @@
 //!   user database turned into a ferroturn configuration and store.
 #![forbid(unsafe_code)]
 
+pub mod api_token;
 pub mod control;
 pub mod credentials;
 pub mod doctor;

@@ -21,13 +21,14 @@
 //! The loading and merging live here; each section of the file has a module
 //! of its own with its raw and validated types and its checks (`server`,
 //! `relay`, `auth`, `peers`, `quota`, `rate_limit`, `connections`, `store`, `metrics`,
-//! `tls`, `drain`, `usage`, `admin`), checks shared between sections are in
+//! `tls`, `drain`, `usage`, `admin`, `api`), checks shared between sections are in
 //! `validate`, and
 //! [`ConfigError`] in `error`. Everything public is re-exported here, so
 //! paths are `crate::config::Name`.
 #![forbid(unsafe_code)]
 
 mod admin;
+mod api;
 mod auth;
 mod connections;
 mod drain;
@@ -50,6 +51,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use admin::{AdminConfig, RawAdmin, DEFAULT_ADMIN_SOCKET};
+pub use api::{check_ice_url, ApiConfig, RawApi};
 pub use auth::{user_key, AuthConfig, RawAuth};
 pub use connections::{ConnectionsConfig, RawConnections};
 pub use drain::{DrainConfig, RawDrain};
@@ -65,6 +67,7 @@ pub use tls::{RawTls, TlsConfig};
 pub use usage::{RawUsage, UsageConfig, UsageTarget};
 
 use admin::validate_admin;
+use api::validate_api;
 use auth::validate_auth;
 use connections::validate_connections;
 use drain::validate_drain;
@@ -116,6 +119,8 @@ pub struct RawConfig {
     pub usage: RawUsage,
     /// `[admin]`
     pub admin: RawAdmin,
+    /// `[api]`
+    pub api: RawApi,
     /// Key path (or list key path) -> the flag that set it.
     #[serde(skip)]
     overrides: BTreeMap<String, &'static str>,
@@ -236,6 +241,8 @@ pub struct Config {
     pub drain: DrainConfig,
     pub usage: UsageConfig,
     pub admin: AdminConfig,
+    /// The credentials API for apps.
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
@@ -293,6 +300,9 @@ impl Config {
             Some(addr) => summary.push_str(&format!(", metrics {addr}")),
             None => summary.push_str(", metrics off"),
         }
+        if let Some(addr) = self.api.listen {
+            summary.push_str(&format!(", api {addr}"));
+        }
         summary
     }
 }
@@ -301,19 +311,30 @@ impl Config {
 /// are evaluated in the order written); errors name their key.
 fn validate_parts(raw: &RawConfig) -> Result<Config> {
     let server = validate_server(&raw.server)?;
+    // Validated ahead of the rest (in file order still) because `[api]` needs them.
+    let relay = validate_relay(&raw.relay)?;
+    let auth = validate_auth(&raw.auth)?;
+    let peers = validate_peers(&raw.peers)?;
+    let quota = validate_quota(&raw.quota)?;
+    let rate_limit = validate_rate_limit(&raw.rate_limit)?;
+    let connections = validate_connections(&raw.connections)?;
+    let store = validate_store(&raw.store)?;
+    let metrics = validate_metrics(&raw.metrics)?;
+    let tls = validate_tls_beside(&raw.tls, &server.listen)?;
     Ok(Config {
-        relay: validate_relay(&raw.relay)?,
-        auth: validate_auth(&raw.auth)?,
-        peers: validate_peers(&raw.peers)?,
-        quota: validate_quota(&raw.quota)?,
-        rate_limit: validate_rate_limit(&raw.rate_limit)?,
-        connections: validate_connections(&raw.connections)?,
-        store: validate_store(&raw.store)?,
-        metrics: validate_metrics(&raw.metrics)?,
-        tls: validate_tls_beside(&raw.tls, &server.listen)?,
+        relay,
+        auth,
+        peers,
+        quota,
+        rate_limit,
+        connections,
+        metrics,
         drain: validate_drain(&raw.drain)?,
         usage: validate_usage(&raw.usage)?,
         admin: validate_admin(&raw.admin)?,
+        api: validate_api_beside(&raw.api, &store, tls.is_some())?,
+        store,
+        tls,
         listen: server.listen,
         realm: server.realm,
         software: server.software,
@@ -321,6 +342,25 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         max_message_size: server.max_message_size,
         log: server.log,
     })
+}
+
+/// `[api]`, which keeps its tokens in the credential store and serves HTTPS
+/// with the `[tls]` certificate.
+fn validate_api_beside(raw: &RawApi, store: &StoreConfig, has_tls: bool) -> Result<ApiConfig> {
+    let api = validate_api(raw)?;
+    if api.listen.is_some() && store.url.is_none() {
+        return invalid(
+            "api.listen",
+            "the API's bearer tokens live in the credential store: set store.url too",
+        );
+    }
+    if api.tls && !has_tls {
+        return invalid(
+            "api.tls",
+            "true needs the [tls] certificate: set tls.cert and tls.key",
+        );
+    }
+    Ok(api)
 }
 
 /// `[tls]`, whose listeners must not repeat one of `server.listen`.
@@ -384,6 +424,21 @@ mod tests {
         let shown = format!("{raw:?}");
         assert!(!shown.contains("s3cr3t-value"));
         assert!(!shown.contains("pa55word"));
+    }
+
+    #[test]
+    fn api_needs_a_store_and_tls_for_https() {
+        let err = |toml: &str| match Config::from_toml_str(toml) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let api = "[api]\nlisten = \"127.0.0.1:0\"\nurls = [\"turn:a\"]\n";
+        assert_eq!(err(api), "api.listen");
+        let with_store = format!("[store]\nurl = \"x.db\"\n{api}");
+        let config = Config::from_toml_str(&with_store).expect("valid");
+        assert!(config.api.listen.is_some());
+        assert!(config.summary().contains(", api 127.0.0.1:0"));
+        assert_eq!(err(&format!("{with_store}tls = true\n")), "api.tls");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct NetOptions {
     pub usage: Option<crate::config::UsageTarget>,
     /// Limits on TCP/TLS client connections.
     pub connections: crate::config::ConnectionsConfig,
+    /// The credentials API, when `api.listen` is set (it needs `store`).
+    pub api: Option<crate::config::ApiConfig>,
 }
 
 /// A running server.
@@ -77,6 +79,9 @@ pub struct Running {
     pub credentials_changed: watch::Sender<i64>,
     /// The metrics endpoint's bound address (port 0 resolved), if it is on.
     pub metrics: Option<SocketAddr>,
+    /// The credentials API, if it is on: its bound address, and where a
+    /// reload puts its new settings.
+    pub api: Option<crate::api::ApiHandle>,
     /// What `/readyz` reports; set `draining` to make it answer 503.
     pub health: Arc<Health>,
     /// Where finished allocations are recorded (a reload reopens it).
@@ -168,6 +173,9 @@ impl Running {
         if let Some(m) = self.metrics_thread {
             let _ = m.join();
         }
+        if let Some(api) = self.api {
+            api.join();
+        }
         result
     }
 }
@@ -254,6 +262,19 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         .as_ref()
         .map(std::net::TcpListener::local_addr)
         .transpose()?;
+    let api_listener = match opts.api.as_ref().and_then(|a| a.listen) {
+        Some(addr) if opts.store.is_none() => {
+            return Err(io::Error::other(format!(
+                "the credentials API on {addr} needs a credential store (store.url) for its tokens"
+            )))
+        }
+        Some(addr) => Some(crate::api::bind(addr)?),
+        None => None,
+    };
+    let api_addr = api_listener
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?;
 
     // TLS: the configuration first (a bad certificate or key fails here), then one
     // TCP listener per shard on each TLS address.
@@ -286,8 +307,9 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             .chain(&tls_addrs)
             .copied(),
     );
-    // The metrics endpoint is one of our services too: never a relay target.
+    // The metrics endpoint and the API are our services too: never a relay target.
     core.own_services.extend(metrics_addr);
+    core.own_services.extend(api_addr);
     core.local_ips = sockets::local_ips();
     let cfg = Arc::new(core);
     let nonces = NonceKey::generate()
@@ -319,12 +341,14 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     let (generation_tx, generation_rx) = watch::channel(creds.generation());
     let health = Arc::new(Health::new(shards, creds.clone()));
     let slots: Vec<ShardSlot> = (0..shards).map(|_| ShardSlot::default()).collect();
+    let api_counters = Arc::new(crate::api::ApiCounters::default());
     let metrics_thread = match metrics_listener {
         Some(l) => {
             let m = Metrics::new(slots.clone())
                 .map_err(|e| io::Error::other(format!("metrics registry: {e}")))?
                 .with_health(health.clone())
-                .with_tls(tls_certs.clone());
+                .with_tls(tls_certs.clone())
+                .with_api(api_counters.clone());
             Some(crate::ops::metrics::spawn(
                 l,
                 Arc::new(m),
@@ -360,6 +384,31 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             .spawn(move || shard::run(params))?;
         threads.push(t);
     }
+    let api = match (api_listener, &opts.api, &opts.store) {
+        (Some(l), Some(config), Some(location)) => {
+            let tls = match (config.tls, &tls_certs) {
+                (true, Some(certs)) => Some(certs.clone()),
+                (true, None) => {
+                    return Err(io::Error::other(
+                        "api.tls needs the [tls] certificate (tls.cert and tls.key)",
+                    ))
+                }
+                (false, _) => None,
+            };
+            Some(crate::api::spawn(
+                l,
+                crate::api::ApiParams {
+                    config: config.clone(),
+                    creds: creds.clone(),
+                    store: location.clone(),
+                    counters: api_counters,
+                    tls,
+                },
+                rx.clone(),
+            )?)
+        }
+        _ => None,
+    };
     let poller = match &opts.store {
         Some(location) => Some(store_sync::spawn(
             location.clone(),
@@ -384,6 +433,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         credentials: creds,
         credentials_changed: generation_tx,
         metrics: metrics_addr,
+        api,
         health,
         shutdown: tx,
         threads,
@@ -438,6 +488,7 @@ impl NetOptions {
             tls: config.tls.clone(),
             usage: config.usage.target.clone(),
             connections: config.connections.clone(),
+            api: config.api.listen.map(|_| config.api.clone()),
         }
     }
 }

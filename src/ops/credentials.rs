@@ -166,6 +166,17 @@ impl LiveCredentials {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// The secret new REST credentials are minted with (the credentials API):
+    /// the store's newest, else the configuration's first — the rule of
+    /// `ferroturn credential mint`. Every secret is accepted on login.
+    pub fn minting_secret(&self) -> Option<String> {
+        self.current()
+            .store_secrets
+            .first()
+            .or(self.config_creds().secrets.first())
+            .cloned()
+    }
+
     /// The username a USERHASH stands for, among configured and stored users.
     pub fn username_for_hash(&self, userhash: &[u8; 32], realm: &str) -> Option<String> {
         let view = self.current();
@@ -254,6 +265,7 @@ mod tests {
             revocations: vec![("2000000000:eve".into(), 2_000_000_000)],
         });
         assert_eq!(c.generation(), 3);
+        assert_eq!(c.minting_secret().as_deref(), Some("s2"));
         // Config alice first, then stored alice as a second candidate.
         let Lookup::Found(k0, _) = c.lookup_candidate("alice", "r", 0, 0) else {
             panic!()
@@ -287,6 +299,8 @@ mod tests {
         });
         assert!(matches!(c.lookup("bob", "r", 0), Lookup::Unknown));
         assert!(matches!(c.lookup("alice", "r", 0), Lookup::Found(..)));
+        // No store secret left: the configuration's mints.
+        assert_eq!(c.minting_secret().as_deref(), Some("s1"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncode
 use tokio::sync::watch;
 
 use super::credentials::LiveCredentials;
+use crate::api::{ApiCounters, API_CODES};
 use crate::net::connections::ConnClose;
 use crate::net::tls::ReloadableCert;
 use crate::turn::server::{
@@ -141,6 +142,7 @@ pub fn label_values() -> Vec<(&'static str, Vec<String>)> {
             "code",
             RESPONSE_CODES
                 .iter()
+                .chain(API_CODES.iter().filter(|c| !RESPONSE_CODES.contains(c)))
                 .map(u16::to_string)
                 .chain(["other".to_string()])
                 .collect(),
@@ -199,6 +201,9 @@ pub struct Metrics {
     ready: IntGauge,
     draining: IntGauge,
     tls_expiry: IntGauge,
+    /// The credentials API's answers, when it runs.
+    api: Option<Arc<ApiCounters>>,
+    api_requests: IntCounterVec,
 }
 
 fn counter_vec(
@@ -257,6 +262,13 @@ impl Metrics {
         )?;
         r.register(Box::new(tls_handshake_failures.clone()))?;
         Ok(Self {
+            api: None,
+            api_requests: counter_vec(
+                &r,
+                "ferroturn_api_requests_total",
+                "Answers of the credentials API ([api]), by HTTP status code.",
+                &["code"],
+            )?,
             in_process,
             tls_handshake_failures,
             health: None,
@@ -356,8 +368,22 @@ impl Metrics {
         self
     }
 
+    /// Sets `ferroturn_api_requests_total` from `counters` at each scrape.
+    pub fn with_api(mut self, counters: Arc<ApiCounters>) -> Self {
+        self.api = Some(counters);
+        self
+    }
+
     /// Sums the shards' last publications into the series.
     fn update(&self) {
+        if let Some(api) = &self.api {
+            for (code, n) in api.totals() {
+                // Only codes that were answered, as for ferroturn_requests_total.
+                if n > 0 {
+                    advance(&self.api_requests.with_label_values(&[&code]), n);
+                }
+            }
+        }
         if let Some(h) = &self.health {
             self.ready.set(i64::from(h.readiness().is_ok()));
             self.draining

@@ -57,6 +57,10 @@ pub fn serve(
     for a in &running.tls {
         tracing::info!(transport = "tls", address = %a, "listening");
     }
+    if let Some(api) = &running.api {
+        let (a, scheme) = (api.addr, if api.tls { "https" } else { "http" });
+        tracing::info!(address = %a, "credentials API on {scheme}://{a}/v1/credentials");
+    }
     let stop = running.stopper();
     let mut ctl = control::Control::new(running, config, reload);
     let why = rt.block_on(ctl.run(&mut signals, admin));

@@ -46,13 +46,15 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "tls.listen",
     );
     check(old.admin.socket != new.admin.socket, "admin.socket");
+    check(old.api.listen != new.api.listen, "api.listen");
+    check(old.api.tls != new.api.tls, "api.tls");
     keys
 }
 
 impl Running {
     /// Applies `new` in place of `old`: realm, SOFTWARE, lifetimes, users and
-    /// secrets, quotas, connection limits, peer policy, the per-source rate limit, log level, the TLS certificate and the
-    /// usage file. Returns the changed keys that need a restart; on error
+    /// secrets, quotas, connection limits, peer policy, the per-source rate limit, log level, the TLS certificate, the
+    /// usage file and the credentials API's settings (but not its address). Returns the changed keys that need a restart; on error
     /// nothing was applied.
     pub fn reload(&mut self, old: &Config, new: &Config) -> Result<Vec<&'static str>, String> {
         // 1. Prepare whatever can fail.
@@ -81,6 +83,10 @@ impl Running {
             new.quota.max_allocations,
         );
         self.connections.set(&new.connections);
+        if let Some(api) = &self.api {
+            // urls, TTL bounds, rate and CORS origins; listen and tls need a restart.
+            api.set_config(&new.api);
+        }
         self.budget
             .max
             .store(new.quota.max_relay_ports, Ordering::Relaxed);

@@ -35,6 +35,11 @@ const SQLITE: &[Embedded] = &[
         "key only users",
         include_str!("../../migrations/sqlite/0002_key_only_users.sql"),
     ),
+    (
+        3,
+        "api tokens",
+        include_str!("../../migrations/sqlite/0003_api_tokens.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -48,6 +53,11 @@ const POSTGRES: &[Embedded] = &[
         2,
         "key only users",
         include_str!("../../migrations/postgres/0002_key_only_users.sql"),
+    ),
+    (
+        3,
+        "api tokens",
+        include_str!("../../migrations/postgres/0003_api_tokens.sql"),
     ),
 ];
 

@@ -130,6 +130,12 @@ pub enum StoreError {
     /// argument is not shown: it may be a secret).
     #[error("no such secret (no stored secret has that id or value)")]
     NoSuchSecret,
+    /// `add_api_token` for a name that is taken.
+    #[error("API token {0:?} already exists")]
+    ApiTokenExists(String),
+    /// `remove_api_token` for a name that is not there.
+    #[error("no such API token {0:?}")]
+    NoSuchApiToken(String),
     /// An argument is unacceptable (empty name, control characters, ...).
     #[error("invalid {what}: {message}")]
     Invalid {
@@ -194,6 +200,38 @@ impl fmt::Debug for SecretInfo {
             .field("created", &self.created)
             .finish()
     }
+}
+
+/// A credentials-API token as listed by [`Store::list_api_tokens`]: its name
+/// and times, never the token (which is not stored) nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenInfo {
+    pub name: String,
+    /// When it was added, unix seconds.
+    pub created: i64,
+    /// When it last authenticated a request (to the minute), if ever.
+    pub last_used: Option<i64>,
+}
+
+/// The longest API token name.
+const MAX_TOKEN_NAME_CHARS: usize = 64;
+
+/// A token name: what `api-token remove` and the logs use, so printable and
+/// short (letters, digits, `.`, `_`, `-`).
+fn check_token_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME_CHARS {
+        return invalid("token name", "must be 1 to 64 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return invalid(
+            "token name",
+            "may contain only ASCII letters, digits, '.', '_' and '-'",
+        );
+    }
+    Ok(())
 }
 
 /// One user with the keys a server authenticates with.
@@ -402,6 +440,11 @@ mod tests {
         assert_send(store.list_secrets());
         assert_send(store.revoke("1:n", 1));
         assert_send(store.prune_revocations(1));
+        assert_send(store.add_api_token("n", [0; 32]));
+        assert_send(store.list_api_tokens());
+        assert_send(store.api_token_hashes());
+        assert_send(store.touch_api_token("n", 1));
+        assert_send(store.remove_api_token("n"));
         assert_send(store.close());
     }
 
@@ -423,5 +466,9 @@ mod tests {
         assert!(check_realm(&"r".repeat(128)).is_err());
         assert!(check_password("").is_err());
         assert!(check_password(" ").is_ok());
+        assert!(check_token_name("app-1.prod_x").is_ok());
+        assert!(check_token_name("").is_err());
+        assert!(check_token_name("a b").is_err());
+        assert!(check_token_name(&"t".repeat(65)).is_err());
     }
 }

@@ -5,8 +5,8 @@
 use sqlx::Row as _;
 
 use super::{
-    check_name, check_password, check_realm, invalid, Backend, SecretInfo, Snapshot, Store,
-    StoreError, StoredUser, UserInfo, NOTIFY_CHANNEL,
+    check_name, check_password, check_realm, check_token_name, invalid, ApiTokenInfo, Backend,
+    SecretInfo, Snapshot, Store, StoreError, StoredUser, UserInfo, NOTIFY_CHANNEL,
 };
 use crate::stun::integrity::userhash;
 use crate::time::unix_now;
@@ -375,6 +375,108 @@ impl Store {
                 .map_err(|e| self.db_err(e))?;
             tx.commit().await.map_err(|e| self.db_err(e))?;
             Ok(deleted.rows_affected())
+        })
+    }
+
+    // -- API tokens -------------------------------------------------------------
+
+    /// Stores a credentials-API token by the SHA-256 of the token (the token
+    /// itself is never stored). [`StoreError::ApiTokenExists`] if `name` is
+    /// taken.
+    pub async fn add_api_token(&self, name: &str, sha256: [u8; 32]) -> Result<(), StoreError> {
+        check_token_name(name)?;
+        let now = unix_now();
+        on_pool!(self, |pool| {
+            let mut tx = begin_write!(self, pool);
+            let inserted = sqlx::query(
+                "INSERT INTO api_tokens (name, token_sha256, created) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(&sha256[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db_err(e))?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::ApiTokenExists(name.to_owned()));
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))
+        })
+    }
+
+    /// Removes a token: requests bearing it are refused from then on.
+    pub async fn remove_api_token(&self, name: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            let mut tx = begin_write!(self, pool);
+            let deleted = sqlx::query("DELETE FROM api_tokens WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+            if deleted.rows_affected() == 0 {
+                return Err(StoreError::NoSuchApiToken(name.to_owned()));
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))
+        })
+    }
+
+    /// Every token's name and times, sorted by name.
+    pub async fn list_api_tokens(&self) -> Result<Vec<ApiTokenInfo>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query("SELECT name, created, last_used FROM api_tokens ORDER BY name")
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ApiTokenInfo {
+                        name: row.try_get("name").map_err(|e| self.db_err(e))?,
+                        created: row.try_get("created").map_err(|e| self.db_err(e))?,
+                        last_used: row.try_get("last_used").map_err(|e| self.db_err(e))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Every token's name and SHA-256, for the API to compare a presented
+    /// token against (all of them, in constant time).
+    pub async fn api_token_hashes(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query("SELECT name, token_sha256 FROM api_tokens")
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+            rows.iter()
+                .map(|row| {
+                    let name: String = row.try_get("name").map_err(|e| self.db_err(e))?;
+                    let hash: Vec<u8> = row.try_get("token_sha256").map_err(|e| self.db_err(e))?;
+                    let hash = hash.try_into().map_err(|_| {
+                        StoreError::Corrupt(format!("hash of API token {name:?} is not 32 bytes"))
+                    })?;
+                    Ok((name, hash))
+                })
+                .collect()
+        })
+    }
+
+    /// Records that token `name` was used at `now_unix`, unless that was
+    /// already recorded within the last minute: one write per token per
+    /// minute at most, and no generation bump (servers need not reload for it).
+    pub async fn touch_api_token(&self, name: &str, now_unix: i64) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE api_tokens SET last_used = $2 WHERE name = $1 \
+                 AND (last_used IS NULL OR last_used < $3)",
+            )
+            .bind(name)
+            .bind(now_unix)
+            .bind(now_unix.saturating_sub(60))
+            .execute(pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+            Ok(())
         })
     }
 

@@ -37,6 +37,7 @@ pub fn options(listen: &str) -> NetOptions {
         tls: None,
         usage: None,
         connections: Default::default(),
+        api: None,
     }
 }
 
@@ -278,6 +279,8 @@ pub struct Binary {
     pub tls: Option<SocketAddr>,
     /// The metrics endpoint, unless `--metrics` was among the arguments.
     pub metrics: Option<SocketAddr>,
+    /// The credentials API, when `--api-listen` was among the arguments.
+    pub api: Option<SocketAddr>,
     /// Every stderr line so far (JSON log lines), read by a thread.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -422,8 +425,9 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
         .spawn()
         .expect("ferroturn starts");
     let want_tls = args.contains(&"--tls-listen");
+    let want_api = args.contains(&"--api-listen");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
-    let (mut udp, mut tcp, mut tls, mut metrics) = (None, None, None, None);
+    let (mut udp, mut tcp, mut tls, mut metrics, mut api) = (None, None, None, None, None);
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -438,6 +442,12 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
         {
             metrics = v["fields"]["address"].as_str().and_then(|a| a.parse().ok());
         }
+        if v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("credentials API on "))
+        {
+            api = v["fields"]["address"].as_str().and_then(|a| a.parse().ok());
+        }
         let ready = |udp: &Option<SocketAddr>,
                      tcp: &Option<SocketAddr>,
                      tls: &Option<SocketAddr>,
@@ -446,6 +456,7 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
                 && tcp.is_some()
                 && (tls.is_some() || !want_tls)
                 && (m.is_some() || !own_metrics)
+                && (api.is_some() || !want_api)
         };
         if v["fields"]["message"] != "listening" && !ready(&udp, &tcp, &tls, &metrics) {
             continue;
@@ -476,6 +487,7 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
                 tcp,
                 tls,
                 metrics,
+                api,
                 log,
             };
         }
@@ -504,6 +516,81 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// What [`http_request`] got back.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON, or a panic showing it.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+}
+
+/// `METHOD path` to `addr` with `headers` and an optional `body`, with a real
+/// HTTP client (hyper's), on a connection of its own.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpAnswer {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    http_request_on(stream, addr, method, path, headers, body).await
+}
+
+/// [`http_request`] over an already connected stream (plain TCP or TLS).
+pub async fn http_request_on<S>(
+    stream: S,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpAnswer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default().to_owned(),
+        )))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    HttpAnswer {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
 }
 
 /// Scrapes `/metrics` until every line of `want` appears exactly (the shards
