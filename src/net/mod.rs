@@ -422,6 +422,7 @@ impl NetOptions {
             local_ips: Vec::new(),
             allow_peers: config.peers.allow.clone(),
             deny_peers: config.peers.deny.clone(),
+            strict_expiry: config.auth.strict_expiry,
         };
         Self {
             listen: config.listen.clone(),

@@ -81,6 +81,13 @@ pub struct ServerConfig {
     pub local_ips: Vec<IpAddr>,
     pub allow_peers: Vec<IpNet>,
     pub deny_peers: Vec<IpNet>,
+    /// `auth.strict-expiry`: an allocation made with a TURN REST credential
+    /// (`EXPIRY:NAME`) ends when the credential expires (its lifetime, granted
+    /// by Allocate and by each Refresh, is cut to the expiry, and the close
+    /// reason is `credential_expired`). Off, the lifetime is granted as asked
+    /// and the allocation lives on until it runs out; only its next Refresh,
+    /// with the expired credential, is refused (401), as with coturn.
+    pub strict_expiry: bool,
 }
 
 impl ServerConfig {
@@ -107,6 +114,7 @@ impl ServerConfig {
             local_ips: Vec::new(),
             allow_peers: Vec::new(),
             deny_peers: Vec::new(),
+            strict_expiry: false,
         }
     }
 }

@@ -323,12 +323,20 @@ impl<B: RelayBinder> Server<B> {
 
     /// Expires allocations, permissions, channels and reservations due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let (unix, strict) = (self.unix(now), self.cfg.strict_expiry);
         while let Some(id) = self.table.pop_due(now) {
             let Some(a) = self.table.get_mut(id) else {
                 continue;
             };
             if a.expires <= now {
-                self.close(now, id, CloseReason::Expired);
+                // Under strict expiry the deadline may be the credential's
+                // expiry rather than the lifetime: say which, for the usage
+                // record.
+                let reason = match a.credential_expiry {
+                    Some(e) if strict && e <= unix => CloseReason::CredentialExpired,
+                    _ => CloseReason::Expired,
+                };
+                self.close(now, id, reason);
                 continue;
             }
             a.sweep(now);

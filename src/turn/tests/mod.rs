@@ -10,6 +10,7 @@ mod allocate;
 mod auth;
 mod channel;
 mod client_to_peer;
+mod expiry;
 mod operations;
 mod peer_address;
 mod peer_to_client;
