@@ -279,6 +279,15 @@ impl<B: RelayBinder> Server<B> {
         ) {
             return self.error(out, msg, 400, None);
         }
+        // A STUN-only listener implements Binding alone: to it a TURN method is
+        // as unknown as any other, so 400, before authentication (no user is
+        // looked up, no nonce issued). coturn's --stun-only ignores these
+        // instead; an answer lets a misconfigured client fail at once rather
+        // than after its retransmissions, and as an unsigned error it is under
+        // the per-source limit like every other.
+        if self.cfg.is_stun_only(&tuple) {
+            return self.error(out, msg, 400, None);
+        }
         let auth = match self.authenticate(now, tuple, msg, out) {
             Ok(a) => a,
             Err(o) => return o,

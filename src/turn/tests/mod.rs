@@ -18,6 +18,7 @@ mod permission;
 mod responses;
 mod rng;
 mod source_limit;
+mod stun_only;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
