@@ -6,6 +6,8 @@
 mod support;
 
 use ferroturn::client::{Client, Received};
+use std::time::Duration;
+
 use support::*;
 
 /// Allocate, permission, a Send → Data round trip, ChannelBind, ChannelData both
@@ -102,5 +104,68 @@ async fn classic_and_sha256_clients_share_a_server() {
     let srv = server("127.0.0.1:0");
     authenticate_and_relay(turn_client(&srv, Transport::Udp).await).await;
     authenticate_and_relay(turn_client(&srv, Transport::Udp).await.with_sha256()).await;
+    srv.stop().unwrap();
+}
+
+/// A TURN REST credential (`EXPIRY:NAME`, HMAC-SHA1 password) of `secret`
+/// expiring `ttl` seconds from now.
+fn rest_credential(secret: &str, ttl: u64) -> (String, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let user = format!("{}:carol", now + ttl);
+    let pass = ferroturn::turn::auth::rest_password(secret.as_bytes(), &user);
+    (user, pass)
+}
+
+/// A server taking REST credentials of "s3cret", with `auth.strict-expiry` as
+/// given, writing usage records to `usage`.
+fn rest_server(strict: bool, usage: &std::path::Path) -> ferroturn::net::Running {
+    let mut opts = options("127.0.0.1:0");
+    opts.secrets = vec!["s3cret".to_owned()];
+    opts.core.strict_expiry = strict;
+    opts.usage = Some(ferroturn::config::UsageTarget::File(usage.to_path_buf()));
+    ferroturn::net::start(opts).expect("server starts")
+}
+
+/// With strict expiry, an allocation made with a credential that expires in
+/// 2 s is granted at most those 2 s (not the 600 asked for), ends unrefreshed
+/// when the credential expires, and its usage record says
+/// `credential_expired`.
+#[tokio::test]
+async fn strict_expiry_ends_the_allocation_with_its_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = dir.path().join("usage.jsonl");
+    let srv = rest_server(true, &usage);
+    let (user, pass) = rest_credential("s3cret", 2);
+    let mut c = turn_client_as(&srv, Transport::Udp, &user, &pass).await;
+    let alloc = c.allocate().await.unwrap();
+    assert!(alloc.lifetime <= 2, "granted {}", alloc.lifetime);
+    assert_eq!(srv.allocations(), 1);
+    let record = eventually(Duration::from_secs(10), "the usage record", || {
+        let text = std::fs::read_to_string(&usage).unwrap_or_default();
+        match text.lines().next() {
+            Some(line) if srv.allocations() == 0 => Ok(line.to_owned()),
+            _ => Err(format!(
+                "no usage record yet; {} allocation(s)",
+                srv.allocations()
+            )),
+        }
+    });
+    let v: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(v["reason"], "credential_expired", "{record}");
+    assert_eq!(v["user"], user.as_str());
+    srv.stop().unwrap();
+}
+
+/// Without strict expiry the same credential gets the lifetime asked for.
+#[tokio::test]
+async fn without_strict_expiry_the_lifetime_outlasts_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = rest_server(false, &dir.path().join("usage.jsonl"));
+    let (user, pass) = rest_credential("s3cret", 2);
+    let mut c = turn_client_as(&srv, Transport::Udp, &user, &pass).await;
+    assert_eq!(c.allocate().await.unwrap().lifetime, 600);
     srv.stop().unwrap();
 }

@@ -37,6 +37,9 @@ pub struct RawAuth {
     /// `[auth.users]`: name -> password. A `BTreeMap` so users come out
     /// sorted by name.
     pub users: BTreeMap<String, String>,
+    /// `strict-expiry`: allocations made with a TURN REST credential end
+    /// when it expires.
+    pub strict_expiry: bool,
 }
 
 impl Default for RawAuth {
@@ -45,6 +48,7 @@ impl Default for RawAuth {
             nonce_lifetime: 600,
             secrets: Vec::new(),
             users: BTreeMap::new(),
+            strict_expiry: false,
         }
     }
 }
@@ -55,6 +59,7 @@ impl fmt::Debug for RawAuth {
             .field("nonce_lifetime", &self.nonce_lifetime)
             .field("secrets", &Redacted(self.secrets.len()))
             .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("strict_expiry", &self.strict_expiry)
             .finish()
     }
 }
@@ -78,6 +83,9 @@ pub struct AuthConfig {
     pub secrets: Vec<String>,
     /// How long a NONCE stays valid.
     pub nonce_lifetime: Duration,
+    /// Whether an allocation made with a TURN REST credential ends when the
+    /// credential expires (see `ServerConfig::strict_expiry`).
+    pub strict_expiry: bool,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -87,6 +95,7 @@ impl fmt::Debug for AuthConfig {
             .field("users", &names)
             .field("secrets", &Redacted(self.secrets.len()))
             .field("nonce_lifetime", &self.nonce_lifetime)
+            .field("strict_expiry", &self.strict_expiry)
             .finish()
     }
 }
@@ -118,6 +127,7 @@ pub(super) fn validate_auth(auth: &RawAuth) -> Result<AuthConfig> {
         users,
         secrets: auth.secrets.clone(),
         nonce_lifetime,
+        strict_expiry: auth.strict_expiry,
     })
 }
 
@@ -130,5 +140,17 @@ mod tests {
         assert_eq!(user_key("alice"), "auth.users.alice");
         assert_eq!(user_key("a b"), "auth.users.\"a b\"");
         assert_eq!(user_key(""), "auth.users.\"\"");
+    }
+
+    #[test]
+    fn strict_expiry_is_off_by_default_and_read_from_the_file() {
+        let off = super::super::Config::from_toml_str("").unwrap();
+        assert!(!off.auth.strict_expiry);
+        let on = super::super::Config::from_toml_str("[auth]\nstrict-expiry = true\n").unwrap();
+        assert!(on.auth.strict_expiry);
+        let err = super::super::Config::from_toml_str("[auth]\nstrict-expiry = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("strict-expiry"), "{err}");
     }
 }

@@ -220,6 +220,11 @@ pub struct Config {
     pub max_message_size: usize,
     /// Logging.
     pub log: LogConfig,
+    /// `server.stun-only`: answer Binding only, refuse every TURN request.
+    pub stun_only: bool,
+    /// `server.stun-only-listen`: the addresses of `listen` that answer
+    /// Binding only.
+    pub stun_only_listen: Vec<SocketAddr>,
     /// Relay addresses, ports and lifetimes.
     pub relay: RelayConfig,
     /// Credentials.
@@ -341,6 +346,8 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         threads: server.threads,
         max_message_size: server.max_message_size,
         log: server.log,
+        stun_only: server.stun_only,
+        stun_only_listen: server.stun_only_listen,
     })
 }
 

@@ -44,6 +44,10 @@ pub struct RawServer {
     pub log_level: String,
     /// `log-format`
     pub log_format: String,
+    /// `stun-only`: the whole server answers Binding only.
+    pub stun_only: bool,
+    /// `stun-only-listen`: which of `listen` answer Binding only.
+    pub stun_only_listen: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -56,6 +60,8 @@ impl Default for RawServer {
             max_message_size: crate::turn::DEFAULT_MAX_MESSAGE_SIZE as i64,
             log_level: "info".into(),
             log_format: "human".into(),
+            stun_only: false,
+            stun_only_listen: Vec::new(),
         }
     }
 }
@@ -88,6 +94,8 @@ pub(super) struct Server {
     pub threads: usize,
     pub max_message_size: usize,
     pub log: LogConfig,
+    pub stun_only: bool,
+    pub stun_only_listen: Vec<SocketAddr>,
 }
 
 pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
@@ -119,7 +127,22 @@ pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
         },
     };
 
+    let stun_only_listen = parse_addresses("server.stun-only-listen", &server.stun_only_listen)?;
+    // An address of its own would need sockets of its own; marking listeners
+    // keeps one list of what is bound, and the core only has to recognise it.
+    if let Some(i) = stun_only_listen.iter().position(|a| !listen.contains(a)) {
+        return invalid(
+            format!("server.stun-only-listen[{i}]"),
+            format!(
+                "{} is not in server.listen (list the address there too)",
+                stun_only_listen[i]
+            ),
+        );
+    }
+
     Ok(Server {
+        stun_only: server.stun_only,
+        stun_only_listen,
         listen,
         realm,
         software,
@@ -170,4 +193,28 @@ fn validate_listen(values: &[String]) -> Result<Vec<SocketAddr>> {
         return invalid("server.listen", "at least one address is required");
     }
     parse_addresses("server.listen", values)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn stun_only_listen_must_name_listeners() {
+        let c = Config::from_toml_str(
+            "[server]\nlisten = [\"0.0.0.0:3478\", \"0.0.0.0:3479\"]\nstun-only-listen = [\"0.0.0.0:3479\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.stun_only_listen, vec!["0.0.0.0:3479".parse().unwrap()]);
+        assert!(!c.stun_only);
+        let err = Config::from_toml_str("[server]\nstun-only-listen = [\"0.0.0.0:3479\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.stun-only-listen[0]"), "{err}");
+        assert!(err.contains("not in server.listen"), "{err}");
+        let err = Config::from_toml_str("[server]\nstun-only-listen = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.stun-only-listen[0]"), "{err}");
+    }
 }

@@ -29,6 +29,7 @@ use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
 use crate::turn::server::{Drain, KillFilter, Session};
 use crate::turn::source_limit::{SourceLimiter, SourceRate};
+use crate::turn::Transport;
 use crate::turn::{ServerConfig, Shared};
 use relay::PortBudget;
 use shard::{ShardCommand, ShardParams, ShardSockets};
@@ -300,6 +301,20 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     }
 
     let mut core = opts.core.clone();
+    // The STUN-only listeners, named in the options as configured (port 0
+    // included), become the addresses actually bound, UDP and TCP.
+    core.stun_only_listeners = opts
+        .listen
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| opts.core.stun_only_listeners.iter().any(|(_, s)| s == *a))
+        .flat_map(|(i, _)| {
+            [
+                (Transport::Udp, udp_addrs[i]),
+                (Transport::Tcp, tcp_addrs[i]),
+            ]
+        })
+        .collect();
     core.own_services.extend(
         udp_addrs
             .iter()
@@ -472,6 +487,14 @@ impl NetOptions {
             local_ips: Vec::new(),
             allow_peers: config.peers.allow.clone(),
             deny_peers: config.peers.deny.clone(),
+            strict_expiry: config.auth.strict_expiry,
+            stun_only: config.stun_only,
+            // As configured; `start` puts the addresses it bound in their place.
+            stun_only_listeners: config
+                .stun_only_listen
+                .iter()
+                .flat_map(|&a| [(Transport::Udp, a), (Transport::Tcp, a)])
+                .collect(),
         };
         Self {
             listen: config.listen.clone(),

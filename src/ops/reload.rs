@@ -25,6 +25,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     check(old.listen != new.listen, "server.listen");
     check(old.threads != new.threads, "server.threads");
+    check(
+        old.stun_only_listen != new.stun_only_listen,
+        "server.stun-only-listen",
+    );
     check(old.log.format != new.log.format, "server.log-format");
     check(
         old.relay.relay_ips != new.relay.relay_ips,
@@ -100,6 +104,7 @@ impl Running {
         core.relay_ips = self.core.relay_ips.clone();
         core.external_ips = self.core.external_ips.clone();
         core.relay_ports = self.core.relay_ports.clone();
+        core.stun_only_listeners = self.core.stun_only_listeners.clone();
         self.core = Arc::new(core);
         self.broadcast(|| ShardCommand::Reconfigure(self.core.clone()));
         Ok(restart_needed(old, new))

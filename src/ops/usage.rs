@@ -45,7 +45,8 @@ pub struct UsageRecord<'a> {
     pub start_unix: u64,
     /// Seconds, with millisecond precision.
     pub duration: f64,
-    /// expired, deleted, connection_closed, revoked, killed or shutdown.
+    /// expired, deleted, connection_closed, revoked, killed, shutdown or
+    /// credential_expired.
     pub reason: &'static str,
 }
 

@@ -250,8 +250,9 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// The lifetime to grant for a requested one (RFC 8656 §7.2: the smaller of the
-    /// request and the maximum, but never below the default), clamped so that the
-    /// allocation does not outlive a REST credential.
+    /// request and the maximum, but never below the default), with
+    /// `strict_expiry` clamped so that the allocation does not outlive a REST
+    /// credential (so a Refresh never extends it past the expiry either).
     pub(super) fn grant_lifetime(
         &self,
         now: Instant,
@@ -261,7 +262,7 @@ impl<B: RelayBinder> Server<B> {
         let max = self.cfg.max_lifetime.as_secs();
         let default = self.cfg.default_lifetime.as_secs();
         let mut secs = requested.map_or(default, |r| u64::from(r).min(max).max(default));
-        if let Some(exp) = expiry {
+        if let Some(exp) = expiry.filter(|_| self.cfg.strict_expiry) {
             secs = secs.min(exp.saturating_sub(self.unix(now)));
         }
         secs.min(u64::from(u32::MAX)) as u32

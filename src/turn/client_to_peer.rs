@@ -24,7 +24,7 @@ impl<B: RelayBinder> Server<B> {
     ) -> Output {
         let rate = self.cfg.max_bps_per_allocation;
         let Some(id) = self.table.by_tuple(&tuple) else {
-            return self.drop_packet(DropReason::NoAllocation);
+            return self.drop_packet(self.no_allocation_reason(&tuple));
         };
         let (Some(Ok(XorPeerAddress(peer))), Some(Ok(Data(payload)))) =
             (msg.get::<XorPeerAddress>(), msg.get::<Data>())
@@ -87,7 +87,7 @@ impl<B: RelayBinder> Server<B> {
         };
         let rate = self.cfg.max_bps_per_allocation;
         let Some(id) = self.table.by_tuple(&tuple) else {
-            return self.drop_packet(DropReason::NoAllocation);
+            return self.drop_packet(self.no_allocation_reason(&tuple));
         };
         let Some(a) = self.table.get_mut(id) else {
             return self.drop_packet(DropReason::NoAllocation);
@@ -112,6 +112,18 @@ impl<B: RelayBinder> Server<B> {
             peer: dest,
             start: channel_data::CHANNEL_DATA_HEADER_LEN,
             end: channel_data::CHANNEL_DATA_HEADER_LEN + cd.payload.len(),
+        }
+    }
+
+    /// Why data that found no allocation on `tuple` is dropped: on a STUN-only
+    /// listener it was never going to find one (counted apart, so an operator
+    /// sees TURN clients pointed at the STUN service); elsewhere, plain
+    /// `NoAllocation`. Only on this miss path, so relaying pays nothing.
+    fn no_allocation_reason(&self, tuple: &FiveTuple) -> DropReason {
+        if self.cfg.is_stun_only(tuple) {
+            DropReason::StunOnly
+        } else {
+            DropReason::NoAllocation
         }
     }
 }

@@ -81,9 +81,41 @@ pub struct ServerConfig {
     pub local_ips: Vec<IpAddr>,
     pub allow_peers: Vec<IpNet>,
     pub deny_peers: Vec<IpNet>,
+    /// `auth.strict-expiry`: an allocation made with a TURN REST credential
+    /// (`EXPIRY:NAME`) ends when the credential expires (its lifetime, granted
+    /// by Allocate and by each Refresh, is cut to the expiry, and the close
+    /// reason is `credential_expired`). Off, the lifetime is granted as asked
+    /// and the allocation lives on until it runs out; only its next Refresh,
+    /// with the expired credential, is refused (401), as with coturn.
+    pub strict_expiry: bool,
+    /// `server.stun-only`: the whole server answers Binding only; every TURN
+    /// request gets 400 (what an RFC 8489 server answers to a method it does
+    /// not implement) and Send indications and ChannelData are dropped
+    /// (`DropReason::StunOnly`). Allocations made before a reload turned it on
+    /// relay on, but cannot be refreshed.
+    pub stun_only: bool,
+    /// The listeners that serve STUN only (`server.stun-only-listen`), as the
+    /// driver bound them: transport and local address (a wildcard IP covers
+    /// every address of its family on that port). A handful at most, scanned
+    /// only for TURN requests and for data that found no allocation, never on
+    /// the relaying path.
+    pub stun_only_listeners: Vec<(super::Transport, SocketAddr)>,
 }
 
 impl ServerConfig {
+    /// Whether `tuple` reached a listener that serves STUN only: the whole
+    /// server is, or its server address matches one of
+    /// `stun_only_listeners` (no allocation, a short scan).
+    pub fn is_stun_only(&self, tuple: &super::FiveTuple) -> bool {
+        self.stun_only
+            || self.stun_only_listeners.iter().any(|&(t, l)| {
+                t == tuple.transport
+                    && l.port() == tuple.server.port()
+                    && (l.ip() == tuple.server.ip()
+                        || (l.ip().is_unspecified() && l.is_ipv4() == tuple.server.is_ipv4()))
+            })
+    }
+
     /// A configuration with the RFC defaults and no relay or listener addresses,
     /// for tests and as a base.
     pub fn with_realm(realm: &str) -> Self {
@@ -107,6 +139,9 @@ impl ServerConfig {
             local_ips: Vec::new(),
             allow_peers: Vec::new(),
             deny_peers: Vec::new(),
+            strict_expiry: false,
+            stun_only: false,
+            stun_only_listeners: Vec::new(),
         }
     }
 }

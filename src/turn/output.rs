@@ -48,6 +48,9 @@ pub enum CloseReason {
     /// An operator ended it (`ferroturn sessions kill`).
     Killed,
     Shutdown,
+    /// Its TURN REST credential expired while `auth.strict-expiry` was on: the
+    /// allocation's deadline was the credential's expiry, not its lifetime.
+    CredentialExpired,
 }
 
 impl CloseReason {
@@ -60,6 +63,7 @@ impl CloseReason {
             CloseReason::Revoked => "revoked",
             CloseReason::Killed => "killed",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::CredentialExpired => "credential_expired",
         }
     }
 }

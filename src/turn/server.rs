@@ -279,6 +279,15 @@ impl<B: RelayBinder> Server<B> {
         ) {
             return self.error(out, msg, 400, None);
         }
+        // A STUN-only listener implements Binding alone: to it a TURN method is
+        // as unknown as any other, so 400, before authentication (no user is
+        // looked up, no nonce issued). coturn's --stun-only ignores these
+        // instead; an answer lets a misconfigured client fail at once rather
+        // than after its retransmissions, and as an unsigned error it is under
+        // the per-source limit like every other.
+        if self.cfg.is_stun_only(&tuple) {
+            return self.error(out, msg, 400, None);
+        }
         let auth = match self.authenticate(now, tuple, msg, out) {
             Ok(a) => a,
             Err(o) => return o,
@@ -323,12 +332,20 @@ impl<B: RelayBinder> Server<B> {
 
     /// Expires allocations, permissions, channels and reservations due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let (unix, strict) = (self.unix(now), self.cfg.strict_expiry);
         while let Some(id) = self.table.pop_due(now) {
             let Some(a) = self.table.get_mut(id) else {
                 continue;
             };
             if a.expires <= now {
-                self.close(now, id, CloseReason::Expired);
+                // Under strict expiry the deadline may be the credential's
+                // expiry rather than the lifetime: say which, for the usage
+                // record.
+                let reason = match a.credential_expiry {
+                    Some(e) if strict && e <= unix => CloseReason::CredentialExpired,
+                    _ => CloseReason::Expired,
+                };
+                self.close(now, id, reason);
                 continue;
             }
             a.sweep(now);

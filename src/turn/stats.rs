@@ -48,10 +48,14 @@ pub enum DropReason {
     /// (401, 400, 438, 420: its source was never verified, so it may be spoofed)
     /// while its source IP was over `rate-limit.unauthenticated-per-second`.
     UnauthenticatedRateLimit,
+    /// A Send indication or ChannelData without an allocation on a STUN-only
+    /// listener (`server.stun-only`, `server.stun-only-listen`): a TURN client
+    /// pointed at the public STUN service.
+    StunOnly,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -66,6 +70,7 @@ impl DropReason {
         DropReason::UnknownAttribute,
         DropReason::Oversized,
         DropReason::UnauthenticatedRateLimit,
+        DropReason::StunOnly,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -83,6 +88,7 @@ impl DropReason {
             DropReason::UnknownAttribute => "unknown_attribute",
             DropReason::Oversized => "oversized",
             DropReason::UnauthenticatedRateLimit => "unauthenticated_rate_limit",
+            DropReason::StunOnly => "stun_only",
         }
     }
 }

@@ -87,11 +87,11 @@ fn wrong_password_and_unknown_user_get_the_same_401() {
     assert_eq!(h.srv.stats().requests[1][3], 6, "allocate/401");
 }
 
-fn rest_store(secrets: &[&str]) -> Arc<dyn CredentialStore> {
+pub(super) fn rest_store(secrets: &[&str]) -> Arc<dyn CredentialStore> {
     Arc::new(ChainStore::new(vec![Box::new(RestSecrets::new(secrets))]))
 }
 
-fn rest_client(secret: &str, expiry: u64, client: &str) -> Client {
+pub(super) fn rest_client(secret: &str, expiry: u64, client: &str) -> Client {
     let user = format!("{expiry}:alice");
     let pw = rest_password(secret.as_bytes(), &user);
     Client::udp(&user, &pw, client)
@@ -133,25 +133,6 @@ fn rest_credentials_from_two_rotated_secrets_both_authenticate() {
     h.allocate(&mut b).expect_success();
     h.allocate(&mut c).expect_error(401);
     assert_eq!(h.srv.allocations(), 2);
-}
-
-#[test]
-fn rest_credential_expiry_clamps_the_lifetime() {
-    let mut h = H::with(
-        base_config(),
-        rest_store(&["s3cret"]),
-        QuotaTracker::new(0, 0),
-    );
-    let mut c = rest_client("s3cret", UNIX0 + 100, "192.0.2.10:1000");
-    let r = h.allocate_with(&mut c, |b| {
-        b.add(&Lifetime(3600));
-    });
-    r.expect_success();
-    assert_eq!(r.lifetime(), 100);
-    h.at(secs(99));
-    assert_eq!(h.srv.allocations(), 1);
-    h.at(secs(100));
-    assert_eq!(h.srv.allocations(), 0);
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod allocate;
 mod auth;
 mod channel;
 mod client_to_peer;
+mod expiry;
 mod operations;
 mod peer_address;
 mod peer_to_client;
@@ -17,6 +18,7 @@ mod permission;
 mod responses;
 mod rng;
 mod source_limit;
+mod stun_only;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
