@@ -204,6 +204,7 @@ mod tests {
             },
             started_unix: 1_700_000_000,
             duration: Duration::from_millis(61_500),
+            budget: None,
         };
         log.write(&UsageRecord::new(&allocation, CloseReason::Killed));
     }

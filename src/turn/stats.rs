@@ -48,10 +48,13 @@ pub enum DropReason {
     /// (401, 400, 438, 420: its source was never verified, so it may be spoofed)
     /// while its source IP was over `rate-limit.unauthenticated-per-second`.
     UnauthenticatedRateLimit,
+    /// Relayed data (either way) of a user who relayed `max-bytes-per-user`
+    /// in this period already.
+    ByteBudget,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -66,6 +69,7 @@ impl DropReason {
         DropReason::UnknownAttribute,
         DropReason::Oversized,
         DropReason::UnauthenticatedRateLimit,
+        DropReason::ByteBudget,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -83,6 +87,7 @@ impl DropReason {
             DropReason::UnknownAttribute => "unknown_attribute",
             DropReason::Oversized => "oversized",
             DropReason::UnauthenticatedRateLimit => "unauthenticated_rate_limit",
+            DropReason::ByteBudget => "byte_budget",
         }
     }
 }
@@ -143,10 +148,13 @@ pub enum QuotaKind {
     /// No relay port left in the range or under `max-relay-ports` (508, or the
     /// ADDRESS-ERROR-CODE of an additional family).
     RelayPorts,
+    /// `max-bytes-per-user`: the user's byte budget of this period is used up
+    /// (486).
+    Bytes,
 }
 
 impl QuotaKind {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [QuotaKind; Self::COUNT] = [
         QuotaKind::User,
         QuotaKind::ClientIp,
@@ -154,6 +162,7 @@ impl QuotaKind {
         QuotaKind::Permissions,
         QuotaKind::Channels,
         QuotaKind::RelayPorts,
+        QuotaKind::Bytes,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -164,6 +173,7 @@ impl QuotaKind {
             QuotaKind::Permissions => "permissions",
             QuotaKind::Channels => "channels",
             QuotaKind::RelayPorts => "relay_ports",
+            QuotaKind::Bytes => "bytes",
         }
     }
 }
