@@ -325,7 +325,8 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             let m = Metrics::new(slots.clone())
                 .map_err(|e| io::Error::other(format!("metrics registry: {e}")))?
                 .with_health(health.clone())
-                .with_tls(tls_certs.clone());
+                .with_tls(tls_certs.clone())
+                .with_quota(quota.clone());
             Some(crate::ops::metrics::spawn(
                 l,
                 Arc::new(m),
