@@ -49,7 +49,11 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 #[tokio::test(flavor = "current_thread")]
 async fn relaying_channel_data_does_not_allocate_per_packet() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let srv = server("127.0.0.1:0");
+    // With a byte budget per user on (far above what is relayed), so that its
+    // check and charge on each packet are counted too.
+    let mut opts = options("127.0.0.1:0");
+    opts.core.max_bytes_per_user = 1 << 40;
+    let srv = ferroturn::net::start(opts).expect("server starts");
     // An echo peer on a plain thread with one fixed buffer.
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(10)))

@@ -182,6 +182,8 @@ fn every_key_can_be_set() {
         max-channels-per-allocation = 4096
         max-relay-ports = 500
         max-bps-per-allocation = 250000
+        max-bytes-per-user = 5000000000
+        bytes-period = "hour"
 
         [rate-limit]
         unauthenticated-per-second = 50
@@ -246,6 +248,8 @@ fn every_key_can_be_set() {
     assert_eq!(config.quota.max_channels_per_allocation, 4096);
     assert_eq!(config.quota.max_relay_ports, 500);
     assert_eq!(config.quota.max_bps_per_allocation, 250_000);
+    assert_eq!(config.quota.max_bytes_per_user, 5_000_000_000);
+    assert_eq!(config.quota.bytes_period, Duration::from_secs(3600));
     assert_eq!(config.rate_limit.unauthenticated_per_second, 50);
     assert_eq!(config.rate_limit.unauthenticated_burst, 200);
     assert_eq!(
@@ -1161,6 +1165,11 @@ fn drain_usage_and_admin_sections() {
             "[quota]\nmax-bps-per-allocation = -1\n",
             "quota.max-bps-per-allocation",
         ),
+        (
+            "[quota]\nmax-bytes-per-user = -1\n",
+            "quota.max-bytes-per-user",
+        ),
+        ("[quota]\nbytes-period = \"week\"\n", "quota.bytes-period"),
     ] {
         let (k, _) = invalid_key(toml);
         assert_eq!(k, key, "{toml}");

@@ -88,6 +88,16 @@ pub fn sessions(command: &SessionsCommand) -> Result<(), String> {
     }
 }
 
+/// The BUDGET cell: the user's bytes this period of the limit, `EXHAUSTED`
+/// when used up, or `-` without byte budgets.
+fn budget(s: &Value) -> String {
+    match (s["budget_used"].as_u64(), s["budget_limit"].as_u64()) {
+        (Some(used), Some(limit)) if used >= limit => format!("{used}B/{limit}B EXHAUSTED"),
+        (Some(used), Some(limit)) => format!("{used}B/{limit}B"),
+        _ => "-".into(),
+    }
+}
+
 /// A readable table of sessions.
 fn table(list: &[Value]) -> String {
     let now = u64::try_from(crate::time::unix_now()).unwrap_or(0);
@@ -103,6 +113,7 @@ fn table(list: &[Value]) -> String {
         "CHANNELS".into(),
         "TO-PEER".into(),
         "TO-CLIENT".into(),
+        "BUDGET".into(),
     ]];
     for s in list {
         let relays: Vec<String> = s["relays"]
@@ -127,9 +138,10 @@ fn table(list: &[Value]) -> String {
             num("channels").to_string(),
             format!("{}B/{}p", num("to_peer_bytes"), num("to_peer_packets")),
             format!("{}B/{}p", num("to_client_bytes"), num("to_client_packets")),
+            budget(s),
         ]);
     }
-    let mut widths = [0usize; 11];
+    let mut widths = [0usize; 12];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());

@@ -2,8 +2,10 @@
 
 use serde::Deserialize;
 
-use super::validate::{int_in, Result};
-use crate::turn::quota::{DEFAULT_PER_IP, DEFAULT_PER_USER};
+use std::time::Duration;
+
+use super::validate::{int_in, invalid, Result};
+use crate::turn::quota::{DAY, DEFAULT_PER_IP, DEFAULT_PER_USER, HOUR};
 
 /// RFC 8656 §12: channel numbers are 0x4000 through 0x4FFF, so an allocation
 /// can never have more than 4096 channels.
@@ -27,6 +29,10 @@ pub struct RawQuota {
     pub max_relay_ports: i64,
     /// `max-bps-per-allocation`: bytes per second each way; 0 = unlimited.
     pub max_bps_per_allocation: i64,
+    /// `max-bytes-per-user`: relayed bytes per user and period; 0 = no budget.
+    pub max_bytes_per_user: i64,
+    /// `bytes-period`: `"day"` or `"hour"` (UTC).
+    pub bytes_period: String,
 }
 
 impl Default for RawQuota {
@@ -39,6 +45,8 @@ impl Default for RawQuota {
             max_channels_per_allocation: 64,
             max_relay_ports: 0,
             max_bps_per_allocation: 0,
+            max_bytes_per_user: 0,
+            bytes_period: "day".into(),
         }
     }
 }
@@ -60,6 +68,11 @@ pub struct QuotaConfig {
     pub max_relay_ports: u32,
     /// Bytes per second an allocation may relay each way; 0 = unlimited.
     pub max_bps_per_allocation: u64,
+    /// Bytes each user may relay per `bytes_period` (both directions, all of
+    /// the user's allocations); 0 = no budget.
+    pub max_bytes_per_user: u64,
+    /// A day (from UTC midnight) or an hour (from the full hour).
+    pub bytes_period: Duration,
 }
 
 pub(super) fn validate_quota(quota: &RawQuota) -> Result<QuotaConfig> {
@@ -106,5 +119,21 @@ pub(super) fn validate_quota(quota: &RawQuota) -> Result<QuotaConfig> {
             0,
             i64::MAX,
         )?,
+        max_bytes_per_user: int_in(
+            "quota.max-bytes-per-user",
+            quota.max_bytes_per_user,
+            0,
+            i64::MAX,
+        )?,
+        bytes_period: Duration::from_secs(match quota.bytes_period.as_str() {
+            "day" => DAY,
+            "hour" => HOUR,
+            other => {
+                return invalid(
+                    "quota.bytes-period",
+                    format!("{other:?} is not one of \"day\", \"hour\""),
+                )
+            }
+        }),
     })
 }

@@ -338,6 +338,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         QuotaTracker::new(opts.max_allocations_per_user, opts.max_allocations)
             .with_per_ip(opts.max_allocations_per_ip),
     );
+    quota.set_byte_budget(cfg.max_bytes_per_user, cfg.bytes_period.as_secs());
     let shared = Shared {
         creds: credentials::shared(&creds),
         nonces: Arc::new(nonces),
@@ -363,7 +364,8 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
                 .map_err(|e| io::Error::other(format!("metrics registry: {e}")))?
                 .with_health(health.clone())
                 .with_tls(tls_certs.clone())
-                .with_api(api_counters.clone());
+                .with_api(api_counters.clone())
+                .with_quota(quota.clone());
             Some(crate::ops::metrics::spawn(
                 l,
                 Arc::new(m),
@@ -470,6 +472,8 @@ impl NetOptions {
             max_permissions_per_allocation: config.quota.max_permissions_per_allocation,
             max_channels_per_allocation: config.quota.max_channels_per_allocation,
             max_bps_per_allocation: config.quota.max_bps_per_allocation,
+            max_bytes_per_user: config.quota.max_bytes_per_user,
+            bytes_period: config.quota.bytes_period,
             max_message_size: config.max_message_size,
             unauthenticated_rate: SourceRate {
                 per_second: config.rate_limit.unauthenticated_per_second,

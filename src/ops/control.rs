@@ -182,6 +182,8 @@ where
                             "to_peer_packets": a.traffic.to_peer_packets,
                             "to_client_bytes": a.traffic.to_client_bytes,
                             "to_client_packets": a.traffic.to_client_packets,
+                            "budget_used": a.budget.map(|b| b.used),
+                            "budget_limit": a.budget.map(|b| b.limit),
                         })
                     })
                     .collect();

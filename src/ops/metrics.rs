@@ -35,6 +35,7 @@ use super::credentials::LiveCredentials;
 use crate::api::{ApiCounters, API_CODES};
 use crate::net::connections::ConnClose;
 use crate::net::tls::ReloadableCert;
+use crate::turn::quota::QuotaTracker;
 use crate::turn::server::{
     AuthFailure, DropReason, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
 };
@@ -198,6 +199,9 @@ pub struct Metrics {
     /// certificate's expiry.
     health: Option<Arc<Health>>,
     tls_certs: Option<Arc<ReloadableCert>>,
+    /// Read at each scrape, when set: users whose byte budget is used up.
+    quota_tracker: Option<Arc<QuotaTracker>>,
+    budget_exhausted: IntGauge,
     ready: IntGauge,
     draining: IntGauge,
     tls_expiry: IntGauge,
@@ -273,6 +277,12 @@ impl Metrics {
             tls_handshake_failures,
             health: None,
             tls_certs: None,
+            quota_tracker: None,
+            budget_exhausted: gauge(
+                &r,
+                "ferroturn_byte_budget_exhausted_users",
+                "Users who relayed quota.max-bytes-per-user in the current period (their relaying stops, their Allocates get 486 until the period ends); 0 without byte budgets.",
+            )?,
             ready: gauge(
                 &r,
                 "ferroturn_ready",
@@ -374,6 +384,12 @@ impl Metrics {
         self
     }
 
+    /// Sets the exhausted byte budgets gauge from `quota` at each scrape.
+    pub fn with_quota(mut self, quota: Arc<QuotaTracker>) -> Self {
+        self.quota_tracker = Some(quota);
+        self
+    }
+
     /// Sums the shards' last publications into the series.
     fn update(&self) {
         if let Some(api) = &self.api {
@@ -383,6 +399,10 @@ impl Metrics {
                     advance(&self.api_requests.with_label_values(&[&code]), n);
                 }
             }
+        }
+        if let Some(q) = &self.quota_tracker {
+            let unix = u64::try_from(crate::time::unix_now()).unwrap_or(0);
+            set_gauge(&self.budget_exhausted, q.exhausted_users(unix));
         }
         if let Some(h) = &self.health {
             self.ready.set(i64::from(h.readiness().is_ok()));

@@ -57,7 +57,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 impl Running {
     /// Applies `new` in place of `old`: realm, SOFTWARE, lifetimes, users and
-    /// secrets, quotas, connection limits, peer policy, the per-source rate limit, log level, the TLS certificate, the
+    /// secrets, quotas (byte budgets included), connection limits, peer policy, the per-source rate limit, log level, the TLS certificate, the
     /// usage file and the credentials API's settings (but not its address). Returns the changed keys that need a restart; on error
     /// nothing was applied.
     pub fn reload(&mut self, old: &Config, new: &Config) -> Result<Vec<&'static str>, String> {
@@ -85,6 +85,12 @@ impl Running {
             new.quota.max_allocations_per_user,
             new.quota.max_allocations_per_ip,
             new.quota.max_allocations,
+        );
+        // The shards set it too when they reconfigure (below); set here first
+        // so that new Allocates and the metric follow the new budget at once.
+        self.quota.set_byte_budget(
+            new.quota.max_bytes_per_user,
+            new.quota.bytes_period.as_secs(),
         );
         self.connections.set(&new.connections);
         if let Some(api) = &self.api {

@@ -48,6 +48,13 @@ pub struct UsageRecord<'a> {
     /// expired, deleted, connection_closed, revoked, killed, shutdown or
     /// credential_expired.
     pub reason: &'static str,
+    /// With `quota.max-bytes-per-user` only: the user's relayed bytes in the
+    /// current period when the allocation closed (all of the user's
+    /// allocations), and the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_period_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_byte_budget: Option<u64>,
 }
 
 impl<'a> UsageRecord<'a> {
@@ -71,6 +78,8 @@ impl<'a> UsageRecord<'a> {
             start_unix: a.started_unix,
             duration: (a.duration.as_millis() as f64) / 1000.0,
             reason: reason.name(),
+            user_period_bytes: a.budget.map(|b| b.used),
+            user_byte_budget: a.budget.map(|b| b.limit),
         }
     }
 }
@@ -183,9 +192,14 @@ impl UsageLog {
 mod tests {
     use super::*;
     use crate::turn::allocation::Traffic;
+    use crate::turn::server::BudgetUse;
     use crate::turn::{FiveTuple, Transport};
 
     fn record_line(log: &UsageLog, id: u64) {
+        record_with_budget(log, id, None);
+    }
+
+    fn record_with_budget(log: &UsageLog, id: u64, budget: Option<BudgetUse>) {
         let allocation = AllocationSummary {
             id,
             username: "alice".into(),
@@ -205,6 +219,7 @@ mod tests {
             },
             started_unix: 1_700_000_000,
             duration: Duration::from_millis(61_500),
+            budget,
         };
         log.write(&UsageRecord::new(&allocation, CloseReason::Killed));
     }
@@ -230,6 +245,9 @@ mod tests {
         assert_eq!(v["start"], "2023-11-14T22:13:20Z");
         assert_eq!(v["duration"], 61.5);
         assert_eq!(v["reason"], "killed");
+        // Without byte budgets, no budget fields.
+        assert!(v.get("user_period_bytes").is_none(), "{v}");
+        assert!(v.get("user_byte_budget").is_none(), "{v}");
 
         // Rotation: rename, reopen, and the next record starts the new file.
         let rotated = dir.path().join("usage.jsonl.1");
@@ -242,6 +260,22 @@ mod tests {
         );
         let new = std::fs::read_to_string(&path).unwrap();
         assert!(new.contains("\"id\":8"));
+    }
+
+    #[test]
+    fn records_carry_the_users_byte_budget_when_budgets_are_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.jsonl");
+        let log = UsageLog::open(Some(&UsageTarget::File(path.clone()))).unwrap();
+        let budget = BudgetUse {
+            used: 12_345,
+            limit: 10_000,
+        };
+        record_with_budget(&log, 9, Some(budget));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["user_period_bytes"], 12_345);
+        assert_eq!(v["user_byte_budget"], 10_000);
     }
 
     #[test]

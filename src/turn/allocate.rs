@@ -80,8 +80,11 @@ impl<B: RelayBinder> Server<B> {
             tracing::warn!("credential store unavailable: refusing a new allocation");
             return self.reject(req, 500);
         }
-        match self.quota.acquire(&auth.username, tuple.client.ip()) {
-            Ok(()) => {}
+        let budget = match self
+            .quota
+            .acquire(&auth.username, tuple.client.ip(), self.unix(now))
+        {
+            Ok(b) => b,
             Err(QuotaError::User) => {
                 self.stats.quota_rejections[QuotaKind::User as usize] += 1;
                 return self.reject(req, 486);
@@ -90,11 +93,17 @@ impl<B: RelayBinder> Server<B> {
                 self.stats.quota_rejections[QuotaKind::ClientIp as usize] += 1;
                 return self.reject(req, 486);
             }
+            // RFC 8656 §7.2 names 486 for "the user's quota"; a used-up byte
+            // budget is one.
+            Err(QuotaError::Bytes) => {
+                self.stats.quota_rejections[QuotaKind::Bytes as usize] += 1;
+                return self.reject(req, 486);
+            }
             Err(QuotaError::Total) => {
                 self.stats.quota_rejections[QuotaKind::Total as usize] += 1;
                 return self.reject(req, 508);
             }
-        }
+        };
 
         let mut relays: [Option<Relay>; 2] = [None, None];
         let mut new_token = None;
@@ -192,6 +201,7 @@ impl<B: RelayBinder> Server<B> {
             peers_seen: 0,
             to_peer_bandwidth: Bandwidth::default(),
             to_client_bandwidth: Bandwidth::default(),
+            budget,
         };
         self.table.insert(alloc);
         self.stats.allocations_created += 1;
@@ -374,8 +384,9 @@ impl<B: RelayBinder> Server<B> {
             self.release_relay(r.id, r.local);
         }
         self.quota.release(&a.username, a.tuple.client.ip());
+        let budget = self.budget_now(now);
         self.emit(Event::AllocationClosed {
-            allocation: a.summary(now),
+            allocation: a.summary(now, budget),
             reason,
         });
     }

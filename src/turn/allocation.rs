@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::output::AllocationSummary;
+use super::output::{AllocationSummary, BudgetUse};
+use super::quota::ByteBudget;
+use super::stats::DropReason;
 use super::{FiveTuple, RelayId};
 use crate::stun::attr::Family;
 use crate::stun::TransactionId;
@@ -125,11 +127,16 @@ pub struct Allocation {
     /// `max-bps-per-allocation`, towards peers and towards the client.
     pub to_peer_bandwidth: Bandwidth,
     pub to_client_bandwidth: Bandwidth,
+    /// The user's byte budget, shared with the user's other allocations on
+    /// every shard (see `quota::ByteBudget`): held here so that charging a
+    /// packet needs no lookup.
+    pub budget: Arc<ByteBudget>,
 }
 
 impl Allocation {
-    /// What the allocation is at `now`, for operators.
-    pub fn summary(&self, now: Instant) -> AllocationSummary {
+    /// What the allocation is at `now`, for operators; `budget` is the byte
+    /// budget's (period, limit) when budgets are on.
+    pub fn summary(&self, now: Instant, budget: Option<(u64, u64)>) -> AllocationSummary {
         AllocationSummary {
             id: self.id,
             username: self.username.clone(),
@@ -140,6 +147,10 @@ impl Allocation {
             traffic: self.traffic,
             started_unix: self.started_unix,
             duration: now.saturating_duration_since(self.created),
+            budget: budget.map(|(period, limit)| BudgetUse {
+                used: self.budget.used(period),
+                limit,
+            }),
         }
     }
 
@@ -151,18 +162,59 @@ impl Allocation {
             .find(|r| r.local.is_ipv4() == ip.is_ipv4())
     }
 
-    /// Whether a live permission covers `ip`.
-    /// Charges one datagram of `len` bytes towards a peer: the bandwidth limit
-    /// first (false: over it, drop the datagram), then the traffic counters.
-    pub fn admit_to_peer(&mut self, now: Instant, len: u64, rate: u64) -> bool {
+    /// Charges one datagram of `len` bytes towards a peer: the user's byte
+    /// budget (`budget`: period and limit, when budgets are on) and the
+    /// bandwidth limit `rate` first (an error: drop the datagram, for that
+    /// reason), then the budget and the traffic counters. The budget is
+    /// checked before and charged after the bandwidth limit so that a datagram
+    /// dropped by either costs the other nothing.
+    #[inline]
+    pub fn admit_to_peer(
+        &mut self,
+        now: Instant,
+        len: u64,
+        rate: u64,
+        budget: Option<(u64, u64)>,
+    ) -> Result<(), DropReason> {
+        if budget.is_some_and(|(period, limit)| self.budget.exhausted(period, limit)) {
+            return Err(DropReason::ByteBudget);
+        }
         if !self.to_peer_bandwidth.admit(now, len, rate) {
-            return false;
+            return Err(DropReason::RateLimit);
+        }
+        if let Some((period, _)) = budget {
+            self.budget.charge(period, len);
         }
         self.traffic.to_peer_packets += 1;
         self.traffic.to_peer_bytes += len;
-        true
+        Ok(())
     }
 
+    /// [`admit_to_peer`](Self::admit_to_peer)'s counterpart for a datagram
+    /// from a peer towards the client.
+    #[inline]
+    pub fn admit_to_client(
+        &mut self,
+        now: Instant,
+        len: u64,
+        rate: u64,
+        budget: Option<(u64, u64)>,
+    ) -> Result<(), DropReason> {
+        if budget.is_some_and(|(period, limit)| self.budget.exhausted(period, limit)) {
+            return Err(DropReason::ByteBudget);
+        }
+        if !self.to_client_bandwidth.admit(now, len, rate) {
+            return Err(DropReason::RateLimit);
+        }
+        if let Some((period, _)) = budget {
+            self.budget.charge(period, len);
+        }
+        self.traffic.to_client_packets += 1;
+        self.traffic.to_client_bytes += len;
+        Ok(())
+    }
+
+    /// Whether a live permission covers `ip`.
     pub fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions
             .iter()

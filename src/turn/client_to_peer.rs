@@ -23,6 +23,7 @@ impl<B: RelayBinder> Server<B> {
         data: &[u8],
     ) -> Output {
         let rate = self.cfg.max_bps_per_allocation;
+        let budget = self.byte_budget(now);
         let Some(id) = self.table.by_tuple(&tuple) else {
             return self.drop_packet(self.no_allocation_reason(&tuple));
         };
@@ -63,8 +64,8 @@ impl<B: RelayBinder> Server<B> {
         }
         let start = payload.as_ptr() as usize - data.as_ptr() as usize;
         let len = payload.len() as u64;
-        if !a.admit_to_peer(now, len, rate) {
-            return self.drop_packet(DropReason::RateLimit);
+        if let Err(why) = a.admit_to_peer(now, len, rate, budget) {
+            return self.drop_packet(why);
         }
         self.stats.count_to_peer(tuple.transport, len);
         Output::ToPeer {
@@ -86,6 +87,7 @@ impl<B: RelayBinder> Server<B> {
             return self.drop_packet(DropReason::Malformed);
         };
         let rate = self.cfg.max_bps_per_allocation;
+        let budget = self.byte_budget(now);
         let Some(id) = self.table.by_tuple(&tuple) else {
             return self.drop_packet(self.no_allocation_reason(&tuple));
         };
@@ -102,8 +104,8 @@ impl<B: RelayBinder> Server<B> {
             return self.drop_packet(DropReason::FamilyMismatch);
         };
         let len = cd.payload.len() as u64;
-        if !a.admit_to_peer(now, len, rate) {
-            return self.drop_packet(DropReason::RateLimit);
+        if let Err(why) = a.admit_to_peer(now, len, rate, budget) {
+            return self.drop_packet(why);
         }
         self.stats.count_to_peer(tuple.transport, len);
         let dest = self.to_internal(peer).0;

@@ -57,6 +57,14 @@ pub struct ServerConfig {
     /// Bytes per second each allocation may relay in each direction; 0 =
     /// unlimited. Beyond it datagrams are dropped (`DropReason::RateLimit`).
     pub max_bps_per_allocation: u64,
+    /// Bytes each user may relay per [`bytes_period`](Self::bytes_period), both
+    /// directions, over all of the user's allocations on all shards; 0 = no
+    /// budget. Beyond it relayed data is dropped (`DropReason::ByteBudget`) and
+    /// new Allocates get 486 until the next period.
+    pub max_bytes_per_user: u64,
+    /// The budget's period: periods start at multiples of it in unix time, so
+    /// a day (the default) starts at UTC midnight and an hour on the hour.
+    pub bytes_period: Duration,
     /// The longest datagram or stream frame taken from a client, in bytes (a
     /// stream's ChannelData counted with its padding). Longer ones are dropped
     /// unparsed and never answered (`DropReason::Oversized`). See
@@ -130,6 +138,8 @@ impl ServerConfig {
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             max_bps_per_allocation: 0,
+            max_bytes_per_user: 0,
+            bytes_period: Duration::from_secs(super::quota::DAY),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             unauthenticated_rate: DEFAULT_UNAUTHENTICATED_RATE,
             relay_ips: Vec::new(),

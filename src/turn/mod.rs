@@ -20,6 +20,7 @@ pub mod table;
 // The rules of `Server`, one file each (each adds an `impl Server` block); their
 // public types are re-exported from `server`.
 mod allocate;
+mod byte_budget;
 mod channel;
 mod client_to_peer;
 mod config;

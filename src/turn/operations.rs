@@ -15,13 +15,16 @@ use super::RelayBinder;
 
 impl<B: RelayBinder> Server<B> {
     /// Applies a reloaded configuration: realm, lifetimes, per-allocation
-    /// quotas, peer policy, SOFTWARE and the per-source limit on unauthenticated
+    /// quotas, the byte budget per user (a raised or removed one lets relaying
+    /// resume at once), peer policy, SOFTWARE and the per-source limit on unauthenticated
     /// errors take effect for the next request (the limit's buckets are shared
     /// and keep what they hold: only rate and burst change).
     /// Allocations stay as they are (a realm change makes their next Refresh
     /// authenticate anew, with the new realm's 401).
     pub fn reconfigure(&mut self, cfg: Arc<ServerConfig>) {
         self.policy = PeerPolicy::new(&cfg.allow_peers, &cfg.deny_peers);
+        self.quota
+            .set_byte_budget(cfg.max_bytes_per_user, cfg.bytes_period.as_secs());
         if *self.realm != *cfg.realm {
             self.realm = cfg.realm.as_str().into();
         }
@@ -45,10 +48,11 @@ impl<B: RelayBinder> Server<B> {
 
     /// The live allocations, for the admin socket.
     pub fn sessions(&self, now: Instant) -> Vec<Session> {
+        let budget = self.budget_now(now);
         self.table
             .iter()
             .map(|(_, a)| Session {
-                allocation: a.summary(now),
+                allocation: a.summary(now, budget),
                 expires_in: a.expires.saturating_duration_since(now).as_secs(),
                 permissions: a.permissions.iter().filter(|p| p.expires > now).count() as u32,
                 channels: a.channels.iter().filter(|c| c.expires > now).count() as u32,

@@ -97,6 +97,17 @@ pub struct AllocationSummary {
     pub started_unix: u64,
     /// How long it has existed (when it closed, for a closed one).
     pub duration: Duration,
+    /// Its user's byte budget, when `max-bytes-per-user` is set.
+    pub budget: Option<BudgetUse>,
+}
+
+/// A user's byte budget at one moment: bytes relayed in the current period
+/// over all of the user's allocations, and the limit. `used >= limit` means
+/// used up: the user's allocations relay nothing until the next period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetUse {
+    pub used: u64,
+    pub limit: u64,
 }
 
 /// One live allocation as `ferroturn sessions list` shows it.

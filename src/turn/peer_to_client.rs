@@ -39,6 +39,7 @@ impl<B: RelayBinder> Server<B> {
             return PeerOutput::None;
         }
         let peer = self.to_external(from);
+        let budget = self.byte_budget(now);
         let Some(id) = self.table.by_relay(relay) else {
             self.stats.drops[DropReason::NoAllocation as usize] += 1;
             return PeerOutput::None;
@@ -52,15 +53,12 @@ impl<B: RelayBinder> Server<B> {
             return PeerOutput::None;
         }
         let len = end - start;
-        if !a
-            .to_client_bandwidth
-            .admit(now, len as u64, self.cfg.max_bps_per_allocation)
+        if let Err(why) =
+            a.admit_to_client(now, len as u64, self.cfg.max_bps_per_allocation, budget)
         {
-            self.stats.drops[DropReason::RateLimit as usize] += 1;
+            self.stats.drops[why as usize] += 1;
             return PeerOutput::None;
         }
-        a.traffic.to_client_packets += 1;
-        a.traffic.to_client_bytes += len as u64;
         let tuple = a.tuple;
         let t = tuple.transport.index();
         self.stats.to_client_packets[t] += 1;

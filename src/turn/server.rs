@@ -42,7 +42,8 @@ pub use super::config::{
     PEER_TAILROOM, RESERVATION_LIFETIME,
 };
 pub use super::output::{
-    AllocationSummary, CloseReason, Drain, Event, KillFilter, Output, PeerOutput, Session,
+    AllocationSummary, BudgetUse, CloseReason, Drain, Event, KillFilter, Output, PeerOutput,
+    Session,
 };
 pub use super::stats::{
     AuthFailure, DropReason, Gauges, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
@@ -107,6 +108,11 @@ pub struct Server<B: RelayBinder> {
     /// `Instant` and unix seconds at one moment, so that wall-clock seconds can be
     /// derived from the injected `now`.
     pub(super) wall_base: (Instant, u64),
+    /// The byte budgets' current period, cached so that a relayed packet costs
+    /// one comparison of `now`: (period length in seconds it was computed for,
+    /// period number, the instant the next one starts). A length of 0 means
+    /// not computed yet.
+    pub(super) budget_period: (u64, u64, Instant),
     pub(super) stats: Stats,
     pub(super) events: Vec<Event>,
     /// Where the core's randomness comes from (reservation tokens, the
@@ -129,6 +135,9 @@ impl<B: RelayBinder> Server<B> {
         seed: u64,
     ) -> Self {
         let policy = PeerPolicy::new(&cfg.allow_peers, &cfg.deny_peers);
+        shared
+            .quota
+            .set_byte_budget(cfg.max_bytes_per_user, cfg.bytes_period.as_secs());
         Self {
             realm: cfg.realm.as_str().into(),
             next_id: 1,
@@ -147,6 +156,7 @@ impl<B: RelayBinder> Server<B> {
             reservations: shared.reservations.clone(),
             source_limits: shared.source_limits.clone(),
             wall_base: (now, unix_now),
+            budget_period: (0, 0, now),
             stats: Stats::default(),
             events: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -164,6 +174,7 @@ impl<B: RelayBinder> Server<B> {
     /// follows the system clock).
     pub fn set_wall_clock(&mut self, now: Instant, unix_now: u64) {
         self.wall_base = (now, unix_now);
+        self.budget_period.0 = 0;
     }
 
     pub(super) fn unix(&self, now: Instant) -> u64 {

@@ -52,10 +52,13 @@ pub enum DropReason {
     /// listener (`server.stun-only`, `server.stun-only-listen`): a TURN client
     /// pointed at the public STUN service.
     StunOnly,
+    /// Relayed data (either way) of a user who relayed `max-bytes-per-user`
+    /// in this period already.
+    ByteBudget,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -71,6 +74,7 @@ impl DropReason {
         DropReason::Oversized,
         DropReason::UnauthenticatedRateLimit,
         DropReason::StunOnly,
+        DropReason::ByteBudget,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -89,6 +93,7 @@ impl DropReason {
             DropReason::Oversized => "oversized",
             DropReason::UnauthenticatedRateLimit => "unauthenticated_rate_limit",
             DropReason::StunOnly => "stun_only",
+            DropReason::ByteBudget => "byte_budget",
         }
     }
 }
@@ -149,10 +154,13 @@ pub enum QuotaKind {
     /// No relay port left in the range or under `max-relay-ports` (508, or the
     /// ADDRESS-ERROR-CODE of an additional family).
     RelayPorts,
+    /// `max-bytes-per-user`: the user's byte budget of this period is used up
+    /// (486).
+    Bytes,
 }
 
 impl QuotaKind {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [QuotaKind; Self::COUNT] = [
         QuotaKind::User,
         QuotaKind::ClientIp,
@@ -160,6 +168,7 @@ impl QuotaKind {
         QuotaKind::Permissions,
         QuotaKind::Channels,
         QuotaKind::RelayPorts,
+        QuotaKind::Bytes,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -170,6 +179,7 @@ impl QuotaKind {
             QuotaKind::Permissions => "permissions",
             QuotaKind::Channels => "channels",
             QuotaKind::RelayPorts => "relay_ports",
+            QuotaKind::Bytes => "bytes",
         }
     }
 }

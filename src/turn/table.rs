@@ -229,6 +229,7 @@ mod tests {
             peers_seen: 0,
             to_peer_bandwidth: Default::default(),
             to_client_bandwidth: Default::default(),
+            budget: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod allocate;
 mod auth;
+mod byte_budget;
 mod channel;
 mod client_to_peer;
 mod expiry;
