@@ -30,7 +30,7 @@ pub mod tokens;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -162,7 +162,7 @@ pub struct ApiParams {
 pub fn spawn(
     listener: std::net::TcpListener,
     params: ApiParams,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<ApiHandle> {
     let addr = listener.local_addr()?;
     let acceptor = match &params.tls {
@@ -193,31 +193,9 @@ pub fn spawn(
                     tracing::error!("API listener could not be registered");
                     return;
                 };
-                let open = Arc::new(AtomicUsize::new(0));
-                loop {
-                    if *shutdown.borrow() {
-                        break;
-                    }
-                    let (stream, _) = tokio::select! {
-                        r = listener.accept() => match r {
-                            Ok(c) => c,
-                            // Out of descriptors and the like: back off.
-                            Err(_) => {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        },
-                        r = shutdown.changed() => {
-                            if r.is_err() { break; }
-                            continue;
-                        }
-                    };
-                    if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                        continue; // dropped: closed at once
-                    }
-                    open.fetch_add(1, Ordering::Relaxed);
-                    let (state, open, acceptor) = (shared.clone(), open.clone(), acceptor.clone());
-                    tokio::spawn(async move {
+                crate::ops::http::accept_loop(listener, shutdown, MAX_CONNECTIONS, |stream| {
+                    let (state, acceptor) = (shared.clone(), acceptor.clone());
+                    async move {
                         match acceptor {
                             Some(acceptor) => {
                                 let handshake = tokio::time::timeout(
@@ -231,9 +209,9 @@ pub fn spawn(
                             }
                             None => serve_connection(stream, state).await,
                         }
-                        open.fetch_sub(1, Ordering::Relaxed);
-                    });
-                }
+                    }
+                })
+                .await;
                 if let Some(store) = shared.store.get() {
                     store.close().await;
                 }

@@ -547,7 +547,7 @@ pub fn spawn(
     listener: std::net::TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -561,31 +561,9 @@ pub fn spawn(
                     tracing::error!("metrics listener could not be registered");
                     return;
                 };
-                let open = Arc::new(AtomicUsize::new(0));
-                loop {
-                    if *shutdown.borrow() {
-                        return;
-                    }
-                    let (stream, _) = tokio::select! {
-                        r = listener.accept() => match r {
-                            Ok(c) => c,
-                            // Out of descriptors and the like: back off.
-                            Err(_) => {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        },
-                        r = shutdown.changed() => {
-                            if r.is_err() { return; }
-                            continue;
-                        }
-                    };
-                    if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                        continue; // dropped: closed at once
-                    }
-                    open.fetch_add(1, Ordering::Relaxed);
-                    let (metrics, health, open) = (metrics.clone(), health.clone(), open.clone());
-                    tokio::spawn(async move {
+                super::http::accept_loop(listener, shutdown, MAX_CONNECTIONS, |stream| {
+                    let (metrics, health) = (metrics.clone(), health.clone());
+                    async move {
                         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                             let r = respond(req.uri().path(), &metrics, &health);
                             async move { Ok::<_, Infallible>(r) }
@@ -597,9 +575,9 @@ pub fn spawn(
                             .header_read_timeout(HEADER_TIMEOUT)
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
-                        open.fetch_sub(1, Ordering::Relaxed);
-                    });
-                }
+                    }
+                })
+                .await;
             });
         })
 }

@@ -11,6 +11,7 @@ pub mod admin_socket;
 pub mod control;
 pub mod credentials;
 pub mod flood;
+pub mod http;
 pub mod metrics;
 pub mod reload;
 pub mod store_sync;
