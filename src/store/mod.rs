@@ -166,7 +166,7 @@ fn invalid<T>(what: &'static str, message: impl Into<String>) -> Result<T, Store
 // ---------------------------------------------------------------------------
 
 /// A user as listed by [`Store::list_users`]: no key material.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserInfo {
     /// The realm the keys were derived for.
     pub realm: String,
@@ -182,7 +182,7 @@ pub struct UserInfo {
 
 /// A REST shared secret as listed by [`Store::list_secrets`]. `Debug`
 /// shows only its length.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SecretInfo {
     /// Its id (grows with each added secret: the highest is the newest).
     pub id: i64,
@@ -204,7 +204,7 @@ impl fmt::Debug for SecretInfo {
 
 /// A credentials-API token as listed by [`Store::list_api_tokens`]: its name
 /// and times, never the token (which is not stored) nor its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiTokenInfo {
     pub name: String,
     /// When it was added, unix seconds.

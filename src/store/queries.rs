@@ -209,24 +209,14 @@ impl Store {
     /// Users, sorted by realm then name; only those of `realm` if given.
     pub async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query(
+            sqlx::query_as::<_, UserInfo>(
                 "SELECT realm, name, created, key_sha256 IS NULL AS key_only FROM users \
                  WHERE $1 IS NULL OR realm = $1 ORDER BY realm, name",
             )
             .bind(realm)
             .fetch_all(pool)
             .await
-            .map_err(|e| self.db_err(e))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(UserInfo {
-                        realm: row.try_get("realm").map_err(|e| self.db_err(e))?,
-                        name: row.try_get("name").map_err(|e| self.db_err(e))?,
-                        created: row.try_get("created").map_err(|e| self.db_err(e))?,
-                        key_only: row.try_get("key_only").map_err(|e| self.db_err(e))?,
-                    })
-                })
-                .collect()
+            .map_err(|e| self.db_err(e))
         })
     }
 
@@ -297,19 +287,10 @@ impl Store {
     /// All secrets, oldest (lowest id) first.
     pub async fn list_secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query("SELECT id, secret, created FROM secrets ORDER BY id")
+            sqlx::query_as::<_, SecretInfo>("SELECT id, secret, created FROM secrets ORDER BY id")
                 .fetch_all(pool)
                 .await
-                .map_err(|e| self.db_err(e))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(SecretInfo {
-                        id: row.try_get("id").map_err(|e| self.db_err(e))?,
-                        secret: row.try_get("secret").map_err(|e| self.db_err(e))?,
-                        created: row.try_get("created").map_err(|e| self.db_err(e))?,
-                    })
-                })
-                .collect()
+                .map_err(|e| self.db_err(e))
         })
     }
 
@@ -424,19 +405,12 @@ impl Store {
     /// Every token's name and times, sorted by name.
     pub async fn list_api_tokens(&self) -> Result<Vec<ApiTokenInfo>, StoreError> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query("SELECT name, created, last_used FROM api_tokens ORDER BY name")
-                .fetch_all(pool)
-                .await
-                .map_err(|e| self.db_err(e))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(ApiTokenInfo {
-                        name: row.try_get("name").map_err(|e| self.db_err(e))?,
-                        created: row.try_get("created").map_err(|e| self.db_err(e))?,
-                        last_used: row.try_get("last_used").map_err(|e| self.db_err(e))?,
-                    })
-                })
-                .collect()
+            sqlx::query_as::<_, ApiTokenInfo>(
+                "SELECT name, created, last_used FROM api_tokens ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.db_err(e))
         })
     }
 
