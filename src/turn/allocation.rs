@@ -176,18 +176,7 @@ impl Allocation {
         rate: u64,
         budget: Option<(u64, u64)>,
     ) -> Result<(), DropReason> {
-        if budget.is_some_and(|(period, limit)| self.budget.exhausted(period, limit)) {
-            return Err(DropReason::ByteBudget);
-        }
-        if !self.to_peer_bandwidth.admit(now, len, rate) {
-            return Err(DropReason::RateLimit);
-        }
-        if let Some((period, _)) = budget {
-            self.budget.charge(period, len);
-        }
-        self.traffic.to_peer_packets += 1;
-        self.traffic.to_peer_bytes += len;
-        Ok(())
+        self.admit(true, now, len, rate, budget)
     }
 
     /// [`admit_to_peer`](Self::admit_to_peer)'s counterpart for a datagram
@@ -200,17 +189,44 @@ impl Allocation {
         rate: u64,
         budget: Option<(u64, u64)>,
     ) -> Result<(), DropReason> {
+        self.admit(false, now, len, rate, budget)
+    }
+
+    /// Both directions' rule; `to_peer` is a constant at each call, so the
+    /// choice of counters costs nothing once inlined.
+    #[inline]
+    fn admit(
+        &mut self,
+        to_peer: bool,
+        now: Instant,
+        len: u64,
+        rate: u64,
+        budget: Option<(u64, u64)>,
+    ) -> Result<(), DropReason> {
         if budget.is_some_and(|(period, limit)| self.budget.exhausted(period, limit)) {
             return Err(DropReason::ByteBudget);
         }
-        if !self.to_client_bandwidth.admit(now, len, rate) {
+        let (bandwidth, packets, bytes) = if to_peer {
+            (
+                &mut self.to_peer_bandwidth,
+                &mut self.traffic.to_peer_packets,
+                &mut self.traffic.to_peer_bytes,
+            )
+        } else {
+            (
+                &mut self.to_client_bandwidth,
+                &mut self.traffic.to_client_packets,
+                &mut self.traffic.to_client_bytes,
+            )
+        };
+        if !bandwidth.admit(now, len, rate) {
             return Err(DropReason::RateLimit);
         }
         if let Some((period, _)) = budget {
             self.budget.charge(period, len);
         }
-        self.traffic.to_client_packets += 1;
-        self.traffic.to_client_bytes += len;
+        *packets += 1;
+        *bytes += len;
         Ok(())
     }
 
