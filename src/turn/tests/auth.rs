@@ -143,14 +143,7 @@ fn nonce_older_than_its_lifetime_is_438() {
     let old = c.nonce.clone();
     h.advance(secs(599));
     // One second short of the lifetime: still good, used on a Refresh (437).
-    let r = h.request(
-        c.tuple,
-        &c.build(
-            Method::Refresh,
-            TransactionId::random(),
-            &|_: &mut MessageBuilder| {},
-        ),
-    );
+    let r = h.request(c.tuple, &bare_refresh(&c));
     r.expect_error(437);
     h.advance(secs(1));
     let r = allocate_once(&mut h, &c);

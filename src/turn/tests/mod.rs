@@ -355,6 +355,16 @@ fn alice_allocate(attrs: impl FnOnce(&mut MessageBuilder)) -> BytesMut {
     })
 }
 
+/// A Refresh signed by `c` with no attribute of its own (no LIFETIME: the
+/// default), built without the 401/438 dance.
+fn bare_refresh(c: &Client) -> Vec<u8> {
+    c.build(
+        Method::Refresh,
+        TransactionId::random(),
+        &|_: &mut MessageBuilder| {},
+    )
+}
+
 /// The attribute types listed in a 420's UNKNOWN-ATTRIBUTES.
 fn unknown_attributes(r: &Resp) -> Vec<u16> {
     r.expect_error(420);

@@ -161,14 +161,7 @@ fn binding_keeps_working_for_a_limited_source_and_its_answer_stays_small() {
     let mut h = H::new();
     let src = "192.0.2.10:1000";
     assert_eq!(flood(&mut h, src, 100), 20);
-    let mut buf = BytesMut::new();
-    MessageBuilder::new(
-        &mut buf,
-        Method::Binding,
-        Class::Request,
-        TransactionId::random(),
-    )
-    .finish();
+    let buf = hand_built(Method::Binding, Class::Request, |_| {});
     for _ in 0..100 {
         let r = h.request(udp(src), &buf);
         r.expect_success();

@@ -24,14 +24,7 @@ fn on_stun_port(mut c: Client) -> Client {
 }
 
 fn binding(h: &mut H, tuple: FiveTuple) -> Resp {
-    let mut buf = BytesMut::new();
-    MessageBuilder::new(
-        &mut buf,
-        Method::Binding,
-        Class::Request,
-        TransactionId::random(),
-    )
-    .finish();
+    let buf = hand_built(Method::Binding, Class::Request, |_| {});
     h.request(tuple, &buf)
 }
 
@@ -161,14 +154,7 @@ fn a_stun_only_server_refuses_turn_everywhere_and_reload_turns_it_on() {
     every_turn_method_is_400(&mut h, &Client::alice("192.0.2.11:1000"));
     // The allocation made before cannot be refreshed (signed Refresh: 400),
     // so it ends within its lifetime.
-    let r = h.request(
-        c.tuple,
-        &c.build(
-            Method::Refresh,
-            TransactionId::random(),
-            &|_: &mut MessageBuilder| {},
-        ),
-    );
+    let r = h.request(c.tuple, &bare_refresh(&c));
     r.expect_error(400);
     assert_eq!(h.srv.allocations(), 1);
     h.at(secs(600));
