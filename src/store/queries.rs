@@ -90,31 +90,7 @@ impl Store {
         check_name(name)?;
         check_password(password)?;
         let keys = UserKeys::derive(name, realm, password);
-        let hash = userhash(name, realm);
-        let now = unix_now();
-        on_pool!(self, |pool| {
-            let mut tx = begin_write!(self, pool);
-            let inserted = sqlx::query(
-                "INSERT INTO users (realm, name, key_md5, key_sha256, userhash, created, updated) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (realm, name) DO NOTHING",
-            )
-            .bind(realm)
-            .bind(name)
-            .bind(&keys.md5[..])
-            .bind(keys.sha256.as_ref().map(|k| &k[..]))
-            .bind(&hash[..])
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.db_err(e))?;
-            if inserted.rows_affected() == 0 {
-                return Err(StoreError::UserExists {
-                    realm: realm.to_owned(),
-                    name: name.to_owned(),
-                });
-            }
-            tx.commit().await.map_err(|e| self.db_err(e))
-        })
+        self.insert_user(realm, name, &keys).await
     }
 
     /// Adds a user known only by its MD5 long-term key,
@@ -131,17 +107,30 @@ impl Store {
     ) -> Result<(), StoreError> {
         check_realm(realm)?;
         check_name(name)?;
+        self.insert_user(realm, name, &UserKeys::md5_only(md5))
+            .await
+    }
+
+    /// Inserts a user with `keys` (a NULL SHA-256 key for one known only by
+    /// its MD5 key) and its USERHASH.
+    async fn insert_user(
+        &self,
+        realm: &str,
+        name: &str,
+        keys: &UserKeys,
+    ) -> Result<(), StoreError> {
         let hash = userhash(name, realm);
         let now = unix_now();
         on_pool!(self, |pool| {
             let mut tx = begin_write!(self, pool);
             let inserted = sqlx::query(
                 "INSERT INTO users (realm, name, key_md5, key_sha256, userhash, created, updated) \
-                 VALUES ($1, $2, $3, NULL, $4, $5, $5) ON CONFLICT (realm, name) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (realm, name) DO NOTHING",
             )
             .bind(realm)
             .bind(name)
-            .bind(&md5[..])
+            .bind(&keys.md5[..])
+            .bind(keys.sha256.as_ref().map(|k| &k[..]))
             .bind(&hash[..])
             .bind(now)
             .execute(&mut *tx)
