@@ -97,22 +97,7 @@ fn import(dir: &Path, db: &str) -> (PathBuf, PathBuf) {
     let conf = coturn_conf(dir);
     let out = dir.join("ferroturn.toml");
     let store = dir.join("store.db");
-    let run = ferroturn_cli(
-        &[
-            "import",
-            "coturn",
-            "--config",
-            path_str(&conf),
-            "--db",
-            db,
-            "--out",
-            path_str(&out),
-            "--store",
-            path_str(&store),
-        ],
-        None,
-    )
-    .ok();
+    let run = run_import(&conf, db, &out, &store, &[]).ok();
     // Every key that is not translated is named, with its line and reason,
     // on stderr and at the top of the file.
     let file = std::fs::read_to_string(&out).unwrap();
@@ -180,23 +165,7 @@ fn import(dir: &Path, db: &str) -> (PathBuf, PathBuf) {
         ]
     );
     // A second run adds nothing and says so.
-    let again = ferroturn_cli(
-        &[
-            "import",
-            "coturn",
-            "--config",
-            path_str(&conf),
-            "--db",
-            db,
-            "--out",
-            path_str(&out),
-            "--store",
-            path_str(&store),
-            "--force",
-        ],
-        None,
-    )
-    .ok();
+    let again = run_import(&conf, db, &out, &store, &["--force"]).ok();
     assert!(again.stdout.contains("0 user(s) added"), "{}", again.stdout);
     assert!(again
         .stderr
@@ -382,4 +351,23 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     );
     assert_eq!(r.code(), Some(1));
     assert!(r.stderr.contains("exists; pass --force"), "{}", r.stderr);
+}
+
+/// `ferroturn import coturn --config CONF --db DB --out OUT --store STORE`
+/// plus `extra` flags.
+fn run_import(conf: &Path, db: &str, out: &Path, store: &Path, extra: &[&str]) -> CliOutput {
+    let mut args = vec![
+        "import",
+        "coturn",
+        "--config",
+        path_str(conf),
+        "--db",
+        db,
+        "--out",
+        path_str(out),
+        "--store",
+        path_str(store),
+    ];
+    args.extend_from_slice(extra);
+    ferroturn_cli(&args, None)
 }
