@@ -49,8 +49,8 @@ use ferroturn::turn::auth::{
 use ferroturn::turn::live::LiveRelayPorts;
 use ferroturn::turn::quota::QuotaTracker;
 use ferroturn::turn::reservations::Reservations;
-use ferroturn::turn::source_limit::SourceLimiter;
 use ferroturn::turn::server::{Event, PEER_HEADROOM, PEER_TAILROOM};
+use ferroturn::turn::source_limit::SourceLimiter;
 use ferroturn::turn::testing::{FakeBinder, FakeClock};
 use ferroturn::turn::{
     FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
