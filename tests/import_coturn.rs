@@ -322,33 +322,25 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         "realm=x\nuser=bob:builder\nuse-auth-secret\nstatic-auth-secret=south\n",
     )
     .unwrap();
-    ferroturn_cli(
-        &[
-            "import",
-            "coturn",
-            "--config",
-            &conf_s,
-            "--out",
-            path_str(&out),
-        ],
-        None,
-    )
-    .ok();
+    let import_to_out = || {
+        ferroturn_cli(
+            &[
+                "import",
+                "coturn",
+                "--config",
+                &conf_s,
+                "--out",
+                path_str(&out),
+            ],
+            None,
+        )
+    };
+    import_to_out().ok();
     let cfg = ferroturn::config::Config::load(&out).unwrap();
     assert_eq!(cfg.auth.users, [("bob".to_owned(), "builder".to_owned())]);
     assert_eq!(cfg.auth.secrets, ["south"]);
     // An existing --out is kept unless --force.
-    let r = ferroturn_cli(
-        &[
-            "import",
-            "coturn",
-            "--config",
-            &conf_s,
-            "--out",
-            path_str(&out),
-        ],
-        None,
-    );
+    let r = import_to_out();
     assert_eq!(r.code(), Some(1));
     assert!(r.stderr.contains("exists; pass --force"), "{}", r.stderr);
 }
