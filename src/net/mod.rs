@@ -285,7 +285,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     };
     let tls_params = match (&opts.tls, &tls_certs) {
         (Some(t), Some(certs)) => Some(shard::TlsParams {
-            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(certs.clone())?),
+            acceptor: tokio_rustls::TlsAcceptor::from(tls::turn_server_config(certs.clone())?),
             handshake_timeout: t.handshake_timeout,
         }),
         _ => None,

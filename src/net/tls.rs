@@ -1,9 +1,12 @@
 //! TLS for `turns:`: the rustls server configuration from PEM files, with the
 //! certificate reloadable while the server runs.
 //!
-//! TLS 1.2 and 1.3 (rustls' safe defaults, ring as the crypto provider). No ALPN
-//! is required: browsers do not send one for TURN, and a server that insisted on
-//! `stun.turn` (RFC 7443) would turn them away.
+//! TLS 1.2 and 1.3 (rustls' safe defaults, ring as the crypto provider). ALPN
+//! (RFC 7443): the server offers `stun.turn` and `stun.nat-discovery`. A client
+//! that offers ALPN values but none of these is refused in the handshake (rustls
+//! sends `no_application_protocol`): it means to speak something else (h2 on a
+//! shared 443, say) and would only be closed as "not STUN" later. A client that
+//! offers no ALPN at all is served: browsers send none for TURN.
 //!
 //! The certificate comes from a [`ReloadableCert`] resolver rather than being fixed
 //! in the configuration: on SIGHUP the files are read again and, if they are good,
@@ -132,12 +135,30 @@ impl ResolvesServerCert for ReloadableCert {
     }
 }
 
-/// The rustls server configuration, taking its certificate from `certs`.
+/// The ALPN protocol IDs the server offers (RFC 7443 §6), in order of preference:
+/// TURN first, then STUN NAT behaviour discovery.
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"stun.turn", b"stun.nat-discovery"];
+
+/// The rustls configuration for `turns:` listeners: [`server_config`] offering
+/// [`ALPN_PROTOCOLS`].
+pub fn turn_server_config(certs: Arc<ReloadableCert>) -> io::Result<Arc<rustls::ServerConfig>> {
+    let mut config = base_config(certs)?;
+    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The rustls server configuration without ALPN, taking its certificate from
+/// `certs`: the HTTPS API uses it, whose clients offer `h2` or `http/1.1` and
+/// would be refused by a server offering only the STUN protocol IDs.
 pub fn server_config(certs: Arc<ReloadableCert>) -> io::Result<Arc<rustls::ServerConfig>> {
+    Ok(Arc::new(base_config(certs)?))
+}
+
+fn base_config(certs: Arc<ReloadableCert>) -> io::Result<rustls::ServerConfig> {
     let config = rustls::ServerConfig::builder_with_provider(certs.provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| io::Error::other(format!("TLS versions: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    Ok(Arc::new(config))
+    Ok(config)
 }
