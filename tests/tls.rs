@@ -21,6 +21,7 @@ fn tls_server(p: &Pki, handshake: Duration) -> ferroturn::net::Running {
         cert: p.cert.clone(),
         key: p.key.clone(),
         handshake_timeout: handshake,
+        shared: false,
     });
     ferroturn::net::start(opts).expect("server with TLS starts")
 }

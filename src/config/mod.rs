@@ -449,6 +449,26 @@ mod tests {
     }
 
     #[test]
+    fn tls_shared_defaults_off_and_needs_a_certificate() {
+        let tls = |toml: &str| Config::from_toml_str(toml).map(|c| c.tls);
+        assert_eq!(tls("").expect("valid"), None);
+        let cert = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        assert!(!tls(cert).expect("valid").expect("TLS on").shared);
+        let shared = tls(&format!("{cert}shared = true\n")).expect("valid");
+        assert!(shared.expect("TLS on").shared);
+        match tls("[tls]\nshared = true\n") {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "tls.shared"),
+            other => panic!("{other:?}"),
+        }
+        match tls("[tls]\nshared = \"yes\"\n") {
+            Err(ConfigError::Parse { message, .. }) => {
+                assert!(message.contains("shared"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn effective_threads_resolves_zero() {
         let mut config = Config::default();
         assert!(config.effective_threads() >= 1);

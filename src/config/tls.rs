@@ -21,6 +21,10 @@ pub struct RawTls {
     pub key: String,
     /// `handshake-timeout`: seconds a client has to finish the TLS handshake.
     pub handshake_timeout: i64,
+    /// `shared`: each `listen` address also serves plain TCP clients, told apart
+    /// by their first byte, so that `turn:HOST:443?transport=tcp` and
+    /// `turns:HOST:443` can share the one port a strict firewall leaves open.
+    pub shared: bool,
 }
 
 impl Default for RawTls {
@@ -30,6 +34,7 @@ impl Default for RawTls {
             cert: String::new(),
             key: String::new(),
             handshake_timeout: 10,
+            shared: false,
         }
     }
 }
@@ -45,12 +50,20 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// Time allowed for the handshake before the connection is closed.
     pub handshake_timeout: Duration,
+    /// Whether the TLS addresses also take plain TCP (STUN/TURN) clients.
+    pub shared: bool,
 }
 
 /// TLS needs a certificate and its key together; addresses default to port 5349.
 pub(super) fn validate_tls(tls: &RawTls) -> Result<Option<TlsConfig>> {
     let (cert, key) = (tls.cert.trim(), tls.key.trim());
     match (cert.is_empty(), key.is_empty()) {
+        (true, true) if tls.shared => {
+            return invalid(
+                "tls.shared",
+                "true needs tls.cert and tls.key (TLS listeners)",
+            )
+        }
         (true, true) if tls.listen.is_empty() => return Ok(None),
         (true, true) => return invalid("tls.cert", "required when tls.listen is set"),
         (false, true) => return invalid("tls.key", "required with tls.cert"),
@@ -74,5 +87,6 @@ pub(super) fn validate_tls(tls: &RawTls) -> Result<Option<TlsConfig>> {
         cert: PathBuf::from(cert),
         key: PathBuf::from(key),
         handshake_timeout: Duration::from_secs(secs),
+        shared: tls.shared,
     }))
 }

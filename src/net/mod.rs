@@ -287,6 +287,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         (Some(t), Some(certs)) => Some(shard::TlsParams {
             acceptor: tokio_rustls::TlsAcceptor::from(tls::turn_server_config(certs.clone())?),
             handshake_timeout: t.handshake_timeout,
+            shared: t.shared,
         }),
         _ => None,
     };

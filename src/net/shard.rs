@@ -57,6 +57,9 @@ pub struct ShardSockets {
 pub struct TlsParams {
     pub acceptor: tokio_rustls::TlsAcceptor,
     pub handshake_timeout: Duration,
+    /// `tls.shared`: the listener also serves plain TCP clients, whose first
+    /// byte is not a TLS handshake record's.
+    pub shared: bool,
 }
 
 struct State {

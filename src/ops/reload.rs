@@ -49,6 +49,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             != new.tls.as_ref().map(|t| (&t.listen, t.handshake_timeout)),
         "tls.listen",
     );
+    check(
+        old.tls.as_ref().is_some_and(|t| t.shared) != new.tls.as_ref().is_some_and(|t| t.shared),
+        "tls.shared",
+    );
     check(old.admin.socket != new.admin.socket, "admin.socket");
     check(old.api.listen != new.api.listen, "api.listen");
     check(old.api.tls != new.api.tls, "api.tls");

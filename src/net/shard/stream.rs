@@ -1,5 +1,6 @@
 //! The stream path of a shard: TCP and TLS listeners share one accept loop (TLS
-//! adds its handshake as one step) and one connection task, generic over the
+//! adds its handshake as one step; a `tls.shared` listener first peeks one byte
+//! to choose between TLS and plain TCP) and one connection task, generic over the
 //! stream's read and write halves, with a writer task per connection.
 //!
 //! Stream abuse is bounded here (see [`crate::net::connections`]): connections
@@ -98,7 +99,8 @@ pub(super) async fn accept_loop(shard: ShardRef, listener: TcpListener, tls: Opt
     }
 }
 
-/// One accepted connection: the TLS handshake if the listener speaks TLS, then
+/// One accepted connection: the TLS handshake if the listener speaks TLS (on a
+/// shared listener, if the first byte opens a TLS handshake), then
 /// [`stream_connection`] over the plain or the TLS stream. `guard` counts it
 /// against the connection caps until it ends; `deadline` is when it must hold
 /// an allocation.
@@ -113,7 +115,30 @@ async fn connection(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let Some(tls) = tls else {
+    // A client that does not finish the handshake in time is dropped:
+    // half-open TLS connections must not pile up. The allocate deadline runs
+    // from the accept, so the handshake counts against it too.
+    let until = tls
+        .as_ref()
+        .map(|t| (tokio::time::Instant::now() + t.handshake_timeout).min(deadline));
+    // On a shared port the first byte decides, once per connection: 0x16 opens
+    // every TLS record carrying a handshake (the ClientHello), while a STUN
+    // message opens with 0b00 and no STUN method is high enough for a 0x16
+    // first byte, and ChannelData opens with 0x40..=0x7F. The byte is peeked,
+    // not read, so either side then sees the stream from its start.
+    let tls = match (tls, until) {
+        (Some(t), Some(until)) if t.shared => match first_byte(&stream, until).await {
+            FirstByte::Tls => Some(t),
+            FirstByte::Plain => None,
+            FirstByte::Closed => return,
+            FirstByte::Silent => {
+                shard.borrow_mut().conn_closed[ConnClose::FirstMessageTimeout as usize] += 1;
+                return;
+            }
+        },
+        (tls, _) => tls,
+    };
+    let (Some(tls), Some(until)) = (tls, until) else {
         let tuple = FiveTuple {
             transport: Transport::Tcp,
             client,
@@ -124,10 +149,6 @@ async fn connection(
         drop(guard);
         return;
     };
-    // A client that does not finish the handshake in time is dropped:
-    // half-open TLS connections must not pile up. The allocate deadline runs
-    // from the accept, so the handshake counts against it too.
-    let until = (tokio::time::Instant::now() + tls.handshake_timeout).min(deadline);
     let Ok(Ok(tls_stream)) = tokio::time::timeout_at(until, tls.acceptor.accept(stream)).await
     else {
         shard.borrow_mut().tls_handshake_failures += 1;
@@ -141,6 +162,33 @@ async fn connection(
     let (rd, wr) = tokio::io::split(tls_stream);
     stream_connection(shard, tuple, rd, wr, deadline).await;
     drop(guard);
+}
+
+/// What the first byte on a shared TLS/TCP port says.
+enum FirstByte {
+    /// 0x16: a TLS handshake record.
+    Tls,
+    /// Anything else: a plain STUN/TURN stream (which rejects non-STUN itself).
+    Plain,
+    /// The client closed (or the socket failed) before sending a byte.
+    Closed,
+    /// Nothing arrived before the handshake deadline.
+    Silent,
+}
+
+/// The TLS handshake record type (RFC 8446 §5.1, `ContentType.handshake`).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Peeks the first byte of `stream` without consuming it, waiting at most until
+/// `until` (the handshake deadline: a client must speak first either way).
+async fn first_byte(stream: &TcpStream, until: tokio::time::Instant) -> FirstByte {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout_at(until, stream.peek(&mut byte)).await {
+        Err(_) => FirstByte::Silent,
+        Ok(Ok(0) | Err(_)) => FirstByte::Closed,
+        Ok(Ok(_)) if byte[0] == TLS_HANDSHAKE => FirstByte::Tls,
+        Ok(Ok(_)) => FirstByte::Plain,
+    }
 }
 
 /// Writes queued frames to a stream. Over TCP the whole batch goes in one write.
