@@ -277,6 +277,39 @@ fn chromium_relays_with_rest_ephemeral_credentials() {
     assert_relayed(&v, "udp");
 }
 
+/// `[tls] shared = true`: `turns:` and `turn:?transport=tcp` on the same port,
+/// the first byte of each connection deciding. Chromium relays over both, one
+/// run each, against one server.
+#[test]
+fn chromium_relays_over_turns_and_turn_tcp_on_one_shared_port() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shared.toml");
+    std::fs::write(&config, "[tls]\nshared = true\n").unwrap();
+    let user = format!("{USER}:{PASS}");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--admin-socket",
+        "off",
+        "--allow-peer",
+        "127.0.0.0/8",
+    ];
+    let bin = spawn_tls_binary(&pki.cert, &pki.key, REALM, &user, &args);
+    let port = bin.tls.expect("a TLS listener").port();
+    let tls = format!("turns:localhost:{port}?transport=tcp");
+    let v = run_browser(&args_for(&[tls], &["--ignore-certificate-errors"]));
+    assert_relayed(&v, "tls");
+    let tcp = format!("turn:127.0.0.1:{port}?transport=tcp");
+    let v = run_browser(&args_for(&[tcp], &[]));
+    assert_relayed(&v, "tcp");
+}
+
+/// [`args`] with the static test user.
+fn args_for(urls: &[String], extra: &[&str]) -> Vec<String> {
+    args(urls, USER, PASS, extra)
+}
+
 /// `ferroturn doctor` checks the server, exits 0 and prints an `iceServers`
 /// entry; Chromium relays with that entry as it is (its URLs, username and
 /// credential), which is what an app would paste.
