@@ -117,15 +117,15 @@ run_one() {
     local execs cov ft status line took
     # The seconds libFuzzer fuzzed ("Done N runs in S second(s)"); the wall time
     # also counts a rebuild by cargo fuzz run.
-    took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 | grep -oE 'in [0-9]+' | grep -oE '[0-9]+' || true)
+    took=$(grep -aoE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 | grep -aoE 'in [0-9]+' | grep -aoE '[0-9]+' || true)
     took=${took:-$wall}
-    execs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+$' || true)
+    execs=$(grep -aoE 'stat::number_of_executed_units: [0-9]+' "$log" | tail -1 | grep -aoE '[0-9]+$' || true)
     if [ -z "$execs" ]; then
-        execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
+        execs=$(grep -aoE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
     fi
-    line=$(grep -E '^#[0-9]+[[:space:]].*cov: ' "$log" | tail -1 || true)
-    cov=$(grep -oE 'cov: [0-9]+' <<<"$line" | grep -oE '[0-9]+' || true)
-    ft=$(grep -oE 'ft: [0-9]+' <<<"$line" | grep -oE '[0-9]+' || true)
+    line=$(grep -aE '^#[0-9]+[[:space:]].*cov: ' "$log" | tail -1 || true)
+    cov=$(grep -aoE 'cov: [0-9]+' <<<"$line" | grep -aoE '[0-9]+' || true)
+    ft=$(grep -aoE 'ft: [0-9]+' <<<"$line" | grep -aoE '[0-9]+' || true)
     local after
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
     local found=$((after - before))
@@ -140,7 +140,7 @@ run_one() {
     printf '%-22s %6ss fuzzed (%ss wall)  %12s execs  cov %6s  ft %7s  found %s  %s\n' \
         "$t" "$took" "$wall" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$found" "$status"
     if [ "$status" != ok ]; then
-        grep -E 'panicked at|ERROR: libFuzzer|SUMMARY:|Test unit written to' "$log" | head -n 8 || true
+        grep -aE 'panicked at|ERROR: libFuzzer|SUMMARY:|Test unit written to' "$log" | head -n 8 || true
         echo "  log: $log"
     fi
 }
