@@ -1,8 +1,9 @@
 //! A running server follows the credential store: users added, removed and
 //! revoked with the real `ferroturn` CLI take effect without a restart, on SQLite
 //! and on a real PostgreSQL (started by `tests/pg`), and two nodes sharing one
-//! PostgreSQL both see a user added once. A database outage refuses new
-//! allocations but never stops relaying for existing ones.
+//! PostgreSQL both see a user added once and count one byte budget per user. A
+//! database outage refuses new allocations but never stops relaying for
+//! existing ones.
 
 mod pg;
 mod support;
@@ -211,4 +212,104 @@ async fn postgres_outage_keeps_existing_allocations_relaying() {
         );
     }
     srv.stop().unwrap();
+}
+
+/// A node of a byte-budget cluster: `node` with `quota.max-bytes-per-user`
+/// of [`BUDGET`] bytes a day.
+fn budget_node(db: &str) -> Running {
+    let mut opts = options("127.0.0.1:0");
+    opts.users.clear();
+    opts.store = Some(StoreLocation::parse(db).expect("store URL"));
+    opts.core.max_bytes_per_user = BUDGET;
+    start(opts).expect("server with a store starts")
+}
+
+const BUDGET: u64 = 10_000;
+
+/// A UDP allocation of `user` with channel 0x4000 bound to `peer`.
+async fn budget_allocation(srv: &Running, user: &str, peer: std::net::SocketAddr) -> Client {
+    let mut c = turn_client_as(srv, Transport::Udp, user, &format!("{user}-pw")).await;
+    c.allocate().await.unwrap();
+    c.channel_bind(0x4000, peer).await.unwrap();
+    c
+}
+
+/// A 1000-byte ChannelData round trip through the echo peer (2000 bytes
+/// relayed): whether it came back within half a second.
+async fn budget_round_trip(c: &mut Client) -> bool {
+    c.send_channel_data(0x4000, &[7; 1000]).await.unwrap();
+    matches!(
+        c.recv_data(Duration::from_millis(500)).await,
+        Ok(Received::Channel { .. })
+    )
+}
+
+/// Whether an Allocate of `user` on `srv` gets 486; an allocation made
+/// instead is deleted again.
+async fn refuses_with_486(srv: &Running, user: &str) -> bool {
+    let mut c = turn_client_as(srv, Transport::Udp, user, &format!("{user}-pw")).await;
+    match c.allocate().await {
+        Ok(_) => {
+            c.refresh(0).await.unwrap();
+            false
+        }
+        Err(e) => e.code() == Some(486),
+    }
+}
+
+/// Nodes sharing one PostgreSQL count one byte budget per user: alice uses
+/// hers up on node A, and node B, where she relayed nothing, then stops
+/// relaying for her and refuses her Allocates with 486, while bob goes on; a
+/// node started afterwards knows it from the store at once. The store's row
+/// holds what both relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_postgres_count_one_byte_budget() {
+    let db = pg::fresh_database();
+    cli(&db, &["user", "list"], None).await; // creates the schema
+    add_user(&db, "alice", "alice-pw").await;
+    add_user(&db, "bob", "bob-pw").await;
+    let (a, b) = (budget_node(&db), budget_node(&db));
+    let peer = echo_peer("127.0.0.1:0", 1000).await;
+    let mut alice_b = budget_allocation(&b, "alice", peer).await;
+
+    // On A alone, the budget runs out after 5 round trips, as on one node.
+    let mut alice_a = budget_allocation(&a, "alice", peer).await;
+    let mut back = 0;
+    while back < 8 && budget_round_trip(&mut alice_a).await {
+        back += 1;
+    }
+    assert_eq!(back, 5, "round trips on node A");
+
+    // B learns it from the store within a poll or two: its Allocates for
+    // alice get 486 (tried without relaying, so that B's own count stays 0),
+    // and her allocation there relays no more.
+    within_effect("node B refuses alice", || refuses_with_486(&b, "alice")).await;
+    assert!(
+        !budget_round_trip(&mut alice_b).await,
+        "node B relayed for alice"
+    );
+    let mut bob = budget_allocation(&b, "bob", peer).await;
+    assert!(
+        budget_round_trip(&mut bob).await,
+        "bob has a budget of his own"
+    );
+
+    // A node started now reads the period's counts on its first visit.
+    let c = budget_node(&db);
+    within_effect("node C refuses alice", || refuses_with_486(&c, "alice")).await;
+
+    // The store holds alice's 10,000 bytes.
+    let store = ferroturn::store::Store::open(&db).await.unwrap();
+    let day = u64::try_from(ferroturn::store::unix_now()).unwrap() / 86_400;
+    let rows = store.byte_usage_since(86_400, day, 0).await.unwrap();
+    let alice = rows
+        .iter()
+        .find(|(u, _)| u == "alice")
+        .expect("alice's row")
+        .1;
+    assert!(alice >= BUDGET, "alice's row: {alice}");
+    store.close().await;
+    for srv in [a, b, c] {
+        srv.stop().unwrap();
+    }
 }

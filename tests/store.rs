@@ -283,6 +283,47 @@ async fn exercise_api(url: &str) {
     ));
     assert_eq!(store.generation().await.expect("generation"), g + 3);
 
+    // Byte usage (quota.max-bytes-per-user): additions sum per user, period
+    // length and period; rows are read by when they were last added to and
+    // pruned by age; none of it is a credential change.
+    let g = store.generation().await.expect("generation");
+    let totals = store
+        .add_byte_usage(3600, 7, 100, &[("amy", 300), ("ben", 5)])
+        .await
+        .expect("add byte usage");
+    assert_eq!(totals, [300, 5]);
+    let totals = store
+        .add_byte_usage(3600, 7, 105, &[("amy", 200)])
+        .await
+        .expect("add byte usage");
+    assert_eq!(totals, [500]);
+    store
+        .add_byte_usage(86_400, 7, 90, &[("amy", 1)])
+        .await
+        .expect("another period length");
+    let mut rows = store.byte_usage_since(3600, 7, 0).await.expect("rows");
+    rows.sort();
+    assert_eq!(rows, [("amy".to_owned(), 500), ("ben".to_owned(), 5)]);
+    assert_eq!(
+        store.byte_usage_since(3600, 7, 101).await.expect("rows"),
+        [("amy".to_owned(), 500)]
+    );
+    assert!(store
+        .byte_usage_since(3600, 8, 0)
+        .await
+        .expect("rows")
+        .is_empty());
+    assert_eq!(store.prune_byte_usage(101).await.expect("prune"), 2);
+    assert_eq!(
+        store
+            .byte_usage_since(3600, 7, 0)
+            .await
+            .expect("rows")
+            .len(),
+        1
+    );
+    assert_eq!(store.generation().await.expect("generation"), g);
+
     // A snapshot's generation always matches its content: after the last
     // write nothing changes any more.
     let snap = store.snapshot().await.expect("snapshot");
@@ -448,8 +489,9 @@ async fn sqlite_migrations_are_idempotent() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens).
-    assert_eq!(applied, 3);
+    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens,
+    // 0004 byte usage).
+    assert_eq!(applied, 4);
     pool.close().await;
 }
 
@@ -469,8 +511,9 @@ async fn postgres_migrations_are_idempotent_and_concurrent() {
         .fetch_one(&mut conn)
         .await
         .expect("count");
-    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens).
-    assert_eq!(applied, 3);
+    // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens,
+    // 0004 byte usage).
+    assert_eq!(applied, 4);
 }
 
 #[tokio::test]

@@ -431,6 +431,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         Some(location) => Some(store_sync::spawn(
             location.clone(),
             creds.clone(),
+            quota.clone(),
             generation_tx.clone(),
             rx.clone(),
         )?),

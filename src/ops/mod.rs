@@ -1,13 +1,14 @@
 //! What runs beside the data path: the credentials the shards check against and
-//! the poller that keeps them in step with the store, usage records, flood
-//! warnings, the metrics endpoint, and the main thread of `ferroturn serve`
-//! (signals, the admin socket, reloads, the drain).
+//! the poller that keeps them in step with the store (and counts byte budgets
+//! there), usage records, flood warnings, the metrics endpoint, and the main
+//! thread of `ferroturn serve` (signals, the admin socket, reloads, the drain).
 //!
 //! The tokio drivers of the data path itself live in [`crate::net`]; nothing
 //! here runs per packet.
 #![forbid(unsafe_code)]
 
 pub mod admin_socket;
+pub mod budget_sync;
 pub mod control;
 pub mod credentials;
 pub mod flood;

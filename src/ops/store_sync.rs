@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::budget_sync::BudgetSync;
 use super::credentials::{KeyedUser, LiveCredentials, StoreContents};
 use crate::store::{Snapshot, Store, StoreLocation};
+use crate::turn::quota::QuotaTracker;
 
 /// How often the generation counter is read: changes take effect within about
 /// this long (the issue asks for 2 s).
@@ -81,10 +83,13 @@ fn load_blocking(location: &StoreLocation, creds: &LiveCredentials) -> io::Resul
     })
 }
 
-/// Starts the poller thread. It stops when `shutdown` flips to true.
+/// Starts the poller thread. It stops when `shutdown` flips to true. Each
+/// visit also counts the byte budgets of `quota` in the store (see
+/// [`BudgetSync`]).
 pub fn spawn(
     location: StoreLocation,
     creds: Arc<LiveCredentials>,
+    quota: Arc<QuotaTracker>,
     changed: watch::Sender<i64>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<JoinHandle<()>> {
@@ -100,8 +105,28 @@ pub fn spawn(
             };
             rt.block_on(async move {
                 let mut store: Option<Store> = None;
+                let mut budgets = BudgetSync::new(quota);
+                let mut budgets_healthy = true;
                 loop {
                     let result = poll_once(&location, &mut store, &creds, &changed).await;
+                    if let (Ok(()), Some(s)) = (&result, &store) {
+                        // A failed visit keeps the bytes counted here for the next one;
+                        // relaying and credentials go on either way.
+                        match (budgets.run(s).await, budgets_healthy) {
+                            (Ok(()), false) => {
+                                tracing::info!("byte budgets counted in the store again");
+                                budgets_healthy = true;
+                            }
+                            (Err(e), true) => {
+                                tracing::warn!(
+                                    error = %e,
+                                    "byte budgets could not be counted in the store: each server counts its own until it can"
+                                );
+                                budgets_healthy = false;
+                            }
+                            _ => {}
+                        }
+                    }
                     match (result, creds.is_healthy()) {
                         (Ok(()), false) => {
                             tracing::info!(store = %location.redacted(), "credential store reachable again");

@@ -40,6 +40,11 @@ const SQLITE: &[Embedded] = &[
         "api tokens",
         include_str!("../../migrations/sqlite/0003_api_tokens.sql"),
     ),
+    (
+        4,
+        "byte usage",
+        include_str!("../../migrations/sqlite/0004_byte_usage.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -58,6 +63,11 @@ const POSTGRES: &[Embedded] = &[
         3,
         "api tokens",
         include_str!("../../migrations/postgres/0003_api_tokens.sql"),
+    ),
+    (
+        4,
+        "byte usage",
+        include_str!("../../migrations/postgres/0004_byte_usage.sql"),
     ),
 ];
 

@@ -443,6 +443,84 @@ impl Store {
         })
     }
 
+    // -- byte budgets ------------------------------------------------------------
+
+    /// Adds each `(user, bytes)` to the user's row of `period` (of
+    /// `period_secs`-second periods) in one transaction, stamped `now_unix`;
+    /// returns the rows' new totals, in order. No generation bump: byte counts
+    /// are no credentials.
+    pub async fn add_byte_usage(
+        &self,
+        period_secs: u64,
+        period: u64,
+        now_unix: i64,
+        deltas: &[(&str, u64)],
+    ) -> Result<Vec<u64>, StoreError> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(|e| self.db_err(e))?;
+            let mut totals = Vec::with_capacity(deltas.len());
+            for &(user, bytes) in deltas {
+                let total: i64 = sqlx::query_scalar(
+                    "INSERT INTO byte_usage (username, period_secs, period, bytes, updated) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (username, period_secs, period) \
+                     DO UPDATE SET bytes = byte_usage.bytes + excluded.bytes, updated = excluded.updated \
+                     RETURNING bytes",
+                )
+                .bind(user)
+                .bind(to_i64(period_secs))
+                .bind(to_i64(period))
+                .bind(to_i64(bytes))
+                .bind(now_unix)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+                totals.push(u64::try_from(total).unwrap_or(0));
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))?;
+            Ok(totals)
+        })
+    }
+
+    /// The rows of `period` (of `period_secs`-second periods) added to at or
+    /// after unix second `since`: `(user, total bytes)`.
+    pub async fn byte_usage_since(
+        &self,
+        period_secs: u64,
+        period: u64,
+        since: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT username, bytes FROM byte_usage \
+                 WHERE period_secs = $1 AND period = $2 AND updated >= $3",
+            )
+            .bind(to_i64(period_secs))
+            .bind(to_i64(period))
+            .bind(since)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|(user, bytes)| (user, u64::try_from(bytes).unwrap_or(0)))
+                .collect())
+        })
+    }
+
+    /// Removes byte counts last added to before unix second `before`; returns
+    /// how many.
+    pub async fn prune_byte_usage(&self, before: i64) -> Result<u64, StoreError> {
+        on_pool!(self, |pool| {
+            let deleted = sqlx::query("DELETE FROM byte_usage WHERE updated < $1")
+                .bind(before)
+                .execute(pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+            Ok(deleted.rows_affected())
+        })
+    }
+
     // -- change tracking ----------------------------------------------------------
 
     /// The change counter: increases with every committed write. Cheap (one
@@ -544,4 +622,10 @@ fn no_such_user(realm: &str, name: &str) -> StoreError {
         realm: realm.to_owned(),
         name: name.to_owned(),
     }
+}
+
+/// A count for an SQL BIGINT (both backends store signed 64-bit integers);
+/// counts beyond it (never reached: 8 EiB) are stored as the largest.
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -15,6 +15,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod shared;
+pub use shared::BudgetDelta;
+
 /// `max-allocations-per-user` by default: 1,000 browsers sharing one static
 /// user with every candidate type (UDP, TCP, TLS × IPv4, IPv6: 6 allocations
 /// each, 6,000) fit, while one leaked credential holds at most 6,144 of the
@@ -64,6 +67,10 @@ pub const HOUR: u64 = 3_600;
 pub struct ByteBudget {
     period: AtomicU64,
     used: AtomicU64,
+    /// How much of `used` the shared store already holds, and the period that
+    /// is of: written only by the store poller ([`shared`]), never per packet.
+    synced: AtomicU64,
+    synced_period: AtomicU64,
 }
 
 impl ByteBudget {
