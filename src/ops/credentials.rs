@@ -7,9 +7,10 @@
 //! old snapshot or the new one, never a mix.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::store_sync::Trigger;
 use crate::turn::auth::{CredentialStore, Lookup, RestSecrets, StaticUsers, UserKeys};
 
 /// One user as the store holds it: keys, never the password.
@@ -54,6 +55,9 @@ pub struct LiveCredentials {
     /// False while the store cannot be read: new allocations are then refused (the
     /// snapshot may be stale), while existing ones keep refreshing from it.
     healthy: AtomicBool,
+    /// Snapshots reloaded from the store, by what woke the poller
+    /// ([`Trigger`]: poll, notify), for `ferroturn_credential_reloads_total`.
+    reloads: [AtomicU64; 2],
 }
 
 impl std::fmt::Debug for LiveCredentials {
@@ -88,6 +92,7 @@ impl LiveCredentials {
                 revoked: HashMap::new(),
             })),
             healthy: AtomicBool::new(true),
+            reloads: Default::default(),
         };
         this.replace(StoreContents {
             generation: -1,
@@ -160,6 +165,17 @@ impl LiveCredentials {
 
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Counts a reload of the store's snapshot woken by `trigger`.
+    pub fn count_reload(&self, trigger: Trigger) {
+        self.reloads[trigger as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reloads counted by [`count_reload`](Self::count_reload), by trigger.
+    pub fn reloads(&self) -> [(Trigger, u64); 2] {
+        [Trigger::Poll, Trigger::Notify]
+            .map(|t| (t, self.reloads[t as usize].load(Ordering::Relaxed)))
     }
 
     pub fn is_healthy(&self) -> bool {

@@ -204,6 +204,7 @@ pub struct Metrics {
     budget_exhausted: IntGauge,
     ready: IntGauge,
     draining: IntGauge,
+    credential_reloads: IntCounterVec,
     tls_expiry: IntGauge,
     /// The credentials API's answers, when it runs.
     api: Option<Arc<ApiCounters>>,
@@ -282,6 +283,12 @@ impl Metrics {
                 &r,
                 "ferroturn_byte_budget_exhausted_users",
                 "Users who relayed quota.max-bytes-per-user in the current period (their relaying stops, their Allocates get 486 until the period ends); 0 without byte budgets.",
+            )?,
+            credential_reloads: counter_vec(
+                &r,
+                "ferroturn_credential_reloads_total",
+                "Credential store snapshots reloaded after a change, by what noticed it: trigger=\"notify\" (a PostgreSQL notification, at once) or \"poll\" (the 500 ms poll: SQLite, or while notifications are down).",
+                &["trigger"],
             )?,
             ready: gauge(
                 &r,
@@ -408,6 +415,12 @@ impl Metrics {
             self.ready.set(i64::from(h.readiness().is_ok()));
             self.draining
                 .set(i64::from(h.draining.load(Ordering::SeqCst)));
+            for (trigger, n) in h.creds.reloads() {
+                advance(
+                    &self.credential_reloads.with_label_values(&[trigger.name()]),
+                    n,
+                );
+            }
         }
         if let Some(c) = &self.tls_certs {
             self.tls_expiry.set(c.not_after());

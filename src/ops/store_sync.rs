@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::budget_sync::BudgetSync;
 use super::credentials::{KeyedUser, LiveCredentials, StoreContents};
-use crate::store::{Snapshot, Store, StoreLocation};
+use crate::store::{ChangeListener, Snapshot, Store, StoreLocation};
 use crate::turn::quota::QuotaTracker;
 
 /// How often the generation counter is read: changes take effect within about
@@ -104,54 +104,143 @@ pub fn spawn(
                 }
             };
             rt.block_on(async move {
-                let mut store: Option<Store> = None;
-                let mut budgets = BudgetSync::new(quota);
-                let mut budgets_healthy = true;
+                let mut poller = Poller {
+                    location,
+                    store: None,
+                    listener: None,
+                    creds,
+                    changed,
+                    budgets: BudgetSync::new(quota),
+                    budgets_healthy: true,
+                };
+                let mut due = tokio::time::Instant::now();
+                let mut trigger = Trigger::Poll;
                 loop {
-                    let result = poll_once(&location, &mut store, &creds, &changed).await;
-                    if let (Ok(()), Some(s)) = (&result, &store) {
-                        // A failed visit keeps the bytes counted here for the next one;
-                        // relaying and credentials go on either way.
-                        match (budgets.run(s).await, budgets_healthy) {
-                            (Ok(()), false) => {
-                                tracing::info!("byte budgets counted in the store again");
-                                budgets_healthy = true;
+                    poller.visit(trigger).await;
+                    if trigger == Trigger::Poll {
+                        due = tokio::time::Instant::now() + POLL_INTERVAL;
+                    }
+                    trigger = tokio::select! {
+                        _ = tokio::time::sleep_until(due) => Trigger::Poll,
+                        n = next_change(&mut poller.listener) => match n {
+                            Ok(_) => Trigger::Notify,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "store notifications lost; polling until they are back");
+                                poller.listener = None;
+                                // Whatever was notified meanwhile is read now.
+                                Trigger::Poll
                             }
-                            (Err(e), true) => {
-                                tracing::warn!(
-                                    error = %e,
-                                    "byte budgets could not be counted in the store: each server counts its own until it can"
-                                );
-                                budgets_healthy = false;
-                            }
-                            _ => {}
-                        }
-                    }
-                    match (result, creds.is_healthy()) {
-                        (Ok(()), false) => {
-                            tracing::info!(store = %location.redacted(), "credential store reachable again");
-                            creds.set_healthy(true);
-                        }
-                        (Err(e), true) => {
-                            tracing::warn!(
-                                store = %location.redacted(),
-                                error = %e,
-                                "credential store unreachable: new allocations are refused, existing ones go on"
-                            );
-                            creds.set_healthy(false);
-                        }
-                        _ => {}
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                        r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
-                    }
+                        },
+                        r = shutdown.changed() => if r.is_err() || *shutdown.borrow() {
+                            break;
+                        } else {
+                            Trigger::Notify
+                        },
+                    };
                 }
-                if let Some(s) = store {
+                if let Some(s) = poller.store {
                     s.close().await;
                 }
             });
         })
+}
+
+/// What woke the poller: its timer, or a notification of a committed write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trigger {
+    Poll,
+    Notify,
+}
+
+impl Trigger {
+    /// The label of `ferroturn_credential_reloads_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Poll => "poll",
+            Trigger::Notify => "notify",
+        }
+    }
+}
+
+/// The poller thread's state.
+struct Poller {
+    location: StoreLocation,
+    store: Option<Store>,
+    /// Notifications of writes (PostgreSQL), when connected: a change is read
+    /// as soon as it commits instead of at the next poll.
+    listener: Option<ChangeListener>,
+    creds: Arc<LiveCredentials>,
+    changed: watch::Sender<i64>,
+    budgets: BudgetSync,
+    budgets_healthy: bool,
+}
+
+impl Poller {
+    /// Reads the generation (and reloads on a change); on the timer also
+    /// counts byte budgets, and opens the notification listener when it is
+    /// not open.
+    async fn visit(&mut self, trigger: Trigger) {
+        let result = poll_once(
+            &self.location,
+            &mut self.store,
+            &self.creds,
+            &self.changed,
+            trigger,
+        )
+        .await;
+        if let (Ok(()), Some(s), Trigger::Poll) = (&result, &self.store, trigger) {
+            // A failed visit keeps the bytes counted here for the next one;
+            // relaying and credentials go on either way.
+            match (self.budgets.run(s).await, self.budgets_healthy) {
+                (Ok(()), false) => {
+                    tracing::info!("byte budgets counted in the store again");
+                    self.budgets_healthy = true;
+                }
+                (Err(e), true) => {
+                    tracing::warn!(
+                        error = %e,
+                        "byte budgets could not be counted in the store: each server counts its own until it can"
+                    );
+                    self.budgets_healthy = false;
+                }
+                _ => {}
+            }
+            if self.listener.is_none() {
+                // Opened after a poll, so nothing committed before it is missed.
+                match s.listen().await {
+                    Ok(l) => self.listener = l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "store notifications unavailable; polling")
+                    }
+                }
+            }
+        }
+        match (result, self.creds.is_healthy()) {
+            (Ok(()), false) => {
+                tracing::info!(store = %self.location.redacted(), "credential store reachable again");
+                self.creds.set_healthy(true);
+            }
+            (Err(e), true) => {
+                tracing::warn!(
+                    store = %self.location.redacted(),
+                    error = %e,
+                    "credential store unreachable: new allocations are refused, existing ones go on"
+                );
+                self.creds.set_healthy(false);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The next notification of `listener`; never, without one.
+async fn next_change(
+    listener: &mut Option<ChangeListener>,
+) -> Result<Option<i64>, crate::store::StoreError> {
+    match listener {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One poll: (re)open the store if needed, read the generation, reload on change.
@@ -160,6 +249,7 @@ async fn poll_once(
     store: &mut Option<Store>,
     creds: &LiveCredentials,
     changed: &watch::Sender<i64>,
+    trigger: Trigger,
 ) -> Result<(), crate::store::StoreError> {
     if store.is_none() {
         *store = Some(Store::open_location(location.clone()).await?);
@@ -179,9 +269,11 @@ async fn poll_once(
         let snap = s.snapshot().await?;
         let g = snap.generation;
         creds.replace(contents(snap));
+        creds.count_reload(trigger);
         let _ = changed.send(g);
         tracing::info!(
             generation = g,
+            trigger = trigger.name(),
             "credential store changed: snapshot reloaded"
         );
     }

@@ -62,7 +62,7 @@ use sqlx::sqlite::SqlitePool;
 /// Re-exported from [`crate::time`], where it now lives.
 pub use crate::time::unix_now;
 pub use location::{redact, SqliteTarget, StoreLocation};
-pub use postgres::NOTIFY_CHANNEL;
+pub use postgres::{ChangeListener, NOTIFY_CHANNEL};
 
 use crate::turn::auth::UserKeys;
 
