@@ -490,8 +490,8 @@ async fn sqlite_migrations_are_idempotent() {
         .await
         .expect("count");
     // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens,
-    // 0004 byte usage).
-    assert_eq!(applied, 4);
+    // 0004 byte usage, 0005 nodes).
+    assert_eq!(applied, 5);
     pool.close().await;
 }
 
@@ -512,8 +512,8 @@ async fn postgres_migrations_are_idempotent_and_concurrent() {
         .await
         .expect("count");
     // Each migration once (0001 credentials, 0002 key-only users, 0003 API tokens,
-    // 0004 byte usage).
-    assert_eq!(applied, 4);
+    // 0004 byte usage, 0005 nodes).
+    assert_eq!(applied, 5);
 }
 
 #[tokio::test]

@@ -45,6 +45,11 @@ const SQLITE: &[Embedded] = &[
         "byte usage",
         include_str!("../../migrations/sqlite/0004_byte_usage.sql"),
     ),
+    (
+        5,
+        "nodes",
+        include_str!("../../migrations/sqlite/0005_nodes.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -68,6 +73,11 @@ const POSTGRES: &[Embedded] = &[
         4,
         "byte usage",
         include_str!("../../migrations/postgres/0004_byte_usage.sql"),
+    ),
+    (
+        5,
+        "nodes",
+        include_str!("../../migrations/postgres/0005_nodes.sql"),
     ),
 ];
 

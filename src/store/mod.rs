@@ -44,11 +44,12 @@
 //! This file holds the API: errors, the public types, [`Store`] and opening
 //! it. The SQL both backends run is in `queries.rs`; what differs per
 //! backend (connecting, the SQLite file's permissions) in `sqlite.rs` and
-//! `postgres.rs`; `location.rs` parses `store.url`, `migrations.rs` holds the
+//! `postgres.rs`; the node registry (PostgreSQL only) in `nodes.rs`; `location.rs` parses `store.url`, `migrations.rs` holds the
 //! per-dialect schema.
 
 mod location;
 mod migrations;
+mod nodes;
 mod postgres;
 mod queries;
 mod sqlite;
@@ -62,6 +63,7 @@ use sqlx::sqlite::SqlitePool;
 /// Re-exported from [`crate::time`], where it now lives.
 pub use crate::time::unix_now;
 pub use location::{redact, SqliteTarget, StoreLocation};
+pub use nodes::{NodeAddress, NodeBeat, NodeStatus};
 pub use postgres::{ChangeListener, NOTIFY_CHANNEL};
 
 use crate::turn::auth::UserKeys;
@@ -152,6 +154,9 @@ pub enum StoreError {
     /// database was edited by hand or is damaged.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// A cluster feature (the node registry) on a SQLite store.
+    #[error("{0} needs a PostgreSQL store (SQLite stays single-node)")]
+    NeedsPostgres(&'static str),
 }
 
 fn invalid<T>(what: &'static str, message: impl Into<String>) -> Result<T, StoreError> {

@@ -64,7 +64,7 @@ impl Store {
     /// Classifies a sqlx error: connection-level failures are
     /// [`StoreError::Unreachable`] with the redacted location, anything
     /// else [`StoreError::Database`].
-    fn db_err(&self, e: sqlx::Error) -> StoreError {
+    pub(super) fn db_err(&self, e: sqlx::Error) -> StoreError {
         match e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
