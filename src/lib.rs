@@ -55,6 +55,7 @@
 //!     live: Arc::new(LiveRelayPorts::default()),
 //!     reservations: Arc::new(Reservations::default()),
 //!     source_limits: Arc::new(SourceLimiter::new(0)),
+//!     cluster: Default::default(),
 //! };
 //! // Time is an input: the driver passes Instant::now(); tests pass a fake clock.
 //! let mut now = Instant::now();

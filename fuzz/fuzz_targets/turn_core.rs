@@ -225,6 +225,7 @@ impl Harness {
             live: Arc::new(LiveRelayPorts::default()),
             reservations: Arc::new(Reservations::default()),
             source_limits: Arc::new(SourceLimiter::new(0)),
+            cluster: Default::default(),
         };
         // The kit's binder, with the harness's checks: a capacity, and relays
         // only on the server's own addresses.

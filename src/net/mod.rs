@@ -347,6 +347,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         live: Arc::new(LiveRelayPorts::default()),
         reservations: Arc::new(Reservations::default()),
         source_limits: Arc::new(SourceLimiter::new(rand::random())),
+        cluster: Default::default(),
     };
     let conn_limits = Arc::new(connections::ConnLimits::new(&opts.connections));
     let budget = Arc::new(PortBudget {

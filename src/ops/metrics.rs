@@ -37,7 +37,7 @@ use crate::net::connections::ConnClose;
 use crate::net::tls::ReloadableCert;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::server::{
-    AuthFailure, DropReason, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
+    AuthFailure, DropReason, QuotaKind, RedirectReason, Stats, REQUEST_METHODS, RESPONSE_CODES,
 };
 use crate::turn::Transport;
 
@@ -190,6 +190,7 @@ pub struct Metrics {
     relayed_packets: IntCounterVec,
     dropped: IntCounterVec,
     quota: IntCounterVec,
+    redirects: IntCounterVec,
     tcp_active: prometheus::IntGaugeVec,
     tcp_total: IntCounterVec,
     in_process: IntCounter,
@@ -353,6 +354,12 @@ impl Metrics {
                 "Requests refused by a limit, by which limit.",
                 &["kind"],
             )?,
+            redirects: counter_vec(
+                &r,
+                "ferroturn_redirects_total",
+                "New Allocates answered 300 (Try Alternate) with another server's address, by why: reason=\"drain\" (this server drains) or \"load\" (above a cluster.redirect-above-* threshold).",
+                &["reason"],
+            )?,
             tcp_active,
             conn_closed: counter_vec(
                 &r,
@@ -472,6 +479,12 @@ impl Metrics {
             advance(
                 &self.quota.with_label_values(&[k.name()]),
                 st.quota_rejections[k as usize],
+            );
+        }
+        for r in RedirectReason::ALL {
+            advance(
+                &self.redirects.with_label_values(&[r.name()]),
+                st.redirects[r as usize],
             );
         }
         for t in Transport::ALL {

@@ -1,9 +1,9 @@
 //! Allocate and Refresh (RFC 8656 §7–8): lifetimes, relay addresses (with the
 //! 1:1 NAT mapping of `external-ip`), EVEN-PORT and RESERVATION-TOKEN (§7.2),
 //! the address families of RFC 6156 / RFC 8656 §7.2 (REQUESTED-ADDRESS-FAMILY,
-//! ADDITIONAL-ADDRESS-FAMILY, ADDRESS-ERROR-CODE), quotas, the drain's 403/300,
-//! retransmitted Allocates (§7.2), and the end of an allocation (Refresh 0,
-//! expiry, a closed stream: §3.1).
+//! ADDITIONAL-ADDRESS-FAMILY, ADDRESS-ERROR-CODE), quotas, the drain's 403 and
+//! the signed 300 (targets in `redirect`), retransmitted Allocates (§7.2), and
+//! the end of an allocation (Refresh 0, expiry, a closed stream: §3.1).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -63,18 +63,17 @@ impl<B: RelayBinder> Server<B> {
         if additional && matches!(even_port, Some(EvenPort { reserve: true })) {
             return self.reject(req, 400);
         }
-        if let Some(drain) = &self.drain {
-            // Authenticated first, so the 300 carries MESSAGE-INTEGRITY and a
-            // client can trust the redirection (RFC 8489 §10).
-            if drain.alternates.is_empty() {
-                return self.reject(req, 403);
-            }
-            let alt = drain.alternates[self.next_alternate % drain.alternates.len()];
-            self.next_alternate = self.next_alternate.wrapping_add(1);
+        // A client that came with credentials already (it held a nonce) is
+        // redirected here, authenticated, so the 300 carries MESSAGE-INTEGRITY
+        // (RFC 8489 §10); see `redirect_unauthenticated` for the others.
+        if let Some(alt) = self.redirect_target(tuple) {
             let mut r = self.answer(req, Class::Error);
             r.b.add(&ErrorCode::new(300, reason_phrase(300)));
             r.b.add(&AlternateServer(alt));
             return r.finish();
+        }
+        if self.drain.is_some() {
+            return self.reject(req, 403);
         }
         if !self.creds.accepts_new_allocations() {
             tracing::warn!("credential store unavailable: refusing a new allocation");

@@ -9,6 +9,7 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod cluster;
 pub mod live;
 pub mod policy;
 pub mod quota;
@@ -29,6 +30,7 @@ mod output;
 mod peer_address;
 mod peer_to_client;
 mod permission;
+mod redirect;
 mod responses;
 mod stats;
 

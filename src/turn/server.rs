@@ -27,6 +27,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::auth::{CredentialStore, NonceKey};
+use super::cluster::ClusterView;
 use super::live::LiveRelayPorts;
 use super::policy::PeerPolicy;
 use super::quota::QuotaTracker;
@@ -46,8 +47,8 @@ pub use super::output::{
     Session,
 };
 pub use super::stats::{
-    AuthFailure, DropReason, Gauges, QuotaKind, Stats, REQUEST_METHODS, RESPONSE_CODES,
-    RESPONSE_CODE_SLOTS,
+    AuthFailure, DropReason, Gauges, QuotaKind, RedirectReason, Stats, REQUEST_METHODS,
+    RESPONSE_CODES, RESPONSE_CODE_SLOTS,
 };
 use super::{FiveTuple, RelayBinder};
 
@@ -79,6 +80,8 @@ pub struct Shared {
     pub live: Arc<LiveRelayPorts>,
     pub reservations: Arc<Reservations>,
     pub source_limits: Arc<SourceLimiter>,
+    /// The other nodes new clients may be sent to (`[cluster]`).
+    pub cluster: Arc<ClusterView>,
 }
 
 /// The core of one shard.
@@ -105,6 +108,7 @@ pub struct Server<B: RelayBinder> {
     pub(super) issued_tokens: Vec<([u8; 8], Instant)>,
     pub(super) reservations: Arc<Reservations>,
     pub(super) source_limits: Arc<SourceLimiter>,
+    pub(super) cluster: Arc<ClusterView>,
     /// `Instant` and unix seconds at one moment, so that wall-clock seconds can be
     /// derived from the injected `now`.
     pub(super) wall_base: (Instant, u64),
@@ -155,6 +159,7 @@ impl<B: RelayBinder> Server<B> {
             issued_tokens: Vec::new(),
             reservations: shared.reservations.clone(),
             source_limits: shared.source_limits.clone(),
+            cluster: shared.cluster.clone(),
             wall_base: (now, unix_now),
             budget_period: (0, 0, now),
             stats: Stats::default(),
@@ -298,6 +303,11 @@ impl<B: RelayBinder> Server<B> {
         // the per-source limit like every other.
         if self.cfg.is_stun_only(&tuple) {
             return self.error(out, msg, 400, None);
+        }
+        if method == Method::Allocate && !msg.has_integrity() && !msg.has_integrity_sha256() {
+            if let Some(o) = self.redirect_unauthenticated(tuple, msg, out) {
+                return o;
+            }
         }
         let auth = match self.authenticate(now, tuple, msg, out) {
             Ok(a) => a,

@@ -223,6 +223,28 @@ fn code_index(code: u16) -> usize {
         .unwrap_or(RESPONSE_CODES.len())
 }
 
+/// Why a new Allocate was sent elsewhere (300 Try Alternate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectReason {
+    /// This server drains.
+    Drain,
+    /// This server is above a `cluster.redirect-above-*` threshold.
+    Load,
+}
+
+impl RedirectReason {
+    pub const COUNT: usize = 2;
+    pub const ALL: [RedirectReason; Self::COUNT] = [RedirectReason::Drain, RedirectReason::Load];
+
+    /// The `reason` label of `ferroturn_redirects_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RedirectReason::Drain => "drain",
+            RedirectReason::Load => "load",
+        }
+    }
+}
+
 /// Counters of one shard. Plain integers: the shard owns them and bumps them
 /// without atomics or locks; the driver publishes a copy now and then for the
 /// metrics endpoint (see `crate::ops::metrics`). Every field only ever grows.
@@ -236,6 +258,8 @@ pub struct Stats {
     pub requests: [[u64; RESPONSE_CODE_SLOTS]; REQUEST_METHODS.len()],
     pub auth_failures: [u64; AuthFailure::COUNT],
     pub quota_rejections: [u64; QuotaKind::COUNT],
+    /// New Allocates answered 300 (Try Alternate), by [`RedirectReason`].
+    pub redirects: [u64; RedirectReason::COUNT],
     pub to_peer_packets: [u64; Transport::COUNT],
     pub to_peer_bytes: [u64; Transport::COUNT],
     pub to_client_packets: [u64; Transport::COUNT],
@@ -264,6 +288,7 @@ impl Stats {
         }
         sum(&mut self.auth_failures, &o.auth_failures);
         sum(&mut self.quota_rejections, &o.quota_rejections);
+        sum(&mut self.redirects, &o.redirects);
         sum(&mut self.to_peer_packets, &o.to_peer_packets);
         sum(&mut self.to_peer_bytes, &o.to_peer_bytes);
         sum(&mut self.to_client_packets, &o.to_client_packets);

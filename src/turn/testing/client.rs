@@ -197,6 +197,10 @@ impl Client {
     ) -> Resp {
         if self.nonce.is_none() {
             let r = send(self.tuple, &self.unauthenticated(method, &f));
+            if r.code() == Some(300) {
+                // Redirected before authentication (turn::redirect).
+                return r;
+            }
             assert_eq!(r.code(), Some(401), "first request must be challenged");
             self.learn_nonce(&r);
         }

@@ -126,6 +126,7 @@ impl H {
             live: Arc::new(LiveRelayPorts::default()),
             reservations: Arc::new(Reservations::default()),
             source_limits: Arc::new(SourceLimiter::new(0)),
+            cluster: Default::default(),
         };
         let binder = FakeBinder::new(cfg.relay_ports.clone());
         let srv = Server::new(Arc::new(cfg), &shared, binder, clock.now, clock.unix0, seed);

@@ -1,6 +1,7 @@
 //! Operations on a running core: shutdown, credential changes, drain, sessions, kill, reload.
 
 use super::*;
+use crate::turn::cluster::Target;
 
 #[test]
 fn close_all_releases_allocations_and_reservations() {
@@ -151,15 +152,94 @@ fn draining_with_alternates_redirects_with_300_in_turn() {
         alternates: alts.clone(),
     }));
     for (i, port) in (1000..1004).enumerate() {
+        // A first Allocate, without credentials: redirected before
+        // authentication, so the 300 is unsigned (turn::redirect).
         let mut c = Client::alice(&format!("192.0.2.10:{port}"));
         let r = h.allocate(&mut c);
         r.expect_error(300);
-        r.check_integrity(&c.key);
-        let AlternateServer(a) = r.msg().get::<AlternateServer>().unwrap().unwrap();
-        assert_eq!(a, alts[i % 2]);
+        assert!(!r.msg().has_integrity());
+        assert_eq!(alternate(&r), alts[i % 2]);
     }
+    // A client that holds a nonce already gets its 300 signed.
+    let mut c = Client::alice("192.0.2.10:2000");
+    h.refresh(&mut c, Some(0)).expect_error(437);
+    let r = h.allocate(&mut c);
+    r.expect_error(300);
+    r.check_integrity(&c.key);
+    assert_eq!(alternate(&r), alts[0]);
     assert_eq!(h.srv.allocations(), 0);
     assert_eq!(h.shared.quota.total(), 0);
+    assert_eq!(h.srv.stats().redirects, [5, 0]);
+}
+
+fn alternate(r: &Resp) -> SocketAddr {
+    let AlternateServer(a) = r.msg().get::<AlternateServer>().unwrap().unwrap();
+    a
+}
+
+fn target(id: &str, transport: Transport, addr: &str, allocations: u64) -> Target {
+    Target::new(id, vec![(transport, sa(addr))], allocations)
+}
+
+#[test]
+fn above_the_allocation_threshold_new_clients_go_to_the_least_loaded_node() {
+    let mut h = H::new();
+    h.shared.cluster.set_max_allocations(1);
+    // Nowhere to go: the threshold is a preference, so this server allocates.
+    allocated(&mut h, "192.0.2.10:1000");
+    allocated(&mut h, "192.0.2.10:1001");
+    h.shared.cluster.set_targets(vec![
+        target("b", Transport::Udp, "203.0.113.2:3478", 5),
+        target("c", Transport::Udp, "203.0.113.3:3478", 6),
+        target("t", Transport::Tcp, "203.0.113.4:3478", 0),
+    ]);
+    let sent: Vec<SocketAddr> = (0..3)
+        .map(|i| {
+            let mut c = Client::alice(&format!("192.0.2.10:{}", 2000 + i));
+            let r = h.allocate(&mut c);
+            r.expect_error(300);
+            alternate(&r)
+        })
+        .collect();
+    // b (5), then b (6 with the pick) and c (6) in some order.
+    assert_eq!(sent[0], sa("203.0.113.2:3478"));
+    assert!(sent[1..].contains(&sa("203.0.113.3:3478")), "{sent:?}");
+    assert_eq!(h.srv.stats().redirects, [0, 3]);
+    // Requests on existing allocations are not redirected.
+    let (mut old, _) = allocated_after_raising(&mut h);
+    h.refresh(&mut old, Some(600)).expect_success();
+    // Under the threshold again (a reload raised it): allocated here.
+    h.shared.cluster.set_max_allocations(0);
+    let mut c = Client::alice("192.0.2.10:3000");
+    h.allocate(&mut c).expect_success();
+}
+
+/// An allocation made while the threshold is lifted for a moment.
+fn allocated_after_raising(h: &mut H) -> (Client, SocketAddr) {
+    h.shared.cluster.set_max_allocations(0);
+    let a = allocated(h, "192.0.2.10:4000");
+    h.shared.cluster.set_max_allocations(1);
+    a
+}
+
+#[test]
+fn a_drain_prefers_cluster_nodes_to_the_static_alternates() {
+    let mut h = H::new();
+    h.srv.set_drain(Some(Drain {
+        alternates: vec![sa("198.51.100.9:3478")],
+    }));
+    h.shared
+        .cluster
+        .set_targets(vec![target("b", Transport::Udp, "203.0.113.2:3478", 0)]);
+    let mut c = Client::alice("192.0.2.10:1000");
+    let r = h.allocate(&mut c);
+    r.expect_error(300);
+    assert_eq!(alternate(&r), sa("203.0.113.2:3478"));
+    // No node for this family: the static list.
+    let mut v6 = Client::alice("[2001:db8::10]:1000");
+    let r = h.allocate(&mut v6);
+    r.expect_error(300);
+    assert_eq!(alternate(&r), sa("198.51.100.9:3478"));
 }
 
 #[test]
