@@ -73,6 +73,9 @@ pub enum Command {
     /// import its users, secrets and peer rules.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// The nodes sharing this PostgreSQL store ([cluster]).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 /// `ferroturn import ...`

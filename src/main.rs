@@ -32,6 +32,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Reload(args) => Ok(ferroturn::commands::control::reload(&args)?),
         Command::Drain(args) => Ok(ferroturn::commands::control::drain(&args)?),
         Command::ApiToken(command) => Ok(ferroturn::commands::api_token::run(&command)?),
+        Command::Cluster(command) => Ok(ferroturn::commands::cluster::run(&command)?),
         Command::Bench(args) => ferroturn::bench::run(&args),
         Command::Import(ferroturn::cli::ImportCommand::Coturn(args)) => {
             Ok(ferroturn::commands::import_coturn::run(&args)?)

@@ -254,6 +254,29 @@ pub struct ApiTokenNameArgs {
     pub store: StoreArgs,
 }
 
+/// `ferroturn cluster ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node of the registry with its state (live, draining, gone),
+    /// load and addresses.
+    Status(ClusterStatusArgs),
+}
+
+/// `cluster status`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterStatusArgs {
+    /// Print JSON (an array of nodes) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds without a heartbeat after which a node counts as gone
+    /// (default: cluster.node-timeout of --config, else 5).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 /// `api-token list`.
 #[derive(Debug, Clone, Args)]
 pub struct ApiTokenListArgs {

@@ -39,7 +39,12 @@ pub enum ClientError {
     #[error("no response in time")]
     Timeout,
     #[error("error response {code} {reason}")]
-    Error { code: u16, reason: String },
+    Error {
+        code: u16,
+        reason: String,
+        /// ALTERNATE-SERVER of a 300 (Try Alternate): where to go instead.
+        alternate: Option<SocketAddr>,
+    },
     #[error("protocol: {0}")]
     Protocol(&'static str),
 }
@@ -49,6 +54,15 @@ impl ClientError {
     pub fn code(&self) -> Option<u16> {
         match self {
             ClientError::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Where a 300 (Try Alternate) sends the client: see
+    /// [`Client::allocate_following`].
+    pub fn alternate(&self) -> Option<SocketAddr> {
+        match self {
+            ClientError::Error { alternate, .. } => *alternate,
             _ => None,
         }
     }
@@ -116,6 +130,8 @@ pub struct Client {
     /// Send USERHASH instead of USERNAME.
     userhash: bool,
     received: VecDeque<Received>,
+    /// A stream client over plain TCP (not TLS): one a redirect can reconnect.
+    plain_tcp: bool,
     /// Per-attempt wait for a response over UDP (doubles each retransmission).
     pub rto: Duration,
     /// Total time to wait for a response.
@@ -162,6 +178,38 @@ impl Client {
         Ok(Self::new(Conn::Udp(sock), server))
     }
 
+    /// [`allocate`](Self::allocate), following up to `hops` redirects: on a
+    /// 300 (Try Alternate, RFC 8489 §10) this client is replaced by a new one
+    /// of the same transport to the ALTERNATE-SERVER, with the same
+    /// credentials and options but no nonce, as browsers do. UDP and TCP
+    /// clients only: a TLS client would need the alternate's name, so its 300
+    /// is returned.
+    pub async fn allocate_following(&mut self, hops: usize) -> Result<Allocation, ClientError> {
+        for _ in 0..hops {
+            match self.allocate().await {
+                Err(e) if e.code() == Some(300) => {
+                    let Some(alt) = e.alternate() else {
+                        return Err(e);
+                    };
+                    let next = match &self.conn {
+                        Conn::Udp(_) => Client::udp(alt).await?,
+                        Conn::Stream { .. } if self.plain_tcp => Client::tcp(alt).await?,
+                        Conn::Stream { .. } => return Err(e),
+                    };
+                    let old = std::mem::replace(self, next);
+                    self.username = old.username;
+                    self.password = old.password;
+                    self.sha256 = old.sha256;
+                    self.userhash = old.userhash;
+                    self.rto = old.rto;
+                    self.timeout = old.timeout;
+                }
+                other => return other,
+            }
+        }
+        self.allocate().await
+    }
+
     /// A client over a UDP socket already connected to `server`, such as one
     /// taken with [`into_udp_socket`](Self::into_udp_socket) for raw traffic and
     /// handed back to delete the allocation afterwards. It starts without realm or
@@ -175,7 +223,9 @@ impl Client {
         let stream = TcpStream::connect(server).await?;
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
-        Ok(Self::stream(Box::new(stream), local, server))
+        let mut c = Self::stream(Box::new(stream), local, server);
+        c.plain_tcp = true;
+        Ok(c)
     }
 
     /// A client over TLS (`turns:`), verifying the server against `roots` for
@@ -238,6 +288,7 @@ impl Client {
             sha256: false,
             userhash: false,
             received: VecDeque::new(),
+            plain_tcp: false,
             rto: Duration::from_millis(250),
             timeout: Duration::from_secs(5),
         }
@@ -507,6 +558,7 @@ impl Client {
             return Err(ClientError::Error {
                 code,
                 reason: reason.to_owned(),
+                alternate: m.get::<AlternateServer>().and_then(Result::ok).map(|a| a.0),
             });
         }
         Err(ClientError::Protocol("authentication did not converge"))

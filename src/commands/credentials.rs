@@ -63,7 +63,7 @@ pub enum CredentialsError {
 
 pub(crate) type Result<T, E = CredentialsError> = std::result::Result<T, E>;
 
-fn usage<T>(message: impl Into<String>) -> Result<T> {
+pub(crate) fn usage<T>(message: impl Into<String>) -> Result<T> {
     Err(CredentialsError::Usage(message.into()))
 }
 
@@ -89,7 +89,7 @@ pub(crate) fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output> {
 /// What `--db` / `--config` resolve to.
 pub(crate) struct Target {
     /// The loaded configuration, if `--config` was given.
-    config: Option<Config>,
+    pub(crate) config: Option<Config>,
     /// The store, if one is named.
     location: Option<StoreLocation>,
 }

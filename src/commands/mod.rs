@@ -4,6 +4,8 @@
 //!   credential store directly (no running server needed).
 //! - [`api_token`]: `ferroturn api-token`, the bearer tokens of the credentials
 //!   API, in the store.
+//! - [`cluster`]: `ferroturn cluster status`, the node registry of a
+//!   PostgreSQL store.
 //! - [`control`]: `ferroturn sessions`, `reload` and `drain`, clients of a running
 //!   server's admin socket ([`crate::ops::admin_socket`]).
 //! - [`doctor`]: `ferroturn doctor`, a TURN client that checks a running server
@@ -13,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api_token;
+pub mod cluster;
 pub mod control;
 pub mod credentials;
 pub mod doctor;

@@ -21,7 +21,7 @@
 //! The loading and merging live here; each section of the file has a module
 //! of its own with its raw and validated types and its checks (`server`,
 //! `relay`, `auth`, `peers`, `quota`, `rate_limit`, `connections`, `store`, `metrics`,
-//! `tls`, `drain`, `usage`, `admin`, `api`), checks shared between sections are in
+//! `tls`, `drain`, `cluster`, `usage`, `admin`, `api`), checks shared between sections are in
 //! `validate`, and
 //! [`ConfigError`] in `error`. Everything public is re-exported here, so
 //! paths are `crate::config::Name`.
@@ -30,6 +30,7 @@
 mod admin;
 mod api;
 mod auth;
+mod cluster;
 mod connections;
 mod drain;
 mod error;
@@ -53,6 +54,7 @@ use serde::Deserialize;
 pub use admin::{AdminConfig, RawAdmin, DEFAULT_ADMIN_SOCKET};
 pub use api::{check_ice_url, ApiConfig, RawApi};
 pub use auth::{user_key, AuthConfig, RawAuth};
+pub use cluster::{ClusterConfig, RawCluster};
 pub use connections::{ConnectionsConfig, RawConnections};
 pub use drain::{DrainConfig, RawDrain};
 pub use error::ConfigError;
@@ -69,6 +71,7 @@ pub use usage::{RawUsage, UsageConfig, UsageTarget};
 use admin::validate_admin;
 use api::validate_api;
 use auth::validate_auth;
+use cluster::validate_cluster;
 use connections::validate_connections;
 use drain::validate_drain;
 use metrics::validate_metrics;
@@ -115,6 +118,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     /// `[drain]`
     pub drain: RawDrain,
+    /// `[cluster]`
+    pub cluster: RawCluster,
     /// `[usage]`
     pub usage: RawUsage,
     /// `[admin]`
@@ -244,6 +249,8 @@ pub struct Config {
     /// TURN over TLS; `None` = no TLS listener.
     pub tls: Option<TlsConfig>,
     pub drain: DrainConfig,
+    /// The node registry and redirect by load.
+    pub cluster: ClusterConfig,
     pub usage: UsageConfig,
     pub admin: AdminConfig,
     /// The credentials API for apps.
@@ -335,6 +342,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         connections,
         metrics,
         drain: validate_drain(&raw.drain)?,
+        cluster: validate_cluster_beside(&raw.cluster, &store)?,
         usage: validate_usage(&raw.usage)?,
         admin: validate_admin(&raw.admin)?,
         api: validate_api_beside(&raw.api, &store, tls.is_some())?,
@@ -349,6 +357,31 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         stun_only: server.stun_only,
         stun_only_listen: server.stun_only_listen,
     })
+}
+
+/// `[cluster]`, whose registry lives in a PostgreSQL store: a redirect
+/// threshold without one could never find another node.
+fn validate_cluster_beside(raw: &RawCluster, store: &StoreConfig) -> Result<ClusterConfig> {
+    let cluster = validate_cluster(raw)?;
+    let postgres = matches!(store.url, Some(crate::store::StoreLocation::Postgres(_)));
+    for (key, set) in [
+        (
+            "cluster.redirect-above-allocations",
+            cluster.redirect_above_allocations != 0,
+        ),
+        (
+            "cluster.redirect-above-mbps",
+            cluster.redirect_above_bps != 0,
+        ),
+    ] {
+        if set && !postgres {
+            return invalid(
+                key,
+                "needs a PostgreSQL store.url: the nodes to redirect to are found in its registry",
+            );
+        }
+    }
+    Ok(cluster)
 }
 
 /// `[api]`, which keeps its tokens in the credential store and serves HTTPS

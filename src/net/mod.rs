@@ -19,11 +19,13 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::ops::cluster::{Registry, RegistryParts};
 use crate::ops::credentials::{self, LiveCredentials};
 use crate::ops::metrics::{Health, Metrics, ShardSlot};
 use crate::ops::store_sync;
 use crate::ops::usage::UsageLog;
 use crate::turn::auth::NonceKey;
+use crate::turn::cluster::ClusterView;
 use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
@@ -62,6 +64,8 @@ pub struct NetOptions {
     pub connections: crate::config::ConnectionsConfig,
     /// The credentials API, when `api.listen` is set (it needs `store`).
     pub api: Option<crate::config::ApiConfig>,
+    /// The node registry (with a PostgreSQL `store`) and redirect by load.
+    pub cluster: crate::config::ClusterConfig,
 }
 
 /// A running server.
@@ -93,6 +97,8 @@ pub struct Running {
     pub(crate) quota: Arc<QuotaTracker>,
     pub(crate) budget: Arc<PortBudget>,
     pub(crate) connections: Arc<connections::ConnLimits>,
+    /// The other nodes and this node's redirect threshold (`[cluster]`).
+    pub(crate) cluster: Arc<ClusterView>,
     commands: Vec<mpsc::UnboundedSender<ShardCommand>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<io::Result<()>>>,
@@ -340,6 +346,8 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             .with_per_ip(opts.max_allocations_per_ip),
     );
     quota.set_byte_budget(cfg.max_bytes_per_user, cfg.bytes_period.as_secs());
+    let cluster = Arc::new(ClusterView::default());
+    cluster.set_max_allocations(opts.cluster.redirect_above_allocations);
     let shared = Shared {
         creds: credentials::shared(&creds),
         nonces: Arc::new(nonces),
@@ -347,7 +355,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         live: Arc::new(LiveRelayPorts::default()),
         reservations: Arc::new(Reservations::default()),
         source_limits: Arc::new(SourceLimiter::new(rand::random())),
-        cluster: Default::default(),
+        cluster: cluster.clone(),
     };
     let conn_limits = Arc::new(connections::ConnLimits::new(&opts.connections));
     let budget = Arc::new(PortBudget {
@@ -379,7 +387,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     };
     let mut threads = Vec::new();
     let mut commands = Vec::new();
-    for ((index, sockets), slot) in per_shard.into_iter().enumerate().zip(slots) {
+    for ((index, sockets), slot) in per_shard.into_iter().enumerate().zip(slots.clone()) {
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         commands.push(command_tx);
         let params = ShardParams {
@@ -433,6 +441,18 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             location.clone(),
             creds.clone(),
             quota.clone(),
+            matches!(location, crate::store::StoreLocation::Postgres(_)).then(|| {
+                Registry::new(RegistryParts {
+                    node_id: opts.cluster.node_id.clone(),
+                    addresses: advertised(&cfg, &udp_addrs, &tcp_addrs, &tls_addrs),
+                    timeout: opts.cluster.node_timeout,
+                    max_bps: opts.cluster.redirect_above_bps,
+                    view: cluster.clone(),
+                    health: health.clone(),
+                    quota: quota.clone(),
+                    slots: slots.clone(),
+                })
+            }),
             generation_tx.clone(),
             rx.clone(),
         )?),
@@ -444,6 +464,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         quota,
         budget,
         connections: conn_limits,
+        cluster,
         commands,
         tls_certs,
         poller,
@@ -519,6 +540,49 @@ impl NetOptions {
             usage: config.usage.target.clone(),
             connections: config.connections.clone(),
             api: config.api.listen.map(|_| config.api.clone()),
+            cluster: config.cluster.clone(),
         }
     }
+}
+
+/// The addresses this node serves clients on, as they reach it, for the node
+/// registry: each bound listener, with a wildcard or private IP replaced by
+/// the public IP of its family from `relay.external-ips` when there is one;
+/// a wildcard without one stands for the host's first address of its family
+/// (not loopback), and is left out when there is none.
+fn advertised(
+    cfg: &ServerConfig,
+    udp: &[SocketAddr],
+    tcp: &[SocketAddr],
+    tls: &[SocketAddr],
+) -> Vec<(Transport, SocketAddr)> {
+    let lists = [
+        (Transport::Udp, udp),
+        (Transport::Tcp, tcp),
+        (Transport::Tls, tls),
+    ];
+    lists
+        .into_iter()
+        .flat_map(|(t, addrs)| addrs.iter().map(move |a| (t, *a)))
+        .filter_map(|(t, a)| {
+            let family = a.is_ipv6();
+            let public = cfg
+                .external_ips
+                .iter()
+                .find(|(p, private)| {
+                    p.is_ipv6() == family
+                        && private.is_none_or(|pr| pr == a.ip() || a.ip().is_unspecified())
+                })
+                .map(|(p, _)| *p);
+            let ip = match public {
+                Some(p) => p,
+                None if a.ip().is_unspecified() => *cfg
+                    .local_ips
+                    .iter()
+                    .find(|ip| ip.is_ipv6() == family && !ip.is_loopback())?,
+                None => a.ip(),
+            };
+            Some((t, SocketAddr::new(ip, a.port())))
+        })
+        .collect()
 }

@@ -9,6 +9,7 @@
 
 pub mod admin_socket;
 pub mod budget_sync;
+pub mod cluster;
 pub mod control;
 pub mod credentials;
 pub mod flood;

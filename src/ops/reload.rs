@@ -56,6 +56,18 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.admin.socket != new.admin.socket, "admin.socket");
     check(old.api.listen != new.api.listen, "api.listen");
     check(old.api.tls != new.api.tls, "api.tls");
+    check(
+        old.cluster.node_id != new.cluster.node_id,
+        "cluster.node-id",
+    );
+    check(
+        old.cluster.node_timeout != new.cluster.node_timeout,
+        "cluster.node-timeout",
+    );
+    check(
+        old.cluster.redirect_above_bps != new.cluster.redirect_above_bps,
+        "cluster.redirect-above-mbps",
+    );
     keys
 }
 
@@ -97,6 +109,8 @@ impl Running {
             new.quota.bytes_period.as_secs(),
         );
         self.connections.set(&new.connections);
+        self.cluster
+            .set_max_allocations(new.cluster.redirect_above_allocations);
         if let Some(api) = &self.api {
             // urls, TTL bounds, rate and CORS origins; listen and tls need a restart.
             api.set_config(&new.api);

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::budget_sync::BudgetSync;
+use super::cluster::Registry;
 use super::credentials::{KeyedUser, LiveCredentials, StoreContents};
 use crate::store::{ChangeListener, Snapshot, Store, StoreLocation};
 use crate::turn::quota::QuotaTracker;
@@ -85,11 +86,13 @@ fn load_blocking(location: &StoreLocation, creds: &LiveCredentials) -> io::Resul
 
 /// Starts the poller thread. It stops when `shutdown` flips to true. Each
 /// visit also counts the byte budgets of `quota` in the store (see
-/// [`BudgetSync`]).
+/// [`BudgetSync`]) and, with a `registry` (PostgreSQL), keeps this node's row
+/// of the node registry and the shards' view of the other nodes.
 pub fn spawn(
     location: StoreLocation,
     creds: Arc<LiveCredentials>,
     quota: Arc<QuotaTracker>,
+    registry: Option<Registry>,
     changed: watch::Sender<i64>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<JoinHandle<()>> {
@@ -112,6 +115,8 @@ pub fn spawn(
                     changed,
                     budgets: BudgetSync::new(quota),
                     budgets_healthy: true,
+                    registry,
+                    registry_healthy: true,
                 };
                 let mut due = tokio::time::Instant::now();
                 let mut trigger = Trigger::Poll;
@@ -139,6 +144,9 @@ pub fn spawn(
                     };
                 }
                 if let Some(s) = poller.store {
+                    if let Some(r) = &poller.registry {
+                        r.leave(&s).await;
+                    }
                     s.close().await;
                 }
             });
@@ -173,6 +181,8 @@ struct Poller {
     changed: watch::Sender<i64>,
     budgets: BudgetSync,
     budgets_healthy: bool,
+    registry: Option<Registry>,
+    registry_healthy: bool,
 }
 
 impl Poller {
@@ -204,6 +214,26 @@ impl Poller {
                     self.budgets_healthy = false;
                 }
                 _ => {}
+            }
+            if let Some(r) = self
+                .registry
+                .as_mut()
+                .filter(|r| r.due(std::time::Instant::now()))
+            {
+                match (r.beat(s).await, self.registry_healthy) {
+                    (Ok(()), false) => {
+                        tracing::info!("node registry written again");
+                        self.registry_healthy = true;
+                    }
+                    (Err(e), true) => {
+                        tracing::warn!(
+                            error = %e,
+                            "node registry could not be written: other nodes will see this one as gone, and it redirects on an old view"
+                        );
+                        self.registry_healthy = false;
+                    }
+                    _ => {}
+                }
             }
             if self.listener.is_none() {
                 // Opened after a poll, so nothing committed before it is missed.
