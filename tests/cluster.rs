@@ -279,3 +279,48 @@ fn cluster_status_needs_postgresql() {
     assert_eq!(out.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("PostgreSQL"), "{}", out.stderr);
 }
+
+/// `quota.max-allocations-per-user` counts a user's allocations on every live
+/// node: with a limit of 3 and attempts alternating between two nodes (one
+/// heartbeat apart, the documented bound), exactly 3 are granted; when the
+/// node holding two of them is killed, they stop counting once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_allocation_quota_holds_across_nodes() {
+    let db = setup();
+    let quota = "\n[quota]\nmax-allocations-per-user = 3\n";
+    let a = Node::start(&db, "qa", quota);
+    let b = Node::start(&db, "qb", quota);
+    let mut held = Vec::new();
+    let mut granted = Vec::new();
+    for (i, node) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        tokio::time::sleep(VIEW_REFRESH).await;
+        let mut c = alice(node.bin.udp).await;
+        match c.allocate().await {
+            Ok(_) => {
+                granted.push(i);
+                held.push(c);
+            }
+            Err(e) => assert_eq!(e.code(), Some(486), "attempt {i}: {e}"),
+        }
+    }
+    assert_eq!(granted, [0, 1, 2], "exactly 3 of 5 granted");
+
+    // qa (holding two) dies: once it is gone, qb may grant two more.
+    a.bin.signal(libc::SIGKILL);
+    eventually(GONE, "qa gone", || {
+        let s = status(&db);
+        (state_of(&s, "qa") == "gone")
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    });
+    tokio::time::sleep(VIEW_REFRESH).await;
+    let mut more = 0;
+    for _ in 0..3 {
+        let mut c = alice(b.bin.udp).await;
+        if c.allocate().await.is_ok() {
+            more += 1;
+            held.push(c);
+        }
+    }
+    assert_eq!(more, 2, "qb's own one and two more");
+}

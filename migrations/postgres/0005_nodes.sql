@@ -21,3 +21,14 @@ CREATE TABLE nodes (
     started BIGINT NOT NULL,
     heartbeat_ms BIGINT NOT NULL
 );
+
+-- Allocations per user on each node, for the cluster-wide
+-- quota.max-allocations-per-user: each node writes the users whose count
+-- changed at its heartbeat (a row disappears at 0), and sums the rows of the
+-- other live nodes. A gone node's rows stop counting with its heartbeat.
+CREATE TABLE user_allocations (
+    node_id TEXT NOT NULL,
+    username TEXT NOT NULL,
+    allocations BIGINT NOT NULL,
+    PRIMARY KEY (node_id, username)
+);

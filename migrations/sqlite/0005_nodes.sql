@@ -14,3 +14,10 @@ CREATE TABLE nodes (
     started INTEGER NOT NULL,
     heartbeat_ms INTEGER NOT NULL
 );
+
+CREATE TABLE user_allocations (
+    node_id TEXT NOT NULL,
+    username TEXT NOT NULL,
+    allocations INTEGER NOT NULL,
+    PRIMARY KEY (node_id, username)
+);

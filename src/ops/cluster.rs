@@ -4,6 +4,7 @@
 //! redirect new clients to (`turn::cluster::ClusterView`). The data path
 //! never waits on it: a slow or absent database only makes the view older.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct Registry {
     last: Option<(Instant, u64, u64, f64)>,
     /// Whether another process's claim on `node_id` was reported already.
     warned: bool,
+    /// The allocations per user last written to the registry.
+    published: HashMap<Box<str>, u32>,
+    /// Whether they were written once (the first write replaces all rows).
+    shared_once: bool,
 }
 
 /// What [`Registry::new`] needs from the server.
@@ -75,6 +80,8 @@ impl Registry {
             slots: p.slots,
             last: None,
             warned: false,
+            published: HashMap::new(),
+            shared_once: false,
         }
     }
 
@@ -131,6 +138,39 @@ impl Registry {
         let nodes = store.nodes().await?;
         self.view
             .set_targets(targets(&nodes, &self.node_id, self.timeout));
+        self.share_allocations(store).await
+    }
+
+    /// Writes the users whose allocation count changed here and reads the
+    /// other live nodes' counts (the cluster-wide per-user quota).
+    async fn share_allocations(&mut self, store: &Store) -> Result<(), StoreError> {
+        let now = self.quota.user_allocations();
+        let mut changed: Vec<(&str, u32)> = now
+            .iter()
+            .filter(|(user, n)| self.published.get(*user) != Some(*n))
+            .map(|(user, n)| (&**user, *n))
+            .collect();
+        changed.extend(
+            self.published
+                .keys()
+                .filter(|user| !now.contains_key(*user))
+                .map(|user| (&**user, 0)),
+        );
+        // The first time, every row of this node_id is replaced: a previous
+        // run's rows must not count.
+        let first = self.published.is_empty() && !self.shared_once;
+        if first || !changed.is_empty() {
+            store
+                .publish_user_allocations(&self.node_id, &changed, first)
+                .await?;
+        }
+        self.published = now;
+        self.shared_once = true;
+        let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
+        let others = store
+            .others_user_allocations(&self.node_id, timeout_ms)
+            .await?;
+        self.quota.set_remote_allocations(others);
         Ok(())
     }
 

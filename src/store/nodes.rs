@@ -108,13 +108,84 @@ impl Store {
     /// stops cleanly leaves at once instead of going stale).
     pub async fn remove_node(&self, node_id: &str, instance: i64) -> Result<(), StoreError> {
         let pool = self.postgres("the node registry")?;
-        sqlx::query("DELETE FROM nodes WHERE node_id = $1 AND instance = $2")
+        let mut tx = pool.begin().await.map_err(|e| self.db_err(e))?;
+        let gone = sqlx::query("DELETE FROM nodes WHERE node_id = $1 AND instance = $2")
             .bind(node_id)
             .bind(instance)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.db_err(e))?;
-        Ok(())
+        if gone.rows_affected() > 0 {
+            sqlx::query("DELETE FROM user_allocations WHERE node_id = $1")
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db_err(e))
+    }
+
+    /// Sets this node's allocations per user: `counts` for the users whose
+    /// count changed (0 removes the row), or with `replace` for every user
+    /// (rows of users not in `counts` are removed: a restarted node's rows of
+    /// its previous run go). One transaction.
+    pub async fn publish_user_allocations(
+        &self,
+        node_id: &str,
+        counts: &[(&str, u32)],
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        let pool = self.postgres("the cluster-wide allocation quota")?;
+        let mut tx = pool.begin().await.map_err(|e| self.db_err(e))?;
+        if replace {
+            sqlx::query("DELETE FROM user_allocations WHERE node_id = $1")
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        }
+        for &(user, n) in counts {
+            // `$3 = 0` deletes: one statement (and one prepared plan) for both.
+            sqlx::query(
+                "WITH gone AS (DELETE FROM user_allocations \
+                 WHERE node_id = $1 AND username = $2 AND $3 = 0) \
+                 INSERT INTO user_allocations (node_id, username, allocations) \
+                 SELECT $1, $2, $3 WHERE $3 > 0 \
+                 ON CONFLICT (node_id, username) DO UPDATE SET allocations = excluded.allocations",
+            )
+            .bind(node_id)
+            .bind(user)
+            .bind(i64::from(n))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db_err(e))
+    }
+
+    /// Allocations per user on the live nodes other than `node_id` (a
+    /// heartbeat younger than `timeout_ms`).
+    pub async fn others_user_allocations(
+        &self,
+        node_id: &str,
+        timeout_ms: i64,
+    ) -> Result<Vec<(String, u32)>, StoreError> {
+        let pool = self.postgres("the cluster-wide allocation quota")?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT u.username, SUM(u.allocations)::bigint FROM user_allocations u \
+             JOIN nodes n ON n.node_id = u.node_id \
+             WHERE u.node_id <> $1 AND {NOW_MS} - n.heartbeat_ms < $2 \
+             GROUP BY u.username"
+        ))
+        .bind(node_id)
+        .bind(timeout_ms)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(u, n)| (u, u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect())
     }
 
     /// Every registered node, gone ones included (see `heartbeat_age_ms`),

@@ -164,6 +164,9 @@ struct Counts {
     ips: HashMap<IpAddr, u32>,
     /// The period users without allocations were last forgotten in.
     pruned: u64,
+    /// Allocations per user on the other live nodes of a cluster (see
+    /// `shared`): they count against `per_user` too.
+    remote: HashMap<Box<str>, u32>,
 }
 
 /// One user: allocations held, and the byte budget they share.
@@ -286,7 +289,8 @@ impl QuotaTracker {
         let Some(ips) = under(&s.ips, &key, per_ip) else {
             return Err(QuotaError::Ip);
         };
-        let held = s.users.get(user).map_or(0, |u| u.allocations);
+        let held = s.users.get(user).map_or(0, |u| u.allocations)
+            + s.remote.get(user).copied().unwrap_or(0);
         if per_user != 0 && held >= per_user {
             return Err(QuotaError::User);
         }

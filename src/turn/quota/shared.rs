@@ -1,6 +1,10 @@
-//! Byte budgets shared through the credential store: every server that uses one
-//! store (several nodes on one PostgreSQL, or one node across restarts) counts
-//! a user's relayed bytes against one budget.
+//! Quotas shared through the credential store: the allocations per user of
+//! a cluster's nodes ([`QuotaTracker::user_allocations`],
+//! [`QuotaTracker::set_remote_allocations`]: exchanged by the node registry
+//! every second, so a user can exceed `max-allocations-per-user` by what it
+//! allocates on other nodes within that second), and byte budgets: every
+//! server that uses one store (several nodes on one PostgreSQL, or one node
+//! across restarts) counts a user's relayed bytes against one budget.
 //!
 //! The packet path never waits on the database: it charges the local
 //! [`ByteBudget`] as without a store. The store poller (`ops::store_sync`)
@@ -16,6 +20,7 @@
 //! added. A user is cut at most one poll interval late on each server: the
 //! overshoot is bounded by what every server relays for that user in that time.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -64,6 +69,26 @@ impl ByteBudget {
 }
 
 impl QuotaTracker {
+    /// Allocations per user held here (users with none left out).
+    pub fn user_allocations(&self) -> HashMap<Box<str>, u32> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.users
+            .iter()
+            .filter(|(_, u)| u.allocations > 0)
+            .map(|(name, u)| (name.clone(), u.allocations))
+            .collect()
+    }
+
+    /// Allocations per user on the other live nodes, as last read from the
+    /// registry: they count against the per-user limit here.
+    pub fn set_remote_allocations(&self, counts: impl IntoIterator<Item = (String, u32)>) {
+        let remote = counts
+            .into_iter()
+            .map(|(user, n)| (user.into_boxed_str(), n))
+            .collect();
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).remote = remote;
+    }
+
     /// What each user relayed here in `period` that the store does not hold
     /// yet (users with nothing new are left out).
     pub fn budget_deltas(&self, period: u64) -> Vec<BudgetDelta> {
@@ -169,6 +194,28 @@ mod tests {
         assert!(a.budget_deltas(0).is_empty());
         sync(&a, &mut store, 0);
         assert_eq!(on_a.used(0), 650);
+    }
+
+    #[test]
+    fn allocations_on_other_nodes_count_against_the_per_user_limit() {
+        let q = QuotaTracker::new(3, 0);
+        q.acquire("alice", ip(), 0).unwrap();
+        q.acquire("bob", ip(), 0).unwrap();
+        assert_eq!(
+            q.user_allocations(),
+            HashMap::from([("alice".into(), 1), ("bob".into(), 1)])
+        );
+        q.set_remote_allocations([("alice".to_owned(), 2)]);
+        assert_eq!(
+            q.acquire("alice", ip(), 0).err(),
+            Some(super::super::QuotaError::User)
+        );
+        assert!(q.acquire("bob", ip(), 0).is_ok());
+        // Only this node's own allocations are published.
+        assert_eq!(q.user_allocations()["alice"], 1);
+        // The other node let one go (or went away).
+        q.set_remote_allocations([("alice".to_owned(), 1)]);
+        assert!(q.acquire("alice", ip(), 0).is_ok());
     }
 
     #[test]
