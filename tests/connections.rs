@@ -26,6 +26,7 @@ fn limits(max_per_ip: u32, max_total: u32, allocate_timeout: u64) -> Connections
         max_per_ip,
         max_total,
         allocate_timeout: Duration::from_secs(allocate_timeout),
+        proxy_protocol_from: Vec::new(),
     }
 }
 

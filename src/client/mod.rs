@@ -264,6 +264,16 @@ impl Client {
         Ok(Self::stream(Box::new(tls), local, server))
     }
 
+    /// A client over a stream already connected to `server`, plain or TLS,
+    /// from `local`: for a connection that had something to say first, such
+    /// as a PROXY protocol header.
+    pub fn over_stream<S>(stream: S, local: SocketAddr, server: SocketAddr) -> Self
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::stream(Box::new(stream), local, server)
+    }
+
     fn stream(stream: Box<dyn Stream>, local: SocketAddr, server: SocketAddr) -> Self {
         Self::new(
             Conn::Stream {

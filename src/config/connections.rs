@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::{int_in, Result};
+use super::validate::{int_in, invalid, Result};
 
 /// `[connections]` as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -21,6 +21,9 @@ pub struct RawConnections {
     /// hold an allocation, and after its allocation ends within which it must
     /// allocate again.
     pub allocate_timeout: i64,
+    /// `proxy-protocol-from`: networks of L4 load balancers whose connections
+    /// open with a PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// Each stream connection carries at most one allocation, so a per-address cap
@@ -34,6 +37,7 @@ impl Default for RawConnections {
             max_per_ip: 512,
             max_total: 16_384,
             allocate_timeout: 60,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -47,6 +51,8 @@ pub struct ConnectionsConfig {
     pub max_total: u32,
     /// From accept to an allocation (and from an allocation's end to the next).
     pub allocate_timeout: Duration,
+    /// Sources whose connections must open with a PROXY header.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 impl Default for ConnectionsConfig {
@@ -66,5 +72,21 @@ pub(super) fn validate_connections(c: &RawConnections) -> Result<ConnectionsConf
             1,
             3600,
         )?),
+        proxy_protocol_from: c
+            .proxy_protocol_from
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .or_else(|_| {
+                        invalid(
+                            format!("connections.proxy-protocol-from[{i}]"),
+                            format!("{s:?} is not an IP address or network (CIDR)"),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?,
     })
 }

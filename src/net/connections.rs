@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::ConnectionsConfig;
@@ -35,10 +35,13 @@ pub enum ConnClose {
     FirstMessageTimeout,
     /// The bytes were not STUN or ChannelData framing (an HTTP or TLS probe).
     NotStun,
+    /// A connection from a `proxy-protocol-from` source did not open with a
+    /// valid PROXY header in time.
+    ProxyHeader,
 }
 
 impl ConnClose {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [ConnClose; Self::COUNT] = [
         ConnClose::PerIpLimit,
         ConnClose::TotalLimit,
@@ -46,6 +49,7 @@ impl ConnClose {
         ConnClose::Idle,
         ConnClose::FirstMessageTimeout,
         ConnClose::NotStun,
+        ConnClose::ProxyHeader,
     ];
 
     /// The metric label value.
@@ -57,6 +61,7 @@ impl ConnClose {
             ConnClose::Idle => "idle",
             ConnClose::FirstMessageTimeout => "first_message_timeout",
             ConnClose::NotStun => "not_stun",
+            ConnClose::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct ConnLimits {
     per_ip: AtomicU32,
     total: AtomicU32,
     allocate_timeout_ms: AtomicU64,
+    /// `proxy-protocol-from`: read once per accepted connection.
+    proxy_from: RwLock<Arc<[ipnet::IpNet]>>,
     open: Mutex<Open>,
 }
 
@@ -84,6 +91,7 @@ impl ConnLimits {
             per_ip: AtomicU32::new(0),
             total: AtomicU32::new(0),
             allocate_timeout_ms: AtomicU64::new(0),
+            proxy_from: RwLock::new(Arc::from([])),
             open: Mutex::new(Open::default()),
         };
         l.set(c);
@@ -96,6 +104,19 @@ impl ConnLimits {
         self.total.store(c.max_total, Ordering::Relaxed);
         let ms = u64::try_from(c.allocate_timeout.as_millis()).unwrap_or(u64::MAX);
         self.allocate_timeout_ms.store(ms, Ordering::Relaxed);
+        *self.proxy_from.write().unwrap_or_else(|p| p.into_inner()) =
+            c.proxy_protocol_from.as_slice().into();
+    }
+
+    /// Whether connections from `ip` come through a trusted load balancer and
+    /// open with a PROXY header (see `net::proxy_protocol`).
+    pub fn from_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.proxy_from
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n.contains(&ip))
     }
 
     pub fn allocate_timeout(&self) -> Duration {
@@ -162,6 +183,7 @@ mod tests {
             max_per_ip: per_ip,
             max_total: total,
             allocate_timeout: Duration::from_secs(60),
+            proxy_protocol_from: Vec::new(),
         }))
     }
 
@@ -191,7 +213,11 @@ mod tests {
             max_per_ip: 0,
             max_total: 0,
             allocate_timeout: Duration::from_secs(2),
+            proxy_protocol_from: vec!["10.0.0.0/8".parse().unwrap()],
         });
+        assert!(l.from_trusted_proxy(ip("10.1.2.3")));
+        assert!(l.from_trusted_proxy(ip("::ffff:10.1.2.3")));
+        assert!(!l.from_trusted_proxy(ip("192.0.2.1")));
         let all: Vec<_> = (0..10).map(|_| l.admit(a).unwrap()).collect();
         assert_eq!(l.open(), (10, 1));
         assert_eq!(l.allocate_timeout(), Duration::from_secs(2));

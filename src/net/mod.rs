@@ -7,6 +7,7 @@
 
 pub mod connections;
 pub mod mmsg;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod shard;
 pub mod sockets;

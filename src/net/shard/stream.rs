@@ -3,6 +3,10 @@
 //! to choose between TLS and plain TCP) and one connection task, generic over the
 //! stream's read and write halves, with a writer task per connection.
 //!
+//! Behind an L4 load balancer (`connections.proxy-protocol-from`) a
+//! connection first yields its PROXY header (see [`crate::net::proxy_protocol`]),
+//! and the client it names is the connection's client from then on.
+//!
 //! Stream abuse is bounded here (see [`crate::net::connections`]): connections
 //! beyond `connections.max-per-ip` or `max-total` are closed at accept, and a
 //! connection is closed when it holds no allocation `allocate-timeout` after
@@ -24,6 +28,7 @@ use tokio::sync::Notify;
 use super::relay_reader::start_relay_readers;
 use super::{ShardRef, TlsParams};
 use crate::net::connections::{ConnClose, ConnGuard};
+use crate::net::proxy_protocol;
 use crate::stun::framing::{next_frame, Frame};
 use crate::turn::server::DropReason;
 use crate::turn::{FiveTuple, Output, Transport};
@@ -73,13 +78,19 @@ pub(super) async fn accept_loop(shard: ShardRef, listener: TcpListener, tls: Opt
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
-                let guard = match limits.admit(client.ip()) {
-                    Ok(g) => g,
-                    Err(why) => {
-                        shard.borrow_mut().conn_closed[why as usize] += 1;
-                        drop(stream);
-                        continue;
-                    }
+                // A load balancer's connection is counted under the client it
+                // names, once its PROXY header is read (in `connection`).
+                let proxied = limits.from_trusted_proxy(client.ip());
+                let guard = match proxied {
+                    true => None,
+                    false => match limits.admit(client.ip()) {
+                        Ok(g) => Some(g),
+                        Err(why) => {
+                            shard.borrow_mut().conn_closed[why as usize] += 1;
+                            drop(stream);
+                            continue;
+                        }
+                    },
                 };
                 // Absolute from the accept: nothing the client sends moves it.
                 let deadline = tokio::time::Instant::now() + limits.allocate_timeout();
@@ -106,14 +117,39 @@ pub(super) async fn accept_loop(shard: ShardRef, listener: TcpListener, tls: Opt
 /// an allocation.
 async fn connection(
     shard: ShardRef,
-    stream: TcpStream,
+    mut stream: TcpStream,
     client: SocketAddr,
     tls: Option<TlsParams>,
-    guard: ConnGuard,
+    guard: Option<ConnGuard>,
     deadline: tokio::time::Instant,
 ) {
     let Ok(local) = stream.local_addr() else {
         return;
+    };
+    // Through a trusted load balancer: the PROXY header names the client,
+    // who is then counted against the caps like a direct one.
+    let (client, guard) = match guard {
+        Some(g) => (client, g),
+        None => {
+            let until = (tokio::time::Instant::now() + TCP_FIRST_MESSAGE).min(deadline);
+            let header =
+                tokio::time::timeout_at(until, proxy_protocol::read_header(&mut stream)).await;
+            let client = match header {
+                Ok(Ok(named)) => named.unwrap_or(client),
+                Ok(Err(_)) | Err(_) => {
+                    shard.borrow_mut().conn_closed[ConnClose::ProxyHeader as usize] += 1;
+                    return;
+                }
+            };
+            let limits = shard.borrow().limits.clone();
+            match limits.admit(client.ip()) {
+                Ok(g) => (client, g),
+                Err(why) => {
+                    shard.borrow_mut().conn_closed[why as usize] += 1;
+                    return;
+                }
+            }
+        }
     };
     // A client that does not finish the handshake in time is dropped:
     // half-open TLS connections must not pile up. The allocate deadline runs
