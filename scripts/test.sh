@@ -17,12 +17,15 @@
 # started), Debian's chromium package and playwright-core (`npm ci` in tests/browser)
 # for the browser test, the prometheus package for promtool (tests/monitoring.rs
 # checks contrib/monitoring/alerts.yml with it; the prometheus service is never
-# started or enabled), and cargo-fuzz for the fuzz step.
+# started or enabled), kubectl (Debian's kubernetes-client package) and
+# kubernetes-validate (PyPI, with pip) for tests/kubernetes.rs, which renders
+# contrib/kubernetes with `kubectl kustomize` and validates it against bundled
+# schemas, both offline and without a cluster, and cargo-fuzz for the fuzz step.
 # Safe to run again and again: every install is skipped when already done.
 set -euo pipefail
 
 usage() {
-    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -189,6 +192,35 @@ install_promtool() {
     echo "promtool present: $(promtool --version 2>/dev/null | head -n 1)"
 }
 
+# tests/kubernetes.rs: `kubectl kustomize` renders contrib/kubernetes offline (any
+# kubectl from 1.20 on: Debian bookworm's kubernetes-client is 1.20, with kustomize
+# v2.0.3, which the kustomizations are written for), and kubernetes-validate checks
+# every manifest against the Kubernetes schemas it bundles (no network, no cluster).
+# Its dependency PyYAML splits the rendered YAML for the test.
+kubernetes_validate_version=1.37.0
+install_kubernetes_tools() {
+    if ! command -v kubectl >/dev/null 2>&1; then
+        echo "kubectl missing: installing the kubernetes-client package"
+        # No service in it; the helper keeps any package's service off anyway.
+        apt_install_keeping_services_stopped kubernetes-client ""
+        command -v kubectl >/dev/null 2>&1 || die "kubernetes-client is installed but kubectl is still missing"
+    fi
+    echo "kubectl present: $(kubectl version --client 2>/dev/null | head -n 1)"
+    if ! command -v kubernetes-validate >/dev/null 2>&1; then
+        command -v python3 >/dev/null 2>&1 || die "python3 is not on PATH: tests/kubernetes.rs needs it for kubernetes-validate"
+        echo "kubernetes-validate missing: pip install kubernetes-validate==$kubernetes_validate_version"
+        python3 -m pip install --quiet --disable-pip-version-check \
+            "kubernetes-validate==$kubernetes_validate_version" || die "pip install kubernetes-validate failed"
+        # pyenv puts new console scripts on PATH through its shims.
+        if command -v pyenv >/dev/null 2>&1; then
+            pyenv rehash || true
+        fi
+        command -v kubernetes-validate >/dev/null 2>&1 ||
+            die "kubernetes-validate is installed but not on PATH (pip's scripts directory)"
+    fi
+    echo "kubernetes-validate present: $(kubernetes-validate --version 2>/dev/null)"
+}
+
 install_cargo_fuzz() {
     if cargo fuzz --version >/dev/null 2>&1; then
         echo "cargo-fuzz present: $(cargo fuzz --version)"
@@ -275,6 +307,7 @@ install_coturn_tools
 install_postgresql
 install_browser_test_deps
 install_promtool
+install_kubernetes_tools
 if [ "$run_fuzz" = 1 ]; then
     install_cargo_fuzz
 fi

@@ -171,8 +171,15 @@ pub struct ServeArgs {
     pub users: Vec<String>,
 
     /// TURN REST shared secret; repeatable; adds to auth.secrets.
-    /// Command lines are visible to other local users: prefer the file.
-    #[arg(long = "auth-secret", value_name = "SECRET")]
+    /// Command lines are visible to other local users: prefer the file, or
+    /// the environment (FERROTURN_AUTH_SECRET, one secret, used when no
+    /// --auth-secret is given; e.g. from a Kubernetes Secret).
+    #[arg(
+        long = "auth-secret",
+        value_name = "SECRET",
+        env = "FERROTURN_AUTH_SECRET",
+        hide_env_values = true
+    )]
     pub auth_secrets: Vec<String>,
 
     /// Relay bind address; repeatable; replaces relay.relay-ips.
@@ -222,8 +229,9 @@ pub struct ServeArgs {
     pub unauthenticated_per_second: Option<u32>,
 
     /// Credential store: a SQLite path, sqlite: URL or postgres:// URL;
-    /// overrides store.url.
-    #[arg(long, value_name = "URL")]
+    /// overrides store.url. Also read from FERROTURN_DB, as the admin
+    /// commands do, so that a URL with a password stays off the command line.
+    #[arg(long, value_name = "URL", env = "FERROTURN_DB", hide_env_values = true)]
     pub db: Option<String>,
 
     /// Metrics and health endpoint address (IP:PORT), or "off"; overrides

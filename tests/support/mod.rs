@@ -216,7 +216,8 @@ impl CliOutput {
 
 /// Runs `ferroturn ARGS` (the binary under test) to completion, with `stdin`
 /// written to its standard input, or with none (it reads end of file). It never
-/// sees a store from the environment (`FERROTURN_DB` is removed).
+/// sees a store or a REST secret from the environment (`FERROTURN_DB` and
+/// `FERROTURN_AUTH_SECRET` are removed).
 pub fn ferroturn_cli(args: &[&str], stdin: Option<&str>) -> CliOutput {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
@@ -224,6 +225,7 @@ pub fn ferroturn_cli(args: &[&str], stdin: Option<&str>) -> CliOutput {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
         .args(args)
         .env_remove("FERROTURN_DB")
+        .env_remove("FERROTURN_AUTH_SECRET")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -421,6 +423,10 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
     }
     let mut child = cmd
         .args(args)
+        // `serve` reads these as --db and --auth-secret: not from the
+        // developer's shell.
+        .env_remove("FERROTURN_DB")
+        .env_remove("FERROTURN_AUTH_SECRET")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
