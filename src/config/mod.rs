@@ -341,8 +341,12 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         rate_limit,
         connections,
         metrics,
+        cluster: validate_cluster_beside(
+            &raw.cluster,
+            &store,
+            &validate_drain(&raw.drain)?.alternate_servers,
+        )?,
         drain: validate_drain(&raw.drain)?,
-        cluster: validate_cluster_beside(&raw.cluster, &store)?,
         usage: validate_usage(&raw.usage)?,
         admin: validate_admin(&raw.admin)?,
         api: validate_api_beside(&raw.api, &store, tls.is_some())?,
@@ -360,10 +364,16 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
 }
 
 /// `[cluster]`, whose registry lives in a PostgreSQL store: a redirect
-/// threshold without one could never find another node.
-fn validate_cluster_beside(raw: &RawCluster, store: &StoreConfig) -> Result<ClusterConfig> {
+/// threshold needs one, or static `drain.alternate-server`s, to find
+/// somewhere to send clients.
+fn validate_cluster_beside(
+    raw: &RawCluster,
+    store: &StoreConfig,
+    alternates: &[SocketAddr],
+) -> Result<ClusterConfig> {
     let cluster = validate_cluster(raw)?;
-    let postgres = matches!(store.url, Some(crate::store::StoreLocation::Postgres(_)));
+    let has_targets = matches!(store.url, Some(crate::store::StoreLocation::Postgres(_)))
+        || !alternates.is_empty();
     for (key, set) in [
         (
             "cluster.redirect-above-allocations",
@@ -374,10 +384,10 @@ fn validate_cluster_beside(raw: &RawCluster, store: &StoreConfig) -> Result<Clus
             cluster.redirect_above_bps != 0,
         ),
     ] {
-        if set && !postgres {
+        if set && !has_targets {
             return invalid(
                 key,
-                "needs a PostgreSQL store.url: the nodes to redirect to are found in its registry",
+                "needs a PostgreSQL store.url (the nodes to redirect to are found in its registry) or drain.alternate-server",
             );
         }
     }

@@ -524,6 +524,7 @@ impl NetOptions {
                 .iter()
                 .flat_map(|&a| [(Transport::Udp, a), (Transport::Tcp, a)])
                 .collect(),
+            alternate_servers: config.drain.alternate_servers.clone(),
         };
         Self {
             listen: config.listen.clone(),

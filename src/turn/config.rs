@@ -108,6 +108,10 @@ pub struct ServerConfig {
     /// only for TURN requests and for data that found no allocation, never on
     /// the relaying path.
     pub stun_only_listeners: Vec<(super::Transport, SocketAddr)>,
+    /// `drain.alternate-server`: where new Allocates go, in turn, when this
+    /// server is above a `cluster.redirect-above-*` threshold and no cluster
+    /// node suits (a drain carries its own copy in [`Drain`](super::Drain)).
+    pub alternate_servers: Vec<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -152,6 +156,7 @@ impl ServerConfig {
             strict_expiry: false,
             stun_only: false,
             stun_only_listeners: Vec::new(),
+            alternate_servers: Vec::new(),
         }
     }
 }

@@ -3,11 +3,11 @@
 //! its load threshold (`[cluster]`).
 //!
 //! Where to: the least loaded live node of the cluster that serves the
-//! client's transport and address family ([`ClusterView::pick`]); while
-//! draining with no such node, the configured `drain.alternate-server` list in
-//! turn; with neither, a drain refuses with 403 and an overloaded node takes
-//! the allocation itself (the threshold is a preference, the quotas are the
-//! limits).
+//! client's transport and address family ([`ClusterView::pick`]); with no
+//! such node, the `drain.alternate-server` list in turn (the drain's own copy
+//! while draining); with neither, a drain refuses with 403 and an overloaded
+//! node takes the allocation itself (the threshold is a preference, the quotas
+//! are the limits).
 //!
 //! When: an Allocate that carries no MESSAGE-INTEGRITY (a client's first) is
 //! redirected before authentication, as coturn does. A browser follows the
@@ -50,7 +50,10 @@ impl<B: RelayBinder> Server<B> {
             .cluster
             .pick(tuple.transport, tuple.client)
             .or_else(|| {
-                let alternates = &self.drain.as_ref()?.alternates;
+                let alternates = match &self.drain {
+                    Some(d) => &d.alternates,
+                    None => &self.cfg.alternate_servers,
+                };
                 let alt = *alternates.get(self.next_alternate % alternates.len().max(1))?;
                 self.next_alternate = self.next_alternate.wrapping_add(1);
                 Some(alt)

@@ -223,6 +223,21 @@ fn allocated_after_raising(h: &mut H) -> (Client, SocketAddr) {
 }
 
 #[test]
+fn above_the_threshold_without_cluster_nodes_the_static_alternates_take_new_clients() {
+    let mut h = H::new();
+    let mut cfg = (**h.srv.config()).clone();
+    cfg.alternate_servers = vec![sa("198.51.100.9:3478")];
+    h.srv.reconfigure(std::sync::Arc::new(cfg));
+    h.shared.cluster.set_max_allocations(1);
+    allocated(&mut h, "192.0.2.10:1000");
+    let mut c = Client::alice("192.0.2.10:1001");
+    let r = h.allocate(&mut c);
+    r.expect_error(300);
+    assert_eq!(alternate(&r), sa("198.51.100.9:3478"));
+    assert_eq!(h.srv.stats().redirects, [0, 1]);
+}
+
+#[test]
 fn a_drain_prefers_cluster_nodes_to_the_static_alternates() {
     let mut h = H::new();
     h.srv.set_drain(Some(Drain {
