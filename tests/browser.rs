@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use support::{ferroturn_cli, pki, spawn_tls_binary, Binary, Pki};
+use support::{ferroturn_cli, pki, spawn_binary_in, spawn_tls_binary, Binary, Pki};
 
 mod support;
 
@@ -114,9 +114,24 @@ fn rest_credentials(name: &str, ttl: Duration) -> (String, String) {
 /// Bounded by RUNNER_LIMIT: past it the runner gets SIGTERM (it then kills its
 /// Chromium's process group), and SIGKILL five seconds later.
 fn run_browser(args: &[String]) -> Value {
+    run_browser_in(None, args)
+}
+
+/// [`run_browser`] inside the network namespace `netns` (`ip netns exec`):
+/// the page server, Chromium and its DevTools port all on that namespace's
+/// loopback.
+fn run_browser_in(netns: Option<&str>, args: &[String]) -> Value {
     preflight();
     let started = Instant::now();
-    let mut child = Command::new("node")
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "node"]);
+            c
+        }
+        None => Command::new("node"),
+    };
+    let mut child = command
         .arg(browser_dir().join("run.mjs"))
         .args(args)
         .args(["--messages", &MESSAGES.to_string()])
@@ -201,6 +216,11 @@ fn assert_relayed(v: &Value, relay_protocol: &str) {
 
 /// [`assert_relayed`] over any one of `relay_protocols`.
 fn assert_relayed_over(v: &Value, relay_protocols: &[&str]) {
+    assert_relayed_via(v, relay_protocols, "127.0.0.1");
+}
+
+/// [`assert_relayed_over`], the relayed addresses on `relay_ip`.
+fn assert_relayed_via(v: &Value, relay_protocols: &[&str], relay_ip: &str) {
     assert_eq!(
         v["connected"], true,
         "the peer connections never connected:\n{v:#}"
@@ -237,8 +257,8 @@ fn assert_relayed_over(v: &Value, relay_protocols: &[&str]) {
         );
         let local = s["localAddress"].as_str().unwrap_or_default();
         assert!(
-            local.starts_with("127.0.0.1:"),
-            "side {side}'s relayed address is not ferroturn's relay on loopback: {local}\n{v:#}"
+            local.starts_with(&format!("{relay_ip}:")),
+            "side {side}'s relayed address is not ferroturn's relay on {relay_ip}: {local}\n{v:#}"
         );
     }
 }
@@ -426,4 +446,147 @@ fn chromium_cannot_reach_a_loopback_relay_without_allow_peer() {
             "side {side} got no relay candidate, so this is not the peer policy at work:\n{v:#}"
         );
     }
+}
+
+/// A network namespace of the test's own, removed when dropped (after the
+/// processes in it were ended by their own guards).
+struct Netns(String);
+
+impl Netns {
+    /// A fresh namespace with loopback up and `addresses` (/32) on it, and one
+    /// veth interface.
+    fn new(addresses: &[&str]) -> Netns {
+        let name = format!("ferroturn-test-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip runs");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {} (the redirect test needs root and iproute2)",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // A namespace left by a killed earlier run of this PID is replaced.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        for a in addresses {
+            ip(&["-n", &ns.0, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        }
+        // Chromium gathers candidates only on non-loopback interfaces: a veth
+        // pair with both ends in the namespace gives it one (10.77.1.1).
+        ip(&[
+            "-n", &ns.0, "link", "add", "ft0", "type", "veth", "peer", "name", "ft1",
+        ]);
+        ip(&["-n", &ns.0, "addr", "add", "10.77.1.1/24", "dev", "ft0"]);
+        ip(&["-n", &ns.0, "link", "set", "ft0", "up"]);
+        ip(&["-n", &ns.0, "link", "set", "ft1", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// Holds one allocation on `server` from inside `netns` until the returned
+/// sender is dropped: a thread that joined the namespace (`setns` changes only
+/// the calling thread) runs a client there.
+fn hold_allocation_in(netns: &str, server: SocketAddr) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("the namespace file");
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on an open namespace file; it affects this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = ferroturn::client::Client::udp(server)
+                .await
+                .unwrap()
+                .credentials(USER, PASS);
+            ready_tx
+                .send(c.allocate().await.map(|_| ()).map_err(|e| e.to_string()))
+                .unwrap();
+            // Until the test is done (the sender dropped).
+            tokio::task::spawn_blocking(move || rx.recv()).await.ok();
+            let _ = c.refresh(0).await;
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the holding client answers")
+        .expect("the holding client allocates");
+    tx
+}
+
+/// Issue 14's real-client proof of redirects: a relay-only call pointed at a
+/// *full* node (`cluster.redirect-above-allocations = 1`, holding one
+/// allocation) is relayed by the other node its 300 names. Chromium refuses
+/// ALTERNATE-SERVER redirects to loopback addresses, so both nodes and
+/// Chromium run in a network namespace of the test's own, with 10.77.0.1 and
+/// 10.77.0.2 on its loopback; nothing leaves it.
+///
+/// It also shows why the first, unauthenticated Allocate is redirected before
+/// authentication: had the full node answered 401 first, Chromium would bring
+/// its nonce to the other node, get 438 there, and give up (it treats 438 to
+/// Allocate as fatal).
+#[test]
+fn chromium_follows_a_redirect_from_a_full_node_to_another() {
+    preflight();
+    let ns = Netns::new(&["10.77.0.1", "10.77.0.2"]);
+    let user = format!("{USER}:{PASS}");
+    let common = [
+        "--realm",
+        REALM,
+        "--user",
+        &user,
+        "--allow-peer",
+        "10.77.0.0/24",
+        "--metrics",
+        "off",
+        "--admin-socket",
+        "off",
+    ];
+    let second = spawn_binary_in(
+        Some(&ns.0),
+        &[&["--listen", "10.77.0.2:0"], &common[..]].concat(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("turnserver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nredirect-above-allocations = 1\n\n[drain]\nalternate-server = [\"{}\"]\n",
+            second.udp
+        ),
+    )
+    .unwrap();
+    let full = spawn_binary_in(
+        Some(&ns.0),
+        &[
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "10.77.0.1:0",
+            ],
+            &common[..],
+        ]
+        .concat(),
+    );
+    let holder = hold_allocation_in(&ns.0, full.udp);
+    let url = format!("turn:{}?transport=udp", full.udp);
+    let v = run_browser_in(Some(&ns.0), &args(&[url], USER, PASS, &[]));
+    assert_relayed_via(&v, &["udp"], "10.77.0.2");
+    drop(holder);
+    drop((full, second));
 }

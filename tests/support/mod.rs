@@ -405,12 +405,29 @@ pub fn json_f64(v: &serde_json::Value, key: &str) -> f64 {
 /// reads the bound UDP, TCP and (with `--tls-listen`) TLS addresses from its
 /// "listening" log lines. Its stderr keeps being drained so it never blocks.
 pub fn spawn_binary(args: &[&str]) -> Binary {
+    spawn_binary_in(None, args)
+}
+
+/// [`spawn_binary`] inside the network namespace `netns` (`ip netns exec`,
+/// which execs, so the PID is the server's), when given; without `--listen`
+/// among `args` it listens on 127.0.0.1 port 0, whatever a `--config` says.
+pub fn spawn_binary_in(netns: Option<&str>, args: &[&str]) -> Binary {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let own_metrics = !args.contains(&"--metrics");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferroturn"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]);
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ferroturn")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ferroturn")),
+    };
+    cmd.args(["serve", "--log-format", "json"]);
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
     if !args.contains(&"--log-level") {
         cmd.args(["--log-level", "info"]);
     }
