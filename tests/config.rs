@@ -412,6 +412,13 @@ fn each_rule_names_its_key() {
             "server.log-level",
         ),
         (
+            // The config_toml fuzz target's crash: tracing-subscriber 0.3.23
+            // panicked parsing this instead of failing.
+            "log-level not ASCII",
+            "[server]\nlog-level = \"ee\u{ffff}  H  \u{e4}  ,  SSSS  admin \u{e4} , SS\"".into(),
+            "server.log-level",
+        ),
+        (
             "log-format unknown",
             "[server]\nlog-format = \"xml\"".into(),
             "server.log-format",

@@ -179,6 +179,16 @@ fn validate_log_level(value: &str) -> Result<String> {
             "must not be empty (use trace, debug, info, warn, error or an EnvFilter directive)",
         );
     }
+    // Directives are ASCII (levels, module paths, field names); and
+    // tracing-subscriber 0.3.23 panics on some non-ASCII text instead of
+    // failing to parse it (found by the config_toml fuzz target), so it is
+    // never handed any.
+    if !level.is_ascii() {
+        return invalid(
+            "server.log-level",
+            format!("{value:?} is not ASCII: use trace, debug, info, warn, error or an EnvFilter directive"),
+        );
+    }
     match crate::logging::env_filter(level) {
         Ok(_) => Ok(level.to_owned()),
         Err(e) => invalid(
