@@ -179,6 +179,13 @@ install_browser_test_deps() {
         (cd tests/browser && npm ci --no-audit --no-fund) || die "npm ci in tests/browser failed"
     fi
     echo "playwright-core present: $(node -p "require('./tests/browser/node_modules/playwright-core/package.json').version")"
+    # The redirect test runs two nodes and Chromium in a network namespace of its
+    # own (`ip netns`, which needs root): iproute2 provides `ip`.
+    if ! command -v ip >/dev/null 2>&1; then
+        echo "ip missing: installing the iproute2 package"
+        apt_install_keeping_services_stopped iproute2 ""
+        command -v ip >/dev/null 2>&1 || die "iproute2 is installed but ip is still missing"
+    fi
 }
 
 # promtool, for tests/monitoring.rs: Debian ships it in the prometheus package,
