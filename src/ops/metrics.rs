@@ -155,6 +155,7 @@ pub fn label_values() -> Vec<(&'static str, Vec<String>)> {
                 .map(|r| r.name())
                 .chain(AuthFailure::ALL.iter().map(|r| r.name()))
                 .chain(ConnClose::ALL.iter().map(|r| r.name()))
+                .chain(RedirectReason::ALL.iter().map(|r| r.name()))
                 .map(String::from)
                 .collect(),
         ),
@@ -170,6 +171,7 @@ pub fn label_values() -> Vec<(&'static str, Vec<String>)> {
             "transport",
             Transport::ALL.iter().map(|t| t.name().into()).collect(),
         ),
+        ("trigger", vec!["poll".into(), "notify".into()]),
     ]
 }
 
