@@ -29,6 +29,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.stun_only_listen != new.stun_only_listen,
         "server.stun-only-listen",
     );
+    check(
+        old.nat_discovery != new.nat_discovery,
+        "server.nat-discovery / server.other-address / server.other-port",
+    );
     check(old.log.format != new.log.format, "server.log-format");
     check(
         old.relay.relay_ips != new.relay.relay_ips,
@@ -115,6 +119,7 @@ impl Running {
         core.external_ips = self.core.external_ips.clone();
         core.relay_ports = self.core.relay_ports.clone();
         core.stun_only_listeners = self.core.stun_only_listeners.clone();
+        core.nat_discovery = self.core.nat_discovery;
         self.core = Arc::new(core);
         self.broadcast(|| ShardCommand::Reconfigure(self.core.clone()));
         Ok(restart_needed(old, new))

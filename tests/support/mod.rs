@@ -38,6 +38,7 @@ pub fn options(listen: &str) -> NetOptions {
         usage: None,
         connections: Default::default(),
         api: None,
+        nat_discovery: None,
     }
 }
 
