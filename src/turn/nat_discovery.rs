@@ -19,8 +19,10 @@
 //! - PADDING in the answer never makes it longer than the request datagram,
 //!   nor longer than [`MAX_PADDED_RESPONSE`] (RFC 5780 §7.6 suggests the MTU):
 //!   a padded answer is at most as big as what the sender sent. Unpadded, the
-//!   answer is at most 20 + 4 × 24 (addresses) + SOFTWARE + 8 (FINGERPRINT)
-//!   bytes, as for any Binding;
+//!   answer is 20 + 4 × 12 (IPv4) or 20 + 4 × 24 (IPv6) bytes, plus SOFTWARE
+//!   and FINGERPRINT (8, when the request had one): at most 3.4× (IPv4) or
+//!   5.8× (IPv6) a bare 20-byte request, against 1.6× or 2.2× for a plain
+//!   Binding answer (docs/rfc-compliance.md, "RFC 5780");
 //! - requests themselves are bounded by `server.max-message-size` and dropped
 //!   unparsed beyond it.
 //!
