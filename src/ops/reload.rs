@@ -125,3 +125,23 @@ impl Running {
         Ok(restart_needed(old, new))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::restart_needed;
+    use crate::config::Config;
+
+    #[test]
+    fn nat_discovery_changes_need_a_restart() {
+        let base = "[server]\nlisten = [\"127.0.0.1:3478\"]\nother-address = \"127.0.0.2\"\n";
+        let off = Config::from_toml_str(base).unwrap();
+        let on = Config::from_toml_str(&format!("{base}nat-discovery = true\n")).unwrap();
+        let other_port =
+            Config::from_toml_str(&format!("{base}nat-discovery = true\nother-port = 4000\n"))
+                .unwrap();
+        let key = "server.nat-discovery / server.other-address / server.other-port";
+        assert_eq!(restart_needed(&off, &on), vec![key]);
+        assert_eq!(restart_needed(&on, &other_port), vec![key]);
+        assert!(restart_needed(&on, &on).is_empty());
+    }
+}
