@@ -76,6 +76,8 @@
 //!     Output::Reply => assert_eq!(Message::parse(&out).unwrap().class(), Class::Success),
 //!     // Send `request[start..end]` from relay socket `relay` to `peer`.
 //!     Output::ToPeer { .. } => unreachable!("a Binding is answered, never relayed"),
+//!     // RFC 5780 (off here): send `out` from the listener on `from` to `to`.
+//!     Output::ReplyFrom { .. } => unreachable!("NAT discovery is off"),
 //!     Output::None => unreachable!("a Binding request is always answered"),
 //! }
 //! // A datagram from a peer would go to `server.handle_peer(now, relay, from, buf,

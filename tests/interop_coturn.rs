@@ -1,7 +1,9 @@
 //! Interop with coturn's real client tools (Debian package `coturn`, installed by
 //! `scripts/test.sh`): `turnutils_stunclient` for Binding, `turnutils_uclient` with
 //! `turnutils_peer` for relaying over UDP and TCP, with channels, with Send/Data
-//! indications and client to client. Everything runs on loopback.
+//! indications and client to client, and `turnutils_natdiscovery` for RFC 5780
+//! NAT behaviour discovery (127.0.0.2 as the other address). Everything runs on
+//! loopback.
 //!
 //! These tests fail, rather than skip, when the tools are missing: the suite's
 //! command installs them, and a silently skipped interop test proves nothing.
@@ -12,7 +14,7 @@ use std::process::Command;
 mod support;
 
 use support::{
-    coturn_tool, spawn_binary, turnutils_peer, turnutils_uclient, uclient_total, Binary,
+    coturn_tool, spawn_binary, turnutils_peer, turnutils_uclient, uclient_total, Binary, Proc,
 };
 
 const USER: &str = "ninefingers";
@@ -108,4 +110,89 @@ fn uclient_client_to_client_tcp() {
 #[test]
 fn uclient_ipv6_relay() {
     uclient(&["-x", "-c"]);
+}
+
+/// Runs `turnutils_natdiscovery ARGS` for at most a minute (killed by its PID
+/// past that); returns its stdout and stderr.
+fn natdiscovery(args: &[&str]) -> String {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let child = Command::new(coturn_tool("turnutils_natdiscovery"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("turnutils_natdiscovery runs");
+    let mut p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "natdiscovery {args:?} still running after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut text = String::new();
+    p.0.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    p.0.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+/// RFC 5780 on: ferroturn on 127.0.0.1 (port chosen by the system) with
+/// 127.0.0.2 as `server.other-address`; natdiscovery's mapping and filtering
+/// tests (with and without 1,500 bytes of PADDING) get their answers from the
+/// addresses OTHER-ADDRESS names and report loopback for what it is: no NAT,
+/// so endpoint-independent mapping and filtering.
+#[test]
+fn turnutils_natdiscovery_reports_mapping_and_filtering() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("turnserver.toml");
+    std::fs::write(
+        &config,
+        "[server]\nnat-discovery = true\nother-address = \"127.0.0.2\"\n[admin]\nsocket = \"\"\n",
+    )
+    .unwrap();
+    let (_srv, addr) = ferroturn(&["--config", config.to_str().unwrap()]);
+    let port = addr.port().to_string();
+    for padding in [false, true] {
+        let mut args = vec!["-m", "-f", "-p", &port, "127.0.0.1"];
+        if padding {
+            args.insert(0, "-P");
+        }
+        let text = natdiscovery(&args);
+        for want in [
+            "NAT with Endpoint Independent Mapping!",
+            "NAT with Endpoint Independent Filtering!",
+            "Other addr: : 127.0.0.2:",
+            "Response origin: : 127.0.0.2:",
+        ] {
+            assert!(
+                text.contains(want),
+                "natdiscovery {args:?}: no {want:?} in:\n{text}"
+            );
+        }
+    }
+}
+
+/// RFC 5780 off (the default): Binding answers carry no OTHER-ADDRESS, so
+/// natdiscovery answers with the reflexive address only and reports no
+/// behaviour.
+#[test]
+fn turnutils_natdiscovery_without_rfc_5780() {
+    let (_srv, addr) = ferroturn(&[]);
+    let port = addr.port().to_string();
+    let text = natdiscovery(&["-m", "-f", "-p", &port, "127.0.0.1"]);
+    // Binding itself is answered; the RFC 5780 tests are not run.
+    assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+    assert!(!text.contains("NAT with"), "{text}");
+    assert!(!text.contains("Other addr"), "{text}");
 }

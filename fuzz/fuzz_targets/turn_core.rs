@@ -502,6 +502,7 @@ impl Harness {
                     assert!(self.server.allocations() >= before);
                 }
             }
+            Output::ReplyFrom { .. } => panic!("RFC 5780 is off in this target"),
             Output::ToPeer { .. } => {
                 assert_eq!(
                     method,
@@ -651,6 +652,7 @@ impl Harness {
                     None,
                 );
             }
+            Output::ReplyFrom { .. } => panic!("RFC 5780 is off in this target"),
             Output::ToPeer { start, end, .. } => {
                 assert!(start <= end && end <= data.len());
                 let payload = data[start..end].to_vec();
@@ -681,6 +683,7 @@ impl Harness {
         match output {
             Output::None => {}
             Output::Reply => panic!("a reply to ChannelData"),
+            Output::ReplyFrom { .. } => panic!("a reply to ChannelData"),
             Output::ToPeer { .. } => {
                 assert!(channel & 0xC000 == 0x4000);
                 self.check_to_peer(output, &data, &payload);

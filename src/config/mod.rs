@@ -63,7 +63,7 @@ pub use peers::{PeerConfig, RawPeers};
 pub use quota::{QuotaConfig, RawQuota};
 pub use rate_limit::{RateLimitConfig, RawRateLimit};
 pub use relay::{parse_port_range, ExternalIp, RawRelay, RelayConfig};
-pub use server::{LogConfig, LogFormat, RawServer};
+pub use server::{LogConfig, LogFormat, NatDiscoveryConfig, RawServer};
 pub use store::{RawStore, StoreConfig};
 pub use tls::{RawTls, TlsConfig};
 pub use usage::{RawUsage, UsageConfig, UsageTarget};
@@ -230,6 +230,8 @@ pub struct Config {
     /// `server.stun-only-listen`: the addresses of `listen` that answer
     /// Binding only.
     pub stun_only_listen: Vec<SocketAddr>,
+    /// `server.nat-discovery` (RFC 5780) with its addresses; `None` when off.
+    pub nat_discovery: Option<NatDiscoveryConfig>,
     /// Relay addresses, ports and lifetimes.
     pub relay: RelayConfig,
     /// Credentials.
@@ -360,6 +362,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         log: server.log,
         stun_only: server.stun_only,
         stun_only_listen: server.stun_only_listen,
+        nat_discovery: server.nat_discovery,
     })
 }
 

@@ -2,7 +2,7 @@
 //! largest message taken from clients (`max-message-size`), and logging
 //! (`log-level`, `log-format`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
@@ -48,6 +48,13 @@ pub struct RawServer {
     pub stun_only: bool,
     /// `stun-only-listen`: which of `listen` answer Binding only.
     pub stun_only_listen: Vec<String>,
+    /// `nat-discovery`: RFC 5780 NAT behaviour discovery over UDP.
+    pub nat_discovery: bool,
+    /// `other-address`: the alternate IP (RFC 5780 A2); empty = none.
+    pub other_address: String,
+    /// `other-port`: the alternate port (P2); 0 = `listen[0]`'s port + 1, or
+    /// any free port when that is 0.
+    pub other_port: i64,
 }
 
 impl Default for RawServer {
@@ -62,6 +69,9 @@ impl Default for RawServer {
             log_format: "human".into(),
             stun_only: false,
             stun_only_listen: Vec::new(),
+            nat_discovery: false,
+            other_address: String::new(),
+            other_port: 0,
         }
     }
 }
@@ -96,6 +106,20 @@ pub(super) struct Server {
     pub log: LogConfig,
     pub stun_only: bool,
     pub stun_only_listen: Vec<SocketAddr>,
+    pub nat_discovery: Option<NatDiscoveryConfig>,
+}
+
+/// `server.nat-discovery` with its addresses, validated: the primary address
+/// is `server.listen[0]` (a specific IP), the alternate IP is
+/// `server.other-address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatDiscoveryConfig {
+    /// A1:P1, `server.listen[0]` (its port may be 0: chosen when bound).
+    pub primary: SocketAddr,
+    /// A2.
+    pub other_ip: IpAddr,
+    /// P2; 0 = P1 + 1, or any free port when P1 is 0.
+    pub other_port: u16,
 }
 
 pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
@@ -140,7 +164,10 @@ pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
         );
     }
 
+    let nat_discovery = validate_nat_discovery(server, &listen)?;
+
     Ok(Server {
+        nat_discovery,
         stun_only: server.stun_only,
         stun_only_listen,
         listen,
@@ -150,6 +177,79 @@ pub(super) fn validate_server(server: &RawServer) -> Result<Server> {
         max_message_size,
         log,
     })
+}
+
+/// `nat-discovery`, `other-address`, `other-port`.
+fn validate_nat_discovery(
+    server: &RawServer,
+    listen: &[SocketAddr],
+) -> Result<Option<NatDiscoveryConfig>> {
+    let other_port: u16 = int_in("server.other-port", server.other_port, 0, 65_535)?;
+    let other = server.other_address.trim();
+    let other_ip = if other.is_empty() {
+        None
+    } else {
+        match other.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                return invalid(
+                    "server.other-address",
+                    format!("{other:?} is not an IP address (give the alternate IP alone, no port: the port is server.other-port)"),
+                )
+            }
+        }
+    };
+    if !server.nat_discovery {
+        return Ok(None);
+    }
+    let Some(other_ip) = other_ip else {
+        return invalid(
+            "server.other-address",
+            "server.nat-discovery needs a second IP address of this host (RFC 5780 answers CHANGE-REQUEST from it)",
+        );
+    };
+    let primary = listen[0];
+    if primary.ip().is_unspecified() {
+        return invalid(
+            "server.listen[0]",
+            format!("{primary} is a wildcard; server.nat-discovery needs a specific IP as its primary address (the first of server.listen)"),
+        );
+    }
+    if other_ip.is_unspecified() {
+        return invalid(
+            "server.other-address",
+            format!("{other_ip} is a wildcard; give a specific IP"),
+        );
+    }
+    if other_ip == primary.ip() {
+        return invalid(
+            "server.other-address",
+            format!("{other_ip} is the primary address (server.listen[0]) itself; it must be a second IP"),
+        );
+    }
+    if other_ip.is_ipv4() != primary.is_ipv4() {
+        return invalid(
+            "server.other-address",
+            format!("{other_ip} is not of the same address family as server.listen[0] ({primary})"),
+        );
+    }
+    if other_port != 0 && other_port == primary.port() {
+        return invalid(
+            "server.other-port",
+            format!("{other_port} is the primary port (server.listen[0]) itself; it must differ"),
+        );
+    }
+    if other_port == 0 && primary.port() == u16::MAX {
+        return invalid(
+            "server.other-port",
+            "server.listen[0] has port 65535, so there is no port + 1: set server.other-port",
+        );
+    }
+    Ok(Some(NatDiscoveryConfig {
+        primary,
+        other_ip,
+        other_port,
+    }))
 }
 
 /// REALM/SOFTWARE text: no control characters (they would corrupt log
@@ -208,6 +308,35 @@ fn validate_listen(values: &[String]) -> Result<Vec<SocketAddr>> {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    #[test]
+    fn nat_discovery_is_validated() {
+        let ok = Config::from_toml_str(
+            "[server]\nlisten = [\"127.0.0.1:3478\"]\nnat-discovery = true\nother-address = \"127.0.0.2\"\n",
+        )
+        .unwrap();
+        let n = ok.nat_discovery.unwrap();
+        assert_eq!(n.primary, "127.0.0.1:3478".parse().unwrap());
+        assert_eq!(n.other_ip, "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(n.other_port, 0);
+        let off = Config::from_toml_str("[server]\nother-address = \"127.0.0.2\"\n").unwrap();
+        assert!(off.nat_discovery.is_none());
+        for (toml, key, words) in [
+            ("listen = [\"127.0.0.1:3478\"]\nnat-discovery = true\n", "server.other-address", "second IP"),
+            ("nat-discovery = true\nother-address = \"127.0.0.2\"\n", "server.listen[0]", "wildcard"),
+            ("listen = [\"127.0.0.1:3478\"]\nnat-discovery = true\nother-address = \"127.0.0.1\"\n", "server.other-address", "primary address"),
+            ("listen = [\"127.0.0.1:3478\"]\nnat-discovery = true\nother-address = \"::1\"\n", "server.other-address", "family"),
+            ("listen = [\"127.0.0.1:3478\"]\nnat-discovery = true\nother-address = \"127.0.0.2:1\"\n", "server.other-address", "not an IP"),
+            ("listen = [\"127.0.0.1:3478\"]\nnat-discovery = true\nother-address = \"127.0.0.2\"\nother-port = 3478\n", "server.other-port", "primary port"),
+            ("listen = [\"127.0.0.1:3478\"]\nnat-discovery = true\nother-address = \"127.0.0.2\"\nother-port = 70000\n", "server.other-port", ""),
+        ] {
+            let err = Config::from_toml_str(&format!("[server]\n{toml}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+            assert!(err.contains(words), "{toml}: {err}");
+        }
+    }
 
     #[test]
     fn stun_only_listen_must_name_listeners() {

@@ -30,6 +30,7 @@ use crate::turn::cluster::ClusterView;
 use crate::turn::live::LiveRelayPorts;
 use crate::turn::quota::QuotaTracker;
 use crate::turn::reservations::Reservations;
+use crate::turn::server::NatDiscovery;
 use crate::turn::server::{Drain, KillFilter, Session};
 use crate::turn::source_limit::{SourceLimiter, SourceRate};
 use crate::turn::Transport;
@@ -67,6 +68,10 @@ pub struct NetOptions {
     pub api: Option<crate::config::ApiConfig>,
     /// The node registry (with a PostgreSQL `store`) and redirect by load.
     pub cluster: crate::config::ClusterConfig,
+    /// RFC 5780 NAT behaviour discovery (`server.nat-discovery`): the primary
+    /// address is `listen[0]`; [`start`] binds the three alternate UDP
+    /// listeners and puts the addresses in `core.nat_discovery`.
+    pub nat_discovery: Option<crate::config::NatDiscoveryConfig>,
 }
 
 /// A running server.
@@ -75,6 +80,9 @@ pub struct Running {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    /// The four RFC 5780 listeners as bound, when `server.nat-discovery` is on
+    /// (`udp[0]` is the primary one; the other three are not in `udp`).
+    pub nat_discovery: Option<NatDiscovery>,
     /// The TLS certificate, reloadable (SIGHUP in `serve`).
     pub tls_certs: Option<Arc<tls::ReloadableCert>>,
     /// The credentials the shards check against (a store poller replaces its
@@ -240,6 +248,58 @@ fn bind_tcp_only(addr: SocketAddr, shards: usize) -> io::Result<Vec<std::net::Tc
         .collect()
 }
 
+/// RFC 5780: binds the three alternate UDP listeners (A1:P2, A2:P1, A2:P2) on
+/// `shards` sockets each, beside `primary` (A1:P1, `listen[0]` as bound).
+/// P2 is `other-port`, else P1 + 1, else (P1 chosen by the system) a port
+/// found free, tried up to 16 times. Each address is probed without
+/// SO_REUSEPORT first, as in [`bind_listen`].
+fn bind_nat_discovery(
+    n: &crate::config::NatDiscoveryConfig,
+    primary: SocketAddr,
+    shards: usize,
+) -> io::Result<(NatDiscovery, Vec<Vec<std::net::UdpSocket>>)> {
+    let choose = n.other_port == 0 && n.primary.port() == 0;
+    let attempts = if choose { 16 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let bound = (|| {
+            let p2 = match n.other_port {
+                0 if choose => {
+                    let probe = sockets::exclusive_udp(SocketAddr::new(primary.ip(), 0))?;
+                    probe.local_addr()?.as_socket().map_or(0, |a| a.port())
+                }
+                0 => primary.port().wrapping_add(1),
+                p => p,
+            };
+            let nat = NatDiscovery {
+                ips: [primary.ip(), n.other_ip],
+                ports: [primary.port(), p2],
+            };
+            let probes = nat
+                .alternates()
+                .iter()
+                .map(|a| sockets::exclusive_udp(*a))
+                .collect::<io::Result<Vec<_>>>()?;
+            drop(probes);
+            let sockets = nat
+                .alternates()
+                .iter()
+                .map(|a| {
+                    (0..shards)
+                        .map(|_| sockets::udp_listener(*a))
+                        .collect::<io::Result<Vec<_>>>()
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok((nat, sockets))
+        })();
+        match bound {
+            Ok(b) => return Ok(b),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("could not bind")))
+}
+
 /// Binds every listener and starts the shards.
 pub fn start(opts: NetOptions) -> io::Result<Running> {
     let shards = match opts.threads {
@@ -264,6 +324,27 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             per_shard[i].tcp.push(t);
         }
     }
+
+    let nat_discovery = match &opts.nat_discovery {
+        Some(n) => {
+            let (nat, sockets) = bind_nat_discovery(n, udp_addrs[0], shards).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot listen on the RFC 5780 alternate addresses (server.other-address {}, server.other-port {}): {e}",
+                        n.other_ip, n.other_port
+                    ),
+                )
+            })?;
+            for per_addr in sockets {
+                for (i, u) in per_addr.into_iter().enumerate() {
+                    per_shard[i].udp.push(u);
+                }
+            }
+            Some(nat)
+        }
+        None => None,
+    };
 
     let metrics_listener = opts.metrics.map(crate::ops::metrics::bind).transpose()?;
     let metrics_addr = metrics_listener
@@ -323,6 +404,13 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             ]
         })
         .collect();
+    // The three alternate RFC 5780 listeners answer Binding only.
+    core.nat_discovery = nat_discovery;
+    if let Some(n) = &nat_discovery {
+        core.stun_only_listeners
+            .extend(n.alternates().map(|a| (Transport::Udp, a)));
+        core.own_services.extend(n.alternates());
+    }
     core.own_services.extend(
         udp_addrs
             .iter()
@@ -460,6 +548,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         None => None,
     };
     Ok(Running {
+        nat_discovery,
         usage,
         core: cfg,
         quota,
@@ -525,6 +614,8 @@ impl NetOptions {
                 .flat_map(|&a| [(Transport::Udp, a), (Transport::Tcp, a)])
                 .collect(),
             alternate_servers: config.drain.alternate_servers.clone(),
+            // `start` binds the listeners and fills it in.
+            nat_discovery: None,
         };
         Self {
             listen: config.listen.clone(),
@@ -543,6 +634,7 @@ impl NetOptions {
             connections: config.connections.clone(),
             api: config.api.listen.map(|_| config.api.clone()),
             cluster: config.cluster.clone(),
+            nat_discovery: config.nat_discovery,
         }
     }
 }

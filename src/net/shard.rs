@@ -141,6 +141,17 @@ impl State {
                 self.server.count_drop(DropReason::Backlog, dropped);
                 self.timer.notify_one();
             }
+            Output::ReplyFrom { from, to } => {
+                // RFC 5780: from another of the NAT-discovery listeners, or to
+                // another port of the same client IP (the core decided which).
+                let tuple = FiveTuple {
+                    transport: Transport::Udp,
+                    client: to,
+                    server: from,
+                };
+                let dropped = udp::send(&mut self.udp, &tuple, &self.reply);
+                self.server.count_drop(DropReason::Backlog, dropped);
+            }
             Output::ToPeer {
                 relay,
                 peer,

@@ -54,6 +54,15 @@ pub fn serve(
     for a in &running.tcp {
         tracing::info!(transport = "tcp", address = %a, "listening");
     }
+    if let Some(n) = &running.nat_discovery {
+        for a in n.alternates() {
+            tracing::info!(
+                transport = "udp",
+                address = %a,
+                "listening (RFC 5780 alternate address, Binding only)"
+            );
+        }
+    }
     if let Some(a) = running.metrics {
         tracing::info!(address = %a, "metrics on http://{a}/metrics");
     }

@@ -29,6 +29,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.stun_only_listen != new.stun_only_listen,
         "server.stun-only-listen",
     );
+    check(
+        old.nat_discovery != new.nat_discovery,
+        "server.nat-discovery / server.other-address / server.other-port",
+    );
     check(old.log.format != new.log.format, "server.log-format");
     check(
         old.relay.relay_ips != new.relay.relay_ips,
@@ -129,8 +133,29 @@ impl Running {
         core.external_ips = self.core.external_ips.clone();
         core.relay_ports = self.core.relay_ports.clone();
         core.stun_only_listeners = self.core.stun_only_listeners.clone();
+        core.nat_discovery = self.core.nat_discovery;
         self.core = Arc::new(core);
         self.broadcast(|| ShardCommand::Reconfigure(self.core.clone()));
         Ok(restart_needed(old, new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_needed;
+    use crate::config::Config;
+
+    #[test]
+    fn nat_discovery_changes_need_a_restart() {
+        let base = "[server]\nlisten = [\"127.0.0.1:3478\"]\nother-address = \"127.0.0.2\"\n";
+        let off = Config::from_toml_str(base).unwrap();
+        let on = Config::from_toml_str(&format!("{base}nat-discovery = true\n")).unwrap();
+        let other_port =
+            Config::from_toml_str(&format!("{base}nat-discovery = true\nother-port = 4000\n"))
+                .unwrap();
+        let key = "server.nat-discovery / server.other-address / server.other-port";
+        assert_eq!(restart_needed(&off, &on), vec![key]);
+        assert_eq!(restart_needed(&on, &other_port), vec![key]);
+        assert!(restart_needed(&on, &on).is_empty());
     }
 }

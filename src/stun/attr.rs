@@ -38,6 +38,12 @@ pub const RESERVATION_TOKEN: u16 = 0x0022;
 pub const PRIORITY: u16 = 0x0024;
 pub const USE_CANDIDATE: u16 = 0x0025;
 pub const CONNECTION_ID: u16 = 0x002A;
+/// RFC 5780 §7: comprehension-required, yet deliberately not in [`is_known`]:
+/// only a server with NAT behaviour discovery on understands them (the core
+/// decides per request), so without it they earn a 420 as RFC 5780 §6 asks.
+pub const CHANGE_REQUEST: u16 = 0x0003;
+pub const PADDING: u16 = 0x0026;
+pub const RESPONSE_PORT: u16 = 0x0027;
 // Comprehension-optional range (0x8000–0xFFFF).
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
@@ -49,6 +55,8 @@ pub const ALTERNATE_SERVER: u16 = 0x8023;
 pub const FINGERPRINT: u16 = 0x8028;
 pub const ICE_CONTROLLED: u16 = 0x8029;
 pub const ICE_CONTROLLING: u16 = 0x802A;
+pub const RESPONSE_ORIGIN: u16 = 0x802B;
+pub const OTHER_ADDRESS: u16 = 0x802C;
 
 /// Comprehension-required attribute types this implementation understands. Any
 /// other type below 0x8000 in a request earns a 420 (RFC 8489 §7.3.1).
@@ -243,6 +251,13 @@ address_attr!(
 address_attr!(
     /// ALTERNATE-SERVER (RFC 8489 §14.15): plain address format.
     AlternateServer, ALTERNATE_SERVER, xor = false);
+address_attr!(
+    /// RESPONSE-ORIGIN (RFC 5780 §7.3): where the response was sent from.
+    ResponseOrigin, RESPONSE_ORIGIN, xor = false);
+address_attr!(
+    /// OTHER-ADDRESS (RFC 5780 §7.4): where a response with "change IP" and
+    /// "change port" would come from.
+    OtherAddress, OTHER_ADDRESS, xor = false);
 
 fn decode_text(value: &[u8], max: usize) -> Result<&str, AttrError> {
     if value.len() > max {
@@ -658,6 +673,47 @@ impl<'a> Attr<'a> for RequestedTransport {
     }
     fn encode(&self, _tid: &TransactionId, out: &mut BytesMut) {
         out.put_slice(&[self.0, 0, 0, 0])
+    }
+}
+
+/// CHANGE-REQUEST (RFC 5780 §7.2): 32 bits of which only "change IP" (0x4)
+/// and "change port" (0x2) mean anything; the other bits are ignored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ChangeRequest {
+    pub change_ip: bool,
+    pub change_port: bool,
+}
+
+impl<'a> Attr<'a> for ChangeRequest {
+    const TYPE: u16 = CHANGE_REQUEST;
+    fn decode(value: &'a [u8], _tid: &TransactionId) -> Result<Self, AttrError> {
+        let v: [u8; 4] = value.try_into().map_err(|_| AttrError::BadLength)?;
+        Ok(ChangeRequest {
+            change_ip: v[3] & 0x4 != 0,
+            change_port: v[3] & 0x2 != 0,
+        })
+    }
+    fn encode(&self, _tid: &TransactionId, out: &mut BytesMut) {
+        let bits = u8::from(self.change_ip) << 2 | u8::from(self.change_port) << 1;
+        out.put_slice(&[0, 0, 0, bits])
+    }
+}
+
+/// RESPONSE-PORT (RFC 5780 §7.5): a port, then two bytes of padding.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ResponsePort(pub u16);
+
+impl<'a> Attr<'a> for ResponsePort {
+    const TYPE: u16 = RESPONSE_PORT;
+    fn decode(value: &'a [u8], _tid: &TransactionId) -> Result<Self, AttrError> {
+        match value {
+            [a, b, _, _] => Ok(ResponsePort(u16::from_be_bytes([*a, *b]))),
+            _ => Err(AttrError::BadLength),
+        }
+    }
+    fn encode(&self, _tid: &TransactionId, out: &mut BytesMut) {
+        out.put_slice(&self.0.to_be_bytes());
+        out.put_slice(&[0, 0]);
     }
 }
 

@@ -59,6 +59,20 @@ impl<'b> MessageBuilder<'b> {
         self.finish_tlv(head)
     }
 
+    /// Appends an attribute of `typ` whose value is `n` zero bytes (PADDING).
+    pub fn add_zeros(&mut self, typ: u16, n: usize) -> &mut Self {
+        let head = self.buf.len();
+        self.buf.put_u16(typ);
+        self.buf.put_u16(0);
+        self.buf.put_bytes(0, n);
+        self.finish_tlv(head)
+    }
+
+    /// Bytes of the message written so far, header included.
+    pub fn written(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
     fn finish_tlv(&mut self, head: usize) -> &mut Self {
         let len = self.buf.len() - head - 4;
         self.buf[head + 2..head + 4].copy_from_slice(&(len as u16).to_be_bytes());

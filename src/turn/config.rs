@@ -112,6 +112,41 @@ pub struct ServerConfig {
     /// server is above a `cluster.redirect-above-*` threshold and no cluster
     /// node suits (a drain carries its own copy in [`Drain`](super::Drain)).
     pub alternate_servers: Vec<SocketAddr>,
+    /// RFC 5780 NAT behaviour discovery (`server.nat-discovery`): the two IPs
+    /// and two ports of the four UDP listeners that answer Binding with
+    /// OTHER-ADDRESS and RESPONSE-ORIGIN and honour CHANGE-REQUEST,
+    /// RESPONSE-PORT and PADDING. `None` (the default): those three are
+    /// unknown comprehension-required attributes (420).
+    pub nat_discovery: Option<NatDiscovery>,
+}
+
+/// The addresses of RFC 5780 §6: IPs A1 and A2, ports P1 and P2, bound as the
+/// four UDP listeners A1:P1 (`server.listen[0]`), A1:P2, A2:P1 and A2:P2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatDiscovery {
+    /// A1 (the primary IP) and A2 (`server.other-address`).
+    pub ips: [IpAddr; 2],
+    /// P1 (the primary port) and P2 (`server.other-port`), as bound.
+    pub ports: [u16; 2],
+}
+
+impl NatDiscovery {
+    /// Which of the four listeners `local` is: (IP index, port index).
+    pub fn position(&self, local: SocketAddr) -> Option<(usize, usize)> {
+        let i = self.ips.iter().position(|&ip| ip == local.ip())?;
+        let j = self.ports.iter().position(|&p| p == local.port())?;
+        Some((i, j))
+    }
+
+    /// The listener with IP index `i` and port index `j` (each 0 or 1).
+    pub fn addr(&self, i: usize, j: usize) -> SocketAddr {
+        SocketAddr::new(self.ips[i & 1], self.ports[j & 1])
+    }
+
+    /// The three listeners besides the primary one (A1:P2, A2:P1, A2:P2).
+    pub fn alternates(&self) -> [SocketAddr; 3] {
+        [self.addr(0, 1), self.addr(1, 0), self.addr(1, 1)]
+    }
 }
 
 impl ServerConfig {
@@ -157,6 +192,7 @@ impl ServerConfig {
             stun_only: false,
             stun_only_listeners: Vec::new(),
             alternate_servers: Vec::new(),
+            nat_discovery: None,
         }
     }
 }

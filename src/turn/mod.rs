@@ -25,6 +25,7 @@ mod byte_budget;
 mod channel;
 mod client_to_peer;
 mod config;
+mod nat_discovery;
 mod operations;
 mod output;
 mod peer_address;

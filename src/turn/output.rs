@@ -16,6 +16,10 @@ pub enum Output {
     None,
     /// Send the message now in `out` back to the client on the same 5-tuple.
     Reply,
+    /// Send the message now in `out` from the UDP listener bound to `from` to
+    /// `to`: an RFC 5780 Binding answer with CHANGE-REQUEST or RESPONSE-PORT.
+    /// `to` has the request's source IP always; only its port may differ.
+    ReplyFrom { from: SocketAddr, to: SocketAddr },
     /// Send `data[start..end]` from relay socket `relay` to `peer`.
     ToPeer {
         relay: RelayId,

@@ -114,10 +114,15 @@ impl<B: RelayBinder> Server<B> {
 
     pub(super) fn handle_binding(
         &mut self,
+        now: Instant,
         msg: &Message<'_>,
         tuple: FiveTuple,
+        request_len: usize,
         out: &mut BytesMut,
     ) -> Output {
+        if let Some((nat, at)) = self.nat_listener(&tuple) {
+            return self.nat_binding(now, msg, tuple, request_len, nat, at, out);
+        }
         if !msg.unknown_required().is_empty() {
             return self.unknown_attributes(out, msg, None);
         }

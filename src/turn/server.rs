@@ -39,8 +39,8 @@ use crate::stun::channel_data;
 use crate::stun::{Class, Message, Method};
 
 pub use super::config::{
-    ServerConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_UNAUTHENTICATED_RATE, PEER_HEADROOM,
-    PEER_TAILROOM, RESERVATION_LIFETIME,
+    NatDiscovery, ServerConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_UNAUTHENTICATED_RATE,
+    PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME,
 };
 pub use super::output::{
     AllocationSummary, BudgetUse, CloseReason, Drain, Event, KillFilter, Output, PeerOutput,
@@ -244,7 +244,7 @@ impl<B: RelayBinder> Server<B> {
                     return self.drop_packet(DropReason::UnauthenticatedRateLimit);
                 }
                 let o = if method == Method::Binding {
-                    self.handle_binding(&msg, tuple, out)
+                    self.handle_binding(now, &msg, tuple, data.len(), out)
                 } else {
                     self.handle_turn_request(now, tuple, &msg, out)
                 };
@@ -256,7 +256,7 @@ impl<B: RelayBinder> Server<B> {
                     out.clear();
                     return self.drop_packet(DropReason::UnauthenticatedRateLimit);
                 }
-                if o == Output::Reply {
+                if matches!(o, Output::Reply | Output::ReplyFrom { .. }) {
                     self.count_response(method, out);
                 }
                 o
@@ -276,7 +276,7 @@ impl<B: RelayBinder> Server<B> {
     /// Whether an error answer to an unauthenticated request from `tuple`'s
     /// source may be sent now: takes one from the source's budget (see
     /// [`SourceLimiter`]), under the configured rate.
-    fn may_answer_unauthenticated(&self, now: Instant, tuple: FiveTuple) -> bool {
+    pub(super) fn may_answer_unauthenticated(&self, now: Instant, tuple: FiveTuple) -> bool {
         self.source_limits
             .allow(now, tuple.client.ip(), self.cfg.unauthenticated_rate)
     }

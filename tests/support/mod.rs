@@ -39,6 +39,7 @@ pub fn options(listen: &str) -> NetOptions {
         connections: Default::default(),
         api: None,
         cluster: Default::default(),
+        nat_discovery: None,
     }
 }
 

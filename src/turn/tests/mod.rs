@@ -12,6 +12,7 @@ mod byte_budget;
 mod channel;
 mod client_to_peer;
 mod expiry;
+mod nat_discovery;
 mod operations;
 mod peer_address;
 mod peer_to_client;
@@ -157,7 +158,8 @@ impl H {
         let o = self
             .srv
             .handle_client(self.clock.now, tuple, data, &mut self.out);
-        let reply = (o == Output::Reply).then(|| Resp(self.out.to_vec()));
+        let reply =
+            matches!(o, Output::Reply | Output::ReplyFrom { .. }).then(|| Resp(self.out.to_vec()));
         (o, reply)
     }
 
