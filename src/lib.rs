@@ -55,6 +55,7 @@
 //!     live: Arc::new(LiveRelayPorts::default()),
 //!     reservations: Arc::new(Reservations::default()),
 //!     source_limits: Arc::new(SourceLimiter::new(0)),
+//!     tcp: Default::default(),
 //! };
 //! // Time is an input: the driver passes Instant::now(); tests pass a fake clock.
 //! let mut now = Instant::now();
@@ -76,6 +77,8 @@
 //!     // Send `request[start..end]` from relay socket `relay` to `peer`.
 //!     Output::ToPeer { .. } => unreachable!("a Binding is answered, never relayed"),
 //!     Output::None => unreachable!("a Binding request is always answered"),
+//!     // RFC 6062 (TCP allocations, off by default): connect, or pipe bytes.
+//!     Output::Connect { .. } | Output::ConnectionBound { .. } => unreachable!(),
 //! }
 //! // A datagram from a peer would go to `server.handle_peer(now, relay, from, buf,
 //! // start, end)`, which frames it in place and says which client gets it.

@@ -20,6 +20,7 @@ mod responses;
 mod rng;
 mod source_limit;
 mod stun_only;
+mod tcp_relay;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -126,6 +127,7 @@ impl H {
             live: Arc::new(LiveRelayPorts::default()),
             reservations: Arc::new(Reservations::default()),
             source_limits: Arc::new(SourceLimiter::new(0)),
+            tcp: Default::default(),
         };
         let binder = FakeBinder::new(cfg.relay_ports.clone());
         let srv = Server::new(Arc::new(cfg), &shared, binder, clock.now, clock.unix0, seed);
