@@ -237,3 +237,21 @@ async fn unbound_connections_are_closed_after_the_timeout() {
     assert_eq!(d.connection_bind(id).await.unwrap_err().code(), Some(400));
     srv.stop().unwrap();
 }
+
+#[tokio::test]
+async fn a_waiting_peer_connection_goes_with_its_allocation() {
+    let srv = tcp_server();
+    let (mut c, relayed) = tcp_allocation(&srv).await;
+    c.create_permission(&["127.0.0.1:1".parse().unwrap()])
+        .await
+        .unwrap();
+    let mut peer = TcpStream::connect(relayed).await.unwrap();
+    c.connection_attempt(Duration::from_secs(5)).await.unwrap();
+    // The control connection closes: the allocation ends, and the peer
+    // connection, never bound, is closed by the timeout at the latest.
+    drop(c);
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(TIMEOUT * 5, peer.read(&mut b)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "peer: {r:?}");
+    srv.stop().unwrap();
+}

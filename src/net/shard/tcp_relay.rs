@@ -114,12 +114,15 @@ async fn connect(shard: ShardRef, conn: u32, from: SocketAddr, peer: SocketAddr)
     }
 }
 
-/// Closes the peer connection `conn` if no ConnectionBind took it in time.
+/// Closes the peer connection `conn` if no ConnectionBind took it in time, or
+/// if its allocation ended meanwhile (its ID is gone then).
 async fn expire_unbound(shard: ShardRef, conn: u32) {
     let timeout = shard.borrow().server.config().tcp_connection_timeout;
     tokio::time::sleep(timeout + Duration::from_millis(10)).await;
     let s = shard.borrow();
-    if s.server.tcp_connections().expire(conn, Instant::now()) {
+    let tcp = s.server.tcp_connections();
+    if tcp.expire(conn, Instant::now()) || !tcp.is_live(conn) {
+        // Bound already: taken by its pipe, nothing parked.
         s.server.binder().shared().take_peer(conn);
     }
 }
