@@ -3,7 +3,8 @@
 //! connection, bytes both ways (counted in the metrics); a peer connecting to
 //! the relayed address (ConnectionAttempt, ConnectionBind); a peer without a
 //! permission refused; an unbound peer connection and an unbound data
-//! connection closed after `tcp-connection-timeout` (2 s here, 30 s by default).
+//! connection closed after `tcp-connection-timeout` (2 s here, 30 s by default);
+//! control and data connections over TLS.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferroturn::client::{AllocateOptions, Client};
+use ferroturn::config::TlsConfig;
 use ferroturn::net::{start, Running};
 use ferroturn::stun::attr::PROTOCOL_TCP;
 use support::*;
@@ -253,5 +255,51 @@ async fn a_waiting_peer_connection_goes_with_its_allocation() {
     let mut b = [0u8; 1];
     let r = tokio::time::timeout(TIMEOUT * 5, peer.read(&mut b)).await;
     assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "peer: {r:?}");
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn over_tls() {
+    let p = pki();
+    let mut opts = options("127.0.0.1:0");
+    opts.core.tcp_allocations = true;
+    opts.tls = Some(TlsConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        cert: p.cert.clone(),
+        key: p.key.clone(),
+        handshake_timeout: Duration::from_secs(2),
+        shared: false,
+    });
+    let srv = start(opts).expect("server with TLS starts");
+    let tls_client = async || {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(p.der.clone()).unwrap();
+        Client::tls(srv.tls[0], "localhost", roots)
+            .await
+            .unwrap()
+            .credentials(USER, PASS)
+    };
+    let peer = tcp_echo_peer(1).await;
+    let mut c = tls_client().await;
+    c.allocate_with(&AllocateOptions {
+        transport: Some(PROTOCOL_TCP),
+        ..Default::default()
+    })
+    .await
+    .expect("TCP allocation over TLS");
+    c.create_permission(&[peer]).await.unwrap();
+    let id = c.connect(peer).await.expect("Connect");
+    let mut d = tls_client().await;
+    d.connection_bind(id)
+        .await
+        .expect("ConnectionBind over TLS");
+    let payload: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    d.send_bytes(&payload).await.unwrap();
+    assert_eq!(read_exactly(&mut d, payload.len()).await, payload);
+    wait_for_metrics(
+        srv.metrics.expect("metrics listener"),
+        &[r#"ferroturn_relayed_bytes_total{direction="peer_to_client",transport="tls"} 50000"#],
+    )
+    .await;
     srv.stop().unwrap();
 }
