@@ -26,6 +26,7 @@ use super::allocation::Traffic;
 use super::auth::long_term::ReplyKey;
 use super::auth::NonceCheck;
 use super::output::Output;
+use super::quota::ByteBudget;
 use super::responses::{reason_phrase, Request};
 use super::server::Server;
 use super::stats::QuotaKind;
@@ -79,6 +80,8 @@ struct Entry {
     connect: bool,
     state: State,
     traffic: Arc<TcpTraffic>,
+    /// The user's byte budget (`quota.max-bytes-per-user`).
+    budget: Arc<ByteBudget>,
 }
 
 /// The connection IDs of every TCP allocation, shared by all shards. Touched by
@@ -208,6 +211,7 @@ impl<B: RelayBinder> Server<B> {
             connect: true,
             state: State::Connecting,
             traffic,
+            budget: a.budget.clone(),
         };
         let max = self.cfg.max_tcp_connections_per_allocation;
         let conn = match self.tcp.insert(&mut self.rng, entry, max) {
@@ -316,6 +320,7 @@ impl<B: RelayBinder> Server<B> {
                 expires: now + self.cfg.tcp_connection_timeout,
             },
             traffic,
+            budget: a.budget.clone(),
         };
         let tuple = a.tuple;
         let max = self.cfg.max_tcp_connections_per_allocation;
@@ -411,6 +416,27 @@ impl<B: RelayBinder> Server<B> {
     /// belongs to, for the driver that pipes its bytes.
     pub fn tcp_traffic(&self, conn: u32) -> Option<Arc<TcpTraffic>> {
         self.tcp.lock().get(&conn).map(|e| e.traffic.clone())
+    }
+
+    /// The byte budget of the user of connection `conn`, for the driver that
+    /// pipes its bytes (see [`charge_tcp`](Self::charge_tcp)).
+    pub fn tcp_budget(&self, conn: u32) -> Option<Arc<ByteBudget>> {
+        self.tcp.lock().get(&conn).map(|e| e.budget.clone())
+    }
+
+    /// Charges `len` piped bytes to the user's byte budget: false when the
+    /// budget of this period is used up, and the data connection must close
+    /// (a byte stream cannot drop some bytes as UDP relaying drops datagrams).
+    pub fn charge_tcp(&mut self, now: Instant, budget: &ByteBudget, len: u64) -> bool {
+        let Some((period, limit)) = self.byte_budget(now) else {
+            return true;
+        };
+        if budget.exhausted(period, limit) {
+            self.stats.drops[super::stats::DropReason::ByteBudget as usize] += 1;
+            return false;
+        }
+        budget.charge(period, len);
+        true
     }
 
     /// The shared table of connection IDs.

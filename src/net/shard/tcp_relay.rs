@@ -141,15 +141,16 @@ pub(super) async fn pipe<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (peer, traffic, tcp) = {
+    let (peer, traffic, budget, tcp) = {
         let s = shard.borrow();
         (
             s.server.binder().shared().take_peer(conn),
             s.server.tcp_traffic(conn),
+            s.server.tcp_budget(conn),
             s.server.tcp_connections().clone(),
         )
     };
-    let (Some(peer), Some(traffic)) = (peer, traffic) else {
+    let (Some(peer), Some(traffic), Some(budget)) = (peer, traffic, budget) else {
         tcp.remove(conn);
         return;
     };
@@ -162,31 +163,35 @@ pub(super) async fn pipe<R, W>(
     };
     let _ = peer.set_nodelay(true);
     let (mut prd, mut pwr) = peer.into_split();
+    // Charges the user's byte budget, then counts: false when the budget is
+    // used up, and the pipe ends (the connection ID is dropped, which the
+    // liveness check below sees).
     let count = |shard: &ShardRef, up: u64, down: u64| {
+        let mut s = shard.borrow_mut();
+        if !s.server.charge_tcp(Instant::now(), &budget, up + down) {
+            tcp.remove(conn);
+            return false;
+        }
         traffic.to_peer_bytes.fetch_add(up, Ordering::Relaxed);
         traffic.to_client_bytes.fetch_add(down, Ordering::Relaxed);
-        shard
-            .borrow_mut()
-            .server
-            .count_tcp_relayed(transport, up, down);
+        s.server.count_tcp_relayed(transport, up, down);
+        true
     };
     let up_shard = Rc::clone(&shard);
     let up = async {
         if !early.is_empty() {
-            if pwr.write_all(&early).await.is_err() {
+            if !count(&up_shard, early.len() as u64, 0) || pwr.write_all(&early).await.is_err() {
                 return;
             }
-            count(&up_shard, early.len() as u64, 0);
         }
         let mut buf = vec![0u8; PIPE_BUFFER];
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if pwr.write_all(&buf[..n]).await.is_err() {
+                    if !count(&up_shard, n as u64, 0) || pwr.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
-                    count(&up_shard, n as u64, 0);
                 }
             }
         }
@@ -199,11 +204,10 @@ pub(super) async fn pipe<R, W>(
             match prd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if wr.write_all(&buf[..n]).await.is_err() {
+                    if !count(&down_shard, 0, n as u64) || wr.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
                     let _ = wr.flush().await;
-                    count(&down_shard, 0, n as u64);
                 }
             }
         }

@@ -469,3 +469,28 @@ fn connection_bind_may_use_the_control_connections_nonce() {
     assert_eq!(o, Output::Reply);
     r.unwrap().expect_error(438);
 }
+
+#[test]
+fn piped_bytes_are_charged_to_the_byte_budget() {
+    let mut cfg = tcp_config();
+    cfg.max_bytes_per_user = 1000;
+    let mut h = H::with_config(cfg);
+    let (mut c, _) = tcp_allocated(&mut h, "192.0.2.10:1000");
+    let (conn, _) = connect_done(&mut h, &mut c, sa(PEER_A), true);
+    let mut d = tcp_alice("192.0.2.10:1001");
+    let (o, _) = bind(&mut h, &mut d, conn);
+    assert_eq!(o, Output::ConnectionBound { conn });
+    let budget = h.srv.tcp_budget(conn).unwrap();
+    let now = h.clock.now;
+    assert!(h.srv.charge_tcp(now, &budget, 600));
+    assert!(h.srv.charge_tcp(now, &budget, 600));
+    // Used up (1200 >= 1000): the pipe must end.
+    assert!(!h.srv.charge_tcp(now, &budget, 1));
+    assert_eq!(h.drops(DropReason::ByteBudget), 1);
+    // No budget: always admitted.
+    let mut h = H::with_config(tcp_config());
+    let (mut c, _) = tcp_allocated(&mut h, "192.0.2.10:1000");
+    let (conn, _) = connect_done(&mut h, &mut c, sa(PEER_A), true);
+    let budget = h.srv.tcp_budget(conn).unwrap();
+    assert!(h.srv.charge_tcp(h.clock.now, &budget, u64::MAX / 2));
+}
