@@ -179,10 +179,10 @@ pub(super) async fn pipe<R, W>(
     };
     let up_shard = Rc::clone(&shard);
     let up = async {
-        if !early.is_empty() {
-            if !count(&up_shard, early.len() as u64, 0) || pwr.write_all(&early).await.is_err() {
-                return;
-            }
+        if !early.is_empty()
+            && (!count(&up_shard, early.len() as u64, 0) || pwr.write_all(&early).await.is_err())
+        {
+            return;
         }
         let mut buf = vec![0u8; PIPE_BUFFER];
         loop {
