@@ -260,7 +260,7 @@ impl<B: RelayBinder> Server<B> {
                     out.clear();
                     return self.drop_packet(DropReason::UnauthenticatedRateLimit);
                 }
-                if o == Output::Reply {
+                if matches!(o, Output::Reply | Output::ConnectionBound { .. }) {
                     self.count_response(method, out);
                 }
                 o
