@@ -220,6 +220,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_allocations_per_user: Option<u32>,
 
+    /// Turns on RFC 6062 TCP allocations (relay.tcp-allocations = true).
+    #[arg(long)]
+    pub tcp_allocations: bool,
+
     /// Overrides quota.max-allocations-per-ip (0 = unlimited).
     #[arg(long, value_name = "N")]
     pub max_allocations_per_ip: Option<u32>,
@@ -284,6 +288,7 @@ impl fmt::Debug for ServeArgs {
             .field("deny_peers", &self.deny_peers)
             .field("max_allocations_per_user", &self.max_allocations_per_user)
             .field("max_allocations_per_ip", &self.max_allocations_per_ip)
+            .field("tcp_allocations", &self.tcp_allocations)
             .field(
                 "unauthenticated_per_second",
                 &self.unauthenticated_per_second,
@@ -431,6 +436,10 @@ impl ServeArgs {
         if !self.alternate_servers.is_empty() {
             raw.drain.alternate_server = self.alternate_servers.clone();
             raw.mark_override("drain.alternate-server", "--alternate-server");
+        }
+        if self.tcp_allocations {
+            raw.relay.tcp_allocations = true;
+            raw.mark_override("relay.tcp-allocations", "--tcp-allocations");
         }
         if let Some(n) = self.max_allocations_per_ip {
             raw.quota.max_allocations_per_ip = n.into();

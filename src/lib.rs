@@ -56,6 +56,7 @@
 //!     reservations: Arc::new(Reservations::default()),
 //!     source_limits: Arc::new(SourceLimiter::new(0)),
 //!     cluster: Default::default(),
+//!     tcp: Default::default(),
 //! };
 //! // Time is an input: the driver passes Instant::now(); tests pass a fake clock.
 //! let mut now = Instant::now();
@@ -79,6 +80,8 @@
 //!     // RFC 5780 (off here): send `out` from the listener on `from` to `to`.
 //!     Output::ReplyFrom { .. } => unreachable!("NAT discovery is off"),
 //!     Output::None => unreachable!("a Binding request is always answered"),
+//!     // RFC 6062 (TCP allocations, off by default): connect, or pipe bytes.
+//!     Output::Connect { .. } | Output::ConnectionBound { .. } => unreachable!(),
 //! }
 //! // A datagram from a peer would go to `server.handle_peer(now, relay, from, buf,
 //! // start, end)`, which frames it in place and says which client gets it.

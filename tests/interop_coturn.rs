@@ -1,9 +1,9 @@
 //! Interop with coturn's real client tools (Debian package `coturn`, installed by
 //! `scripts/test.sh`): `turnutils_stunclient` for Binding, `turnutils_uclient` with
 //! `turnutils_peer` for relaying over UDP and TCP, with channels, with Send/Data
-//! indications and client to client, and `turnutils_natdiscovery` for RFC 5780
-//! NAT behaviour discovery (127.0.0.2 as the other address). Everything runs on
-//! loopback.
+//! indications and client to client, over RFC 6062 TCP allocations (`-T`), and
+//! `turnutils_natdiscovery` for RFC 5780 NAT behaviour discovery (127.0.0.2 as the
+//! other address). Everything runs on loopback.
 //!
 //! These tests fail, rather than skip, when the tools are missing: the suite's
 //! command installs them, and a silently skipped interop test proves nothing.
@@ -54,7 +54,12 @@ fn turnutils_stunclient_gets_the_mapped_address() {
 /// Runs turnutils_uclient with `flags` against a fresh ferroturn and peer, and
 /// asserts every packet came back.
 fn uclient(flags: &[&str]) {
-    let (_srv, addr) = ferroturn(&["--allow-peer", "127.0.0.0/8"]);
+    uclient_on(&[], flags);
+}
+
+/// [`uclient`] against a ferroturn started with `server_flags` as well.
+fn uclient_on(server_flags: &[&str], flags: &[&str]) {
+    let (_srv, addr) = ferroturn(&[&["--allow-peer", "127.0.0.0/8"], server_flags].concat());
     let (_peer, peer_port) = turnutils_peer();
     let (messages, clients) = (40, 3);
     let (port, peer_port) = (addr.port().to_string(), peer_port.to_string());
@@ -105,6 +110,14 @@ fn uclient_client_to_client_udp() {
 #[test]
 fn uclient_client_to_client_tcp() {
     uclient(&["-y", "-t"]);
+}
+
+/// RFC 6062: `-T` relays over TCP allocations (Connect, ConnectionAttempt,
+/// ConnectionBind), client to client over TCP (it implies `-t -y -c` and
+/// ignores the peer).
+#[test]
+fn uclient_tcp_relay_rfc6062() {
+    uclient_on(&["--tcp-allocations"], &["-T"]);
 }
 
 #[test]

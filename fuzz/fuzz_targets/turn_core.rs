@@ -226,6 +226,7 @@ impl Harness {
             reservations: Arc::new(Reservations::default()),
             source_limits: Arc::new(SourceLimiter::new(0)),
             cluster: Default::default(),
+            tcp: Default::default(),
         };
         // The kit's binder, with the harness's checks: a capacity, and relays
         // only on the server's own addresses.
@@ -494,6 +495,9 @@ impl Harness {
             .server
             .handle_client(self.clock.now, tuple, &buf, &mut self.out);
         match output {
+            Output::Connect { .. } | Output::ConnectionBound { .. } => {
+                panic!("RFC 6062 is off in the fuzzed core")
+            }
             Output::None => {}
             Output::Reply => {
                 let r = self.check_reply(&buf, fingerprint, authed_key);
@@ -644,6 +648,9 @@ impl Harness {
             self.server
                 .handle_client(self.clock.now, self.clients[ci], &data, &mut self.out);
         match output {
+            Output::Connect { .. } | Output::ConnectionBound { .. } => {
+                panic!("RFC 6062 is off in the fuzzed core")
+            }
             Output::None => {}
             Output::Reply => {
                 self.check_reply(
@@ -681,6 +688,9 @@ impl Harness {
             self.server
                 .handle_client(self.clock.now, self.clients[ci], &data, &mut self.out);
         match output {
+            Output::Connect { .. } | Output::ConnectionBound { .. } => {
+                panic!("RFC 6062 is off in the fuzzed core")
+            }
             Output::None => {}
             Output::Reply => panic!("a reply to ChannelData"),
             Output::ReplyFrom { .. } => panic!("a reply to ChannelData"),

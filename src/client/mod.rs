@@ -132,6 +132,8 @@ pub struct Client {
     received: VecDeque<Received>,
     /// A stream client over plain TCP (not TLS): one a redirect can reconnect.
     plain_tcp: bool,
+    /// RFC 6062 ConnectionAttempt indications: (CONNECTION-ID, peer).
+    attempts: VecDeque<(u32, SocketAddr)>,
     /// Per-attempt wait for a response over UDP (doubles each retransmission).
     pub rto: Duration,
     /// Total time to wait for a response.
@@ -299,6 +301,7 @@ impl Client {
             userhash: false,
             received: VecDeque::new(),
             plain_tcp: false,
+            attempts: VecDeque::new(),
             rto: Duration::from_millis(250),
             timeout: Duration::from_secs(5),
         }
@@ -392,6 +395,14 @@ impl Client {
             return true;
         }
         if let Ok(m) = Message::parse(bytes) {
+            if m.class() == Class::Indication && m.method() == Method::ConnectionAttempt {
+                if let (Some(Ok(ConnectionId(id))), Some(Ok(XorPeerAddress(peer)))) =
+                    (m.get::<ConnectionId>(), m.get::<XorPeerAddress>())
+                {
+                    self.attempts.push_back((id, peer));
+                }
+                return true;
+            }
             if m.class() == Class::Indication && m.method() == Method::Data {
                 if let (Some(Ok(XorPeerAddress(peer))), Some(Ok(Data(d)))) =
                     (m.get::<XorPeerAddress>(), m.get::<Data>())
@@ -717,6 +728,70 @@ impl Client {
         match self.conn {
             Conn::Udp(s) => Some(s),
             Conn::Stream { .. } => None,
+        }
+    }
+
+    /// RFC 6062 Connect to `peer` on a TCP allocation: the CONNECTION-ID.
+    pub async fn connect(&mut self, peer: SocketAddr) -> Result<u32, ClientError> {
+        let resp = self
+            .request(Method::Connect, |b| {
+                b.add(&XorPeerAddress(peer));
+            })
+            .await?;
+        match resp.message().get::<ConnectionId>() {
+            Some(Ok(ConnectionId(id))) => Ok(id),
+            _ => Err(ClientError::Protocol("no CONNECTION-ID")),
+        }
+    }
+
+    /// RFC 6062 ConnectionBind: makes this (new, stream) client connection the
+    /// data connection of `id`; from then on it carries raw bytes
+    /// ([`send_bytes`](Self::send_bytes), [`recv_bytes`](Self::recv_bytes)).
+    pub async fn connection_bind(&mut self, id: u32) -> Result<(), ClientError> {
+        self.request(Method::ConnectionBind, |b| {
+            b.add(&ConnectionId(id));
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Waits for an RFC 6062 ConnectionAttempt: (CONNECTION-ID, peer).
+    pub async fn connection_attempt(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(u32, SocketAddr), ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(a) = self.attempts.pop_front() {
+                return Ok(a);
+            }
+            match tokio::time::timeout_at(deadline, self.recv_raw()).await {
+                Ok(Ok(bytes)) => {
+                    self.take_data(&bytes);
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(ClientError::Timeout),
+            }
+        }
+    }
+
+    /// Raw bytes from a stream connection (a bound RFC 6062 data connection):
+    /// what is buffered, else one read; empty at end of stream.
+    pub async fn recv_bytes(&mut self, timeout: Duration) -> Result<Vec<u8>, ClientError> {
+        let Conn::Stream { stream, buf, .. } = &mut self.conn else {
+            return Err(ClientError::Protocol("not a stream"));
+        };
+        if !buf.is_empty() {
+            return Ok(buf.split().to_vec());
+        }
+        let mut chunk = vec![0u8; 16 * 1024];
+        match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) => {
+                chunk.truncate(n);
+                Ok(chunk)
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ClientError::Timeout),
         }
     }
 

@@ -33,6 +33,9 @@ pub struct RawQuota {
     pub max_bytes_per_user: i64,
     /// `bytes-period`: `"day"` or `"hour"` (UTC).
     pub bytes_period: String,
+    /// `max-tcp-connections-per-allocation`: peer connections of one TCP
+    /// allocation (RFC 6062); 0 = unlimited.
+    pub max_tcp_connections_per_allocation: i64,
 }
 
 impl Default for RawQuota {
@@ -47,6 +50,7 @@ impl Default for RawQuota {
             max_bps_per_allocation: 0,
             max_bytes_per_user: 0,
             bytes_period: "day".into(),
+            max_tcp_connections_per_allocation: 64,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct QuotaConfig {
     pub max_bytes_per_user: u64,
     /// A day (from UTC midnight) or an hour (from the full hour).
     pub bytes_period: Duration,
+    /// Peer connections (pending or bound) per TCP allocation; 0 = unlimited.
+    pub max_tcp_connections_per_allocation: u32,
 }
 
 pub(super) fn validate_quota(quota: &RawQuota) -> Result<QuotaConfig> {
@@ -124,6 +130,12 @@ pub(super) fn validate_quota(quota: &RawQuota) -> Result<QuotaConfig> {
             quota.max_bytes_per_user,
             0,
             i64::MAX,
+        )?,
+        max_tcp_connections_per_allocation: int_in(
+            "quota.max-tcp-connections-per-allocation",
+            quota.max_tcp_connections_per_allocation,
+            0,
+            u32::MAX.into(),
         )?,
         bytes_period: Duration::from_secs(match quota.bytes_period.as_str() {
             "day" => DAY,

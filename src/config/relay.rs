@@ -28,6 +28,11 @@ pub struct RawRelay {
     pub permission_lifetime: i64,
     /// `channel-lifetime` in seconds.
     pub channel_lifetime: i64,
+    /// `tcp-allocations`: RFC 6062 TCP allocations (Connect, ConnectionBind).
+    pub tcp_allocations: bool,
+    /// `tcp-connection-timeout` in seconds: how long a peer connection of a
+    /// TCP allocation waits for its ConnectionBind.
+    pub tcp_connection_timeout: i64,
 }
 
 impl Default for RawRelay {
@@ -41,6 +46,8 @@ impl Default for RawRelay {
             max_lifetime: 3600,
             permission_lifetime: 300,
             channel_lifetime: 600,
+            tcp_allocations: false,
+            tcp_connection_timeout: 30,
         }
     }
 }
@@ -67,6 +74,11 @@ pub struct RelayConfig {
     pub permission_lifetime: Duration,
     /// Channel binding lifetime.
     pub channel_lifetime: Duration,
+    /// RFC 6062 TCP allocations; off by default (Allocate TCP gets 442).
+    pub tcp_allocations: bool,
+    /// How long a TCP allocation's peer connection (and a new client
+    /// connection that holds nothing) waits for a ConnectionBind: 1..=3600 s.
+    pub tcp_connection_timeout: Duration,
 }
 
 /// One 1:1 NAT mapping.
@@ -175,6 +187,13 @@ pub(super) fn validate_relay(relay: &RawRelay) -> Result<RelayConfig> {
         max_lifetime,
         permission_lifetime: seconds("relay.permission-lifetime", relay.permission_lifetime)?,
         channel_lifetime: seconds("relay.channel-lifetime", relay.channel_lifetime)?,
+        tcp_allocations: relay.tcp_allocations,
+        tcp_connection_timeout: Duration::from_secs(super::validate::int_in(
+            "relay.tcp-connection-timeout",
+            relay.tcp_connection_timeout,
+            1,
+            3600,
+        )?),
     })
 }
 

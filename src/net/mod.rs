@@ -445,6 +445,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         reservations: Arc::new(Reservations::default()),
         source_limits: Arc::new(SourceLimiter::new(rand::random())),
         cluster: cluster.clone(),
+        tcp: Default::default(),
     };
     let conn_limits = Arc::new(connections::ConnLimits::new(&opts.connections));
     let budget = Arc::new(PortBudget {
@@ -607,6 +608,9 @@ impl NetOptions {
             deny_peers: config.peers.deny.clone(),
             strict_expiry: config.auth.strict_expiry,
             stun_only: config.stun_only,
+            tcp_allocations: config.relay.tcp_allocations,
+            tcp_connection_timeout: config.relay.tcp_connection_timeout,
+            max_tcp_connections_per_allocation: config.quota.max_tcp_connections_per_allocation,
             // As configured; `start` puts the addresses it bound in their place.
             stun_only_listeners: config
                 .stun_only_listen

@@ -32,6 +32,8 @@ const RANDOM_TRIES: usize = 32;
 struct Slot {
     socket: Rc<RelaySocket>,
     reader: Option<AbortHandle>,
+    /// The accept task of a TCP allocation's listening socket (RFC 6062).
+    acceptor: Option<AbortHandle>,
     addr: SocketAddr,
     id: RelayId,
 }
@@ -45,9 +47,26 @@ pub struct PortBudget {
     /// `max-relay-ports` (0 = the range only); a reload may change it.
     pub max: AtomicU32,
     pub parked: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
+    /// Peer connections of TCP allocations waiting for their ConnectionBind,
+    /// by connection ID (RFC 6062): the data connection may reach any shard.
+    pub peer_streams: Mutex<HashMap<u32, std::net::TcpStream>>,
 }
 
 impl PortBudget {
+    /// Parks the peer connection of connection ID `conn` until its bind.
+    pub fn park_peer(&self, conn: u32, stream: std::net::TcpStream) {
+        self.peer_streams().insert(conn, stream);
+    }
+
+    /// Takes (binds, or closes by dropping) the peer connection `conn`.
+    pub fn take_peer(&self, conn: u32) -> Option<std::net::TcpStream> {
+        self.peer_streams().remove(&conn)
+    }
+
+    fn peer_streams(&self) -> std::sync::MutexGuard<'_, HashMap<u32, std::net::TcpStream>> {
+        self.peer_streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, std::net::UdpSocket>> {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -66,6 +85,9 @@ pub struct Binder {
     /// Relay sockets of this shard by local address, so that data for a peer that
     /// is another allocation of this shard is handed over in-process.
     by_local: crate::turn::FastMap<SocketAddr, RelayId>,
+    /// Listening sockets of TCP allocations opened since the driver last
+    /// collected them: each needs an accept task.
+    tcp_pending: Vec<(RelayId, std::net::TcpListener)>,
 }
 
 impl Binder {
@@ -78,6 +100,7 @@ impl Binder {
             pending: Vec::new(),
             budget,
             by_local: Default::default(),
+            tcp_pending: Vec::new(),
         }
     }
 
@@ -114,7 +137,25 @@ impl Binder {
     }
 
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.tcp_pending.is_empty()
+    }
+
+    /// TCP allocations' listening sockets opened since the last call.
+    pub fn take_tcp_pending(&mut self) -> Vec<(RelayId, std::net::TcpListener)> {
+        std::mem::take(&mut self.tcp_pending)
+    }
+
+    /// The budget shared by all shards (with the parked peer connections).
+    pub fn shared(&self) -> &Arc<PortBudget> {
+        &self.budget
+    }
+
+    /// Records the accept task of a TCP relay so that closing the relay stops it.
+    pub fn set_acceptor(&mut self, id: RelayId, acceptor: AbortHandle) {
+        match self.slots.get_mut(id.index as usize) {
+            Some(Some(slot)) if slot.id == id => slot.acceptor = Some(acceptor),
+            _ => acceptor.abort(),
+        }
     }
 
     /// Records the reader task of a relay so that closing the relay stops it.
@@ -154,6 +195,7 @@ impl Binder {
         self.slots[index as usize] = Some(Slot {
             socket: socket.clone(),
             reader: None,
+            acceptor: None,
             addr,
             id,
         });
@@ -239,6 +281,25 @@ impl RelayBinder for Binder {
         }
     }
 
+    /// A TCP allocation's relay: a UDP relay socket holds the port and the
+    /// slot (no reader is started on it, so it relays nothing), and a
+    /// listening TCP socket on the same port takes the peers' connections.
+    /// A port whose TCP side is taken is given back and another one tried.
+    fn bind_tcp(&mut self, ip: IpAddr) -> Result<Bound, BindError> {
+        for _ in 0..RANDOM_TRIES {
+            let bound = self.bind(ip, PortRequest::Any, false)?;
+            self.pending.retain(|(p, _)| *p != bound.id);
+            match sockets::tcp_relay_listener(bound.addr.ip(), bound.addr.port()) {
+                Ok(l) => {
+                    self.tcp_pending.push((bound.id, l));
+                    return Ok(bound);
+                }
+                Err(_) => self.release(bound.id),
+            }
+        }
+        Err(BindError::Exhausted)
+    }
+
     fn adopt(&mut self, addr: SocketAddr) -> Result<Bound, BindError> {
         let socket = self
             .budget
@@ -274,6 +335,10 @@ impl RelayBinder for Binder {
             if let Some(r) = slot.reader {
                 r.abort();
             }
+            if let Some(a) = slot.acceptor {
+                a.abort();
+            }
+            self.tcp_pending.retain(|(p, _)| *p != id);
             self.by_local.remove(&slot.addr);
             self.pending.retain(|(p, _)| *p != id);
             self.free.push(id.index);
@@ -299,6 +364,7 @@ mod tests {
             in_use: AtomicU32::new(0),
             max: AtomicU32::new(0),
             parked: Mutex::new(HashMap::new()),
+            peer_streams: Mutex::new(HashMap::new()),
         });
         let mut binder = Binder::new(40000..=60000, budget);
         let ip = "127.0.0.1".parse().unwrap();

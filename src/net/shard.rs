@@ -15,6 +15,7 @@
 mod relay_reader;
 mod stream;
 mod tasks;
+mod tcp_relay;
 mod udp;
 
 use std::cell::RefCell;
@@ -89,6 +90,9 @@ struct State {
     /// Wakes the task that sends what relay readers queued (see [`tasks::flusher`]).
     flush: Rc<Notify>,
     usage: Arc<UsageLog>,
+    /// RFC 6062 Connects the core asked for, (connection ID, relayed address,
+    /// peer): started by the stream task that handled them.
+    connects: Vec<(u32, SocketAddr, SocketAddr)>,
 }
 
 type ShardRef = Rc<RefCell<State>>;
@@ -135,7 +139,10 @@ impl State {
     fn dispatch(&mut self, now: Instant, tuple: &FiveTuple, data: &[u8], out: Output) {
         match out {
             Output::None => {}
-            Output::Reply => {
+            Output::Connect {
+                conn, from, peer, ..
+            } => self.connects.push((conn, from, peer)),
+            Output::Reply | Output::ConnectionBound { .. } => {
                 let dropped =
                     Self::send_to_client(&mut self.udp, &self.conns, tuple, &self.reply, false);
                 self.server.count_drop(DropReason::Backlog, dropped);
@@ -325,6 +332,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             timer: Rc::new(Notify::new()),
             flush: Rc::new(Notify::new()),
             usage,
+            connects: Vec::new(),
         }));
         let n_udp = shard.borrow().udp.len();
         for i in 0..n_udp {

@@ -74,6 +74,29 @@ pub fn relay_socket(ip: IpAddr, port: u16, dont_fragment: bool) -> io::Result<st
     Ok(s.into())
 }
 
+/// The listening socket of a TCP allocation's relayed address (RFC 6062).
+/// SO_REUSEADDR and SO_REUSEPORT so that the connections the allocation opens
+/// to peers (Connect) can be bound to the same address ([`tcp_relay_connector`]).
+pub fn tcp_relay_listener(ip: IpAddr, port: u16) -> io::Result<std::net::TcpListener> {
+    let addr = SocketAddr::new(ip, port);
+    let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    Ok(s.into())
+}
+
+/// A socket bound to the relayed address `from` of a TCP allocation, for a
+/// connection to a peer (RFC 6062 §5.2).
+pub fn tcp_relay_connector(from: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+    let s = new_socket(from, Type::STREAM, Protocol::TCP)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&from.into())?;
+    Ok(tokio::net::TcpSocket::from_std_stream(s.into()))
+}
+
 fn set_dont_fragment(s: &Socket, v4: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (level, name, value) = if v4 {

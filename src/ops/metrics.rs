@@ -492,7 +492,10 @@ impl Metrics {
         for t in Transport::ALL {
             let i = t.index();
             // TLS is not served yet: its series appear once it carries traffic.
-            if t == Transport::Tls && st.to_peer_packets[i] + st.to_client_packets[i] == 0 {
+            if t == Transport::Tls
+                && st.to_peer_packets[i] + st.to_client_packets[i] == 0
+                && st.to_peer_bytes[i] + st.to_client_bytes[i] == 0
+            {
                 continue;
             }
             let name = t.name();
@@ -650,7 +653,7 @@ mod tests {
     fn rendered_series_use_only_listed_labels() {
         let mut snap = ShardSnapshot::default();
         snap.stats.requests[1][0] = 2;
-        snap.stats.requests[5][15] = 1;
+        snap.stats.requests[5][crate::turn::server::RESPONSE_CODES.len()] = 1;
         snap.stats.to_peer_bytes[2] = 5;
         let m = Metrics::new(vec![Arc::new(Mutex::new(snap))]).unwrap();
         let out = m.render();

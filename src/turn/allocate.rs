@@ -25,10 +25,27 @@ use crate::stun::Class;
 impl<B: RelayBinder> Server<B> {
     pub(super) fn allocate(&mut self, tuple: FiveTuple, req: Request<'_>) -> Output {
         let Request { now, msg, auth, .. } = req;
-        match msg.get::<RequestedTransport>() {
-            Some(Ok(RequestedTransport(PROTOCOL_UDP))) => {}
+        let tcp = match msg.get::<RequestedTransport>() {
+            Some(Ok(RequestedTransport(PROTOCOL_UDP))) => false,
+            // RFC 6062 §5.1: TCP over a TCP or TLS client connection only.
+            Some(Ok(RequestedTransport(PROTOCOL_TCP))) if self.cfg.tcp_allocations => {
+                if !tuple.transport.is_stream() {
+                    return self.reject(req, 400);
+                }
+                true
+            }
             Some(Ok(_)) => return self.reject(req, 442),
             None | Some(Err(_)) => return self.reject(req, 400),
+        };
+        // RFC 6062 §5.1: a TCP allocation has no DONT-FRAGMENT, no EVEN-PORT
+        // and no reserved ports, and one address family.
+        if tcp
+            && (msg.has(attr::DONT_FRAGMENT)
+                || msg.has(attr::EVEN_PORT)
+                || msg.has(attr::RESERVATION_TOKEN)
+                || msg.has(attr::ADDITIONAL_ADDRESS_FAMILY))
+        {
+            return self.reject(req, 400);
         }
         let dont_fragment = msg.has(attr::DONT_FRAGMENT);
         let token = match msg.get::<ReservationToken>() {
@@ -132,7 +149,12 @@ impl<B: RelayBinder> Server<B> {
                 Some(EvenPort { reserve: true }) => PortRequest::EvenPair,
             };
             let primary = requested_family.unwrap_or(Family::V4);
-            match self.bind_relay(primary, tuple.server, port, dont_fragment) {
+            let bound = if tcp {
+                self.bind_tcp_relay(primary, tuple.server)
+            } else {
+                self.bind_relay(primary, tuple.server, port, dont_fragment)
+            };
+            match bound {
                 Ok((relay, reserved)) => {
                     self.live.set(relay.local, true);
                     relays[0] = Some(relay);
@@ -201,6 +223,7 @@ impl<B: RelayBinder> Server<B> {
             to_peer_bandwidth: Bandwidth::default(),
             to_client_bandwidth: Bandwidth::default(),
             budget,
+            tcp: tcp.then(Default::default),
         };
         self.table.insert(alloc);
         self.stats.allocations_created += 1;
@@ -325,6 +348,26 @@ impl<B: RelayBinder> Server<B> {
         ))
     }
 
+    /// The listening relay socket of a TCP allocation (RFC 6062).
+    pub(super) fn bind_tcp_relay(
+        &mut self,
+        family: Family,
+        server: SocketAddr,
+    ) -> Result<(Relay, Option<SocketAddr>), BindError> {
+        let ip = self
+            .relay_ip(family, server)
+            .ok_or(BindError::FamilyUnavailable)?;
+        let bound = self.binder.bind_tcp(ip)?;
+        Ok((
+            Relay {
+                id: bound.id,
+                local: bound.addr,
+                advertised: self.advertise(bound.addr),
+            },
+            None,
+        ))
+    }
+
     pub(super) fn discard_reserved(&mut self, addr: SocketAddr) {
         self.live.set(addr, false);
         self.binder.discard(addr);
@@ -383,6 +426,9 @@ impl<B: RelayBinder> Server<B> {
             self.release_relay(r.id, r.local);
         }
         self.quota.release(&a.username, a.tuple.client.ip());
+        if a.tcp.is_some() {
+            self.tcp_allocation_closed(a.id);
+        }
         let budget = self.budget_now(now);
         self.emit(Event::AllocationClosed {
             allocation: a.summary(now, budget),

@@ -131,6 +131,9 @@ pub struct Allocation {
     /// every shard (see `quota::ByteBudget`): held here so that charging a
     /// packet needs no lookup.
     pub budget: Arc<ByteBudget>,
+    /// A TCP allocation (RFC 6062): the bytes its data connections relayed,
+    /// counted by the shards that pipe them. `None`: a UDP allocation.
+    pub tcp: Option<Arc<super::tcp_relay::TcpTraffic>>,
 }
 
 impl Allocation {
@@ -144,7 +147,14 @@ impl Allocation {
             tuple: self.tuple,
             relays: self.relays.iter().flatten().map(|r| r.advertised).collect(),
             peers: self.peers_seen,
-            traffic: self.traffic,
+            traffic: match &self.tcp {
+                None => self.traffic,
+                Some(t) => {
+                    let mut traffic = self.traffic;
+                    t.add_to(&mut traffic);
+                    traffic
+                }
+            },
             started_unix: self.started_unix,
             duration: now.saturating_duration_since(self.created),
             budget: budget.map(|(period, limit)| BudgetUse {

@@ -35,6 +35,10 @@ impl<B: RelayBinder> Server<B> {
         let Some(a) = self.table.get(id) else {
             return self.drop_packet(DropReason::NoAllocation);
         };
+        // RFC 6062 §4: a TCP allocation relays no Send indications.
+        if a.tcp.is_some() {
+            return self.drop_packet(DropReason::Unexpected);
+        }
         // Family before policy, as RFC 8656 §10.2 and §12.2 order them for
         // requests: a peer the allocation has no relay for is a family mismatch
         // whatever the policy says (and counted as such).

@@ -102,6 +102,16 @@ pub struct ServerConfig {
     /// (`DropReason::StunOnly`). Allocations made before a reload turned it on
     /// relay on, but cannot be refreshed.
     pub stun_only: bool,
+    /// `relay.tcp-allocations`: Allocate with REQUESTED-TRANSPORT = TCP over
+    /// TCP/TLS client connections, Connect and ConnectionBind (RFC 6062).
+    /// Off: 442, as without RFC 6062.
+    pub tcp_allocations: bool,
+    /// `relay.tcp-connection-timeout`: how long a peer connection waits for its
+    /// ConnectionBind, and a data connection for its bind (RFC 6062: 30 s).
+    pub tcp_connection_timeout: Duration,
+    /// `quota.max-tcp-connections-per-allocation`: peer connections of one TCP
+    /// allocation, pending or bound (0 = no limit).
+    pub max_tcp_connections_per_allocation: u32,
     /// The listeners that serve STUN only (`server.stun-only-listen`), as the
     /// driver bound them: transport and local address (a wildcard IP covers
     /// every address of its family on that port). A handful at most, scanned
@@ -190,6 +200,9 @@ impl ServerConfig {
             deny_peers: Vec::new(),
             strict_expiry: false,
             stun_only: false,
+            tcp_allocations: false,
+            tcp_connection_timeout: super::tcp_relay::CONNECTION_TIMEOUT,
+            max_tcp_connections_per_allocation: 64,
             stun_only_listeners: Vec::new(),
             alternate_servers: Vec::new(),
             nat_discovery: None,

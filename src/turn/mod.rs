@@ -17,6 +17,7 @@ pub mod reservations;
 pub mod server;
 pub mod source_limit;
 pub mod table;
+pub mod tcp_relay;
 
 // The rules of `Server`, one file each (each adds an `impl Server` block); their
 // public types are re-exported from `server`.
@@ -177,4 +178,11 @@ pub trait RelayBinder {
     fn adopt(&mut self, addr: SocketAddr) -> Result<Bound, BindError>;
     /// Closes the parked socket reserved at `addr` (its reservation expired).
     fn discard(&mut self, addr: SocketAddr);
+    /// Opens the relay of a TCP allocation (RFC 6062) on `ip`: a listening TCP
+    /// socket on a port from the relay range, released with
+    /// [`release`](Self::release) like any other. By default the binder's
+    /// plain [`bind`](Self::bind), which is enough for fakes.
+    fn bind_tcp(&mut self, ip: IpAddr) -> Result<Bound, BindError> {
+        self.bind(ip, PortRequest::Any, false)
+    }
 }

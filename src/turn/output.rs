@@ -27,6 +27,18 @@ pub enum Output {
         start: usize,
         end: usize,
     },
+    /// RFC 6062 Connect: open a TCP connection from the relayed address `from`
+    /// (the listening socket of relay `relay`) to `peer`, then report the
+    /// outcome with `Server::connect_finished(conn, ..)`. Nothing is sent now.
+    Connect {
+        conn: u32,
+        relay: RelayId,
+        from: SocketAddr,
+        peer: SocketAddr,
+    },
+    /// RFC 6062 ConnectionBind succeeded: send the response in `out`, then this
+    /// client connection carries the bytes of peer connection `conn`, raw.
+    ConnectionBound { conn: u32 },
 }
 
 /// What [`Server::handle_peer`] wants sent.

@@ -35,6 +35,7 @@ use super::reservations::Reservations;
 use super::responses::Request;
 use super::source_limit::SourceLimiter;
 use super::table::Table;
+use super::tcp_relay::{Connecting, TcpConnections};
 use crate::stun::channel_data;
 use crate::stun::{Class, Message, Method};
 
@@ -82,6 +83,9 @@ pub struct Shared {
     pub source_limits: Arc<SourceLimiter>,
     /// The other nodes new clients may be sent to (`[cluster]`).
     pub cluster: Arc<ClusterView>,
+    /// The connection IDs of TCP allocations (RFC 6062): a ConnectionBind may
+    /// reach any shard.
+    pub tcp: Arc<TcpConnections>,
 }
 
 /// The core of one shard.
@@ -123,6 +127,9 @@ pub struct Server<B: RelayBinder> {
     /// transaction IDs of Data indications): seeded in [`Server::new`], so that
     /// a run is reproducible from its inputs.
     pub(super) rng: StdRng,
+    pub(super) tcp: Arc<TcpConnections>,
+    /// RFC 6062 Connects whose connection attempt the driver has not reported.
+    pub(super) connecting: Vec<Connecting>,
 }
 
 impl<B: RelayBinder> Server<B> {
@@ -165,6 +172,8 @@ impl<B: RelayBinder> Server<B> {
             stats: Stats::default(),
             events: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
+            tcp: shared.tcp.clone(),
+            connecting: Vec::new(),
         }
     }
 
@@ -256,7 +265,10 @@ impl<B: RelayBinder> Server<B> {
                     out.clear();
                     return self.drop_packet(DropReason::UnauthenticatedRateLimit);
                 }
-                if matches!(o, Output::Reply | Output::ReplyFrom { .. }) {
+                if matches!(
+                    o,
+                    Output::Reply | Output::ReplyFrom { .. } | Output::ConnectionBound { .. }
+                ) {
                     self.count_response(method, out);
                 }
                 o
@@ -289,10 +301,14 @@ impl<B: RelayBinder> Server<B> {
         out: &mut BytesMut,
     ) -> Output {
         let method = msg.method();
-        if !matches!(
-            method,
-            Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind
-        ) {
+        let rfc6062 =
+            self.cfg.tcp_allocations && matches!(method, Method::Connect | Method::ConnectionBind);
+        if !rfc6062
+            && !matches!(
+                method,
+                Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind
+            )
+        {
             return self.error(out, msg, 400, None);
         }
         // A STUN-only listener implements Binding alone: to it a TURN method is
@@ -309,7 +325,12 @@ impl<B: RelayBinder> Server<B> {
                 return o;
             }
         }
-        let auth = match self.authenticate(now, tuple, msg, out) {
+        let auth_tuple = if rfc6062 && method == Method::ConnectionBind {
+            self.connection_bind_auth_tuple(now, tuple, msg)
+        } else {
+            tuple
+        };
+        let auth = match self.authenticate(now, auth_tuple, msg, out) {
             Ok(a) => a,
             Err(o) => return o,
         };
@@ -323,6 +344,14 @@ impl<B: RelayBinder> Server<B> {
             out,
         };
         let existing = self.table.by_tuple(&tuple);
+        // RFC 6062 §5.4: ConnectionBind opens a data connection, which holds
+        // no allocation.
+        if method == Method::ConnectionBind {
+            if existing.is_some() {
+                return self.reject(req, 400);
+            }
+            return self.connection_bind(tuple, req);
+        }
         if let Some(id) = existing {
             let same_user = self
                 .table
@@ -338,6 +367,9 @@ impl<B: RelayBinder> Server<B> {
             (_, None) => self.reject(req, 437),
             (Method::Refresh, Some(id)) => self.refresh(id, req),
             (Method::CreatePermission, Some(id)) => self.create_permission(id, req),
+            (Method::Connect, Some(id)) => self.connect(id, req),
+            // RFC 6062 §4: no channels on a TCP allocation.
+            (_, Some(id)) if self.is_tcp_allocation(id) => self.reject(req, 400),
             (_, Some(id)) => self.channel_bind(id, req),
         }
     }

@@ -157,10 +157,13 @@ pub enum QuotaKind {
     /// `max-bytes-per-user`: the user's byte budget of this period is used up
     /// (486).
     Bytes,
+    /// `max-tcp-connections-per-allocation`: a Connect (508) or an incoming
+    /// peer connection (refused) of a TCP allocation (RFC 6062).
+    TcpConnections,
 }
 
 impl QuotaKind {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [QuotaKind; Self::COUNT] = [
         QuotaKind::User,
         QuotaKind::ClientIp,
@@ -169,6 +172,7 @@ impl QuotaKind {
         QuotaKind::Channels,
         QuotaKind::RelayPorts,
         QuotaKind::Bytes,
+        QuotaKind::TcpConnections,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -180,6 +184,7 @@ impl QuotaKind {
             QuotaKind::Channels => "channels",
             QuotaKind::RelayPorts => "relay_ports",
             QuotaKind::Bytes => "bytes",
+            QuotaKind::TcpConnections => "tcp_connections",
         }
     }
 }
@@ -198,8 +203,10 @@ pub const REQUEST_METHODS: [&str; 6] = [
 /// The response codes `Stats::requests` is indexed by: 200 for a success, then
 /// every error code the core sends. One more slot after these, "other", would
 /// catch a code added to the core but not here, so that nothing goes uncounted.
-pub const RESPONSE_CODES: [u16; 15] = [
+pub const RESPONSE_CODES: [u16; 17] = [
     200, 300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+    // RFC 6062 (appended, so that the slots above keep their places).
+    446, 447,
 ];
 
 /// Slots per method in `Stats::requests`: the codes above plus "other".

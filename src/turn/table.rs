@@ -230,6 +230,7 @@ mod tests {
             to_peer_bandwidth: Default::default(),
             to_client_bandwidth: Default::default(),
             budget: Default::default(),
+            tcp: None,
         }
     }
 

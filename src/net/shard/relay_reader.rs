@@ -28,6 +28,11 @@ pub(super) fn start_relay_readers(shard: &ShardRef) {
         let task = tokio::task::spawn_local(relay_reader(shard.clone(), id, socket));
         s.server.binder_mut().set_reader(id, task.abort_handle());
     }
+    for (id, listener) in s.server.binder_mut().take_tcp_pending() {
+        let task =
+            tokio::task::spawn_local(super::tcp_relay::accept_peers(shard.clone(), id, listener));
+        s.server.binder_mut().set_acceptor(id, task.abort_handle());
+    }
 }
 
 async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {

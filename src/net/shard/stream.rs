@@ -49,6 +49,9 @@ pub(super) struct ConnOut {
     /// Woken when the connection's allocation ended other than by the
     /// connection closing, so that its allocate timeout starts again.
     ended: Notify,
+    /// Set with `closed` when a ConnectionBind made this a data connection
+    /// (RFC 6062): the writer hands its half back instead of shutting it.
+    handoff: Cell<bool>,
 }
 
 impl ConnOut {
@@ -93,7 +96,18 @@ pub(super) async fn accept_loop(shard: ShardRef, listener: TcpListener, tls: Opt
                     },
                 };
                 // Absolute from the accept: nothing the client sends moves it.
-                let deadline = tokio::time::Instant::now() + limits.allocate_timeout();
+                // With TCP allocations on, a connection may be a data
+                // connection, which must bind within tcp-connection-timeout
+                // (RFC 6062 §5.4): no connection holds nothing longer.
+                let mut timeout = limits.allocate_timeout();
+                {
+                    let s = shard.borrow();
+                    let cfg = s.server.config();
+                    if cfg.tcp_allocations {
+                        timeout = timeout.min(cfg.tcp_connection_timeout);
+                    }
+                }
+                let deadline = tokio::time::Instant::now() + timeout;
                 let _ = stream.set_nodelay(true);
                 tokio::task::spawn_local(connection(
                     shard.clone(),
@@ -283,12 +297,15 @@ async fn stream_connection<R, W>(
             writer_out.notify.notified().await;
             std::mem::swap(&mut chunk, &mut *writer_out.pending.borrow_mut());
             if !chunk.is_empty() && write_frames(&mut wr, &chunk, tls).await.is_err() {
-                return;
+                return None;
             }
             chunk.clear();
             if writer_out.closed.get() && writer_out.pending.borrow().is_empty() {
+                if writer_out.handoff.get() {
+                    return Some(wr);
+                }
                 let _ = wr.shutdown().await;
-                return;
+                return None;
             }
         }
     });
@@ -303,6 +320,9 @@ async fn stream_connection<R, W>(
     // why; none while it holds one.
     let mut deadline = Some((deadline, ConnClose::AllocateTimeout));
     let mut allocated = false;
+    // A ConnectionBind succeeded: the connection ID this becomes the data
+    // connection of (RFC 6062).
+    let mut bound: Option<u32> = None;
     // One timer, moved when the deadline moves: nothing is set up per read.
     let sleep = tokio::time::sleep_until(opened + TCP_FIRST_MESSAGE);
     tokio::pin!(sleep);
@@ -402,10 +422,16 @@ async fn stream_connection<R, W>(
                 let mut reply = std::mem::take(&mut s.reply);
                 let o = s.server.handle_client(now, tuple, frame, &mut reply);
                 s.reply = reply;
-                control |= o == Output::Reply;
+                control |= matches!(o, Output::Reply | Output::Connect { .. });
+                if let Output::ConnectionBound { conn } = o {
+                    bound = Some(conn);
+                }
                 s.dispatch(now, &tuple, frame, o);
             }
             buf.advance(len);
+            if bound.is_some() {
+                break 'read None;
+            }
         }
         // Data for peers goes out now; data relayed in-process to a UDP client
         // of this shard goes with the flusher.
@@ -417,6 +443,7 @@ async fn stream_connection<R, W>(
             // Only a request (answered) can create or delete an allocation.
             recheck(&mut allocated, &mut deadline);
             start_relay_readers(&shard);
+            super::tcp_relay::start_connects(&shard);
         }
     };
     {
@@ -430,13 +457,24 @@ async fn stream_connection<R, W>(
     }
     // Let the writer flush what is queued, but not wait on a client that stopped
     // reading.
+    out.handoff.set(bound.is_some());
     out.closed.set(true);
     out.notify.notify_one();
     let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), writer)
-        .await
-        .is_err()
-    {
-        abort.abort();
+    let wr = match tokio::time::timeout(Duration::from_secs(2), writer).await {
+        Ok(Ok(wr)) => wr,
+        Ok(Err(_)) => None,
+        Err(_) => {
+            abort.abort();
+            None
+        }
+    };
+    // A data connection: after the ConnectionBind response, raw bytes.
+    match (bound, wr) {
+        (Some(conn), Some(wr)) => {
+            super::tcp_relay::pipe(shard, conn, tuple.transport, rd, wr, buf).await;
+        }
+        (Some(conn), None) => shard.borrow().server.tcp_connections().remove(conn),
+        _ => {}
     }
 }

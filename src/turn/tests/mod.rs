@@ -21,6 +21,7 @@ mod responses;
 mod rng;
 mod source_limit;
 mod stun_only;
+mod tcp_relay;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -128,6 +129,7 @@ impl H {
             reservations: Arc::new(Reservations::default()),
             source_limits: Arc::new(SourceLimiter::new(0)),
             cluster: Default::default(),
+            tcp: Default::default(),
         };
         let binder = FakeBinder::new(cfg.relay_ports.clone());
         let srv = Server::new(Arc::new(cfg), &shared, binder, clock.now, clock.unix0, seed);
