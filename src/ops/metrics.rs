@@ -463,8 +463,11 @@ impl Metrics {
         }
         for t in Transport::ALL {
             let i = t.index();
-            // TLS is not served yet: its series appear once it carries traffic.
-            if t == Transport::Tls && st.to_peer_packets[i] + st.to_client_packets[i] == 0 {
+            // TLS and DTLS may not be served: their series appear once they
+            // carry traffic.
+            if matches!(t, Transport::Tls | Transport::Dtls)
+                && st.to_peer_packets[i] + st.to_client_packets[i] == 0
+            {
                 continue;
             }
             let name = t.name();
