@@ -46,6 +46,19 @@ const MAX_RECORD: usize = 16 * 1024;
 const MAX_OUTPUTS: usize = 256;
 /// The first byte of a DTLS handshake record (content type 22).
 const HANDSHAKE: u8 = 22;
+/// Fatal alerts (RFC 5246 §7.2): `handshake_failure` and `protocol_version`.
+const ALERT_HANDSHAKE_FAILURE: u8 = 40;
+const ALERT_PROTOCOL_VERSION: u8 = 70;
+
+/// A plaintext fatal alert record (epoch 0) answering the handshake record
+/// `to`, in its record version: 15 bytes, never more than what came in.
+fn plaintext_alert(to: &[u8], code: u8) -> [u8; 15] {
+    let (hi, lo) = match to.get(1..3) {
+        Some(&[hi, lo]) => (hi, lo),
+        _ => (0xfe, 0xfd),
+    };
+    [21, hi, lo, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, code]
+}
 
 /// What DTLS listeners need.
 #[derive(Clone)]
@@ -71,6 +84,8 @@ pub fn engine_config(handshake_timeout: Duration) -> io::Result<Arc<dimpl::Confi
 
 struct Session {
     dtls: Dtls,
+    /// When the first ClientHello came.
+    started: Instant,
     connected: bool,
     /// When the session is closed unless it holds an allocation by then (the
     /// handshake deadline first); `None` while it holds one.
@@ -219,10 +234,12 @@ impl State {
             };
             let dtls = Dtls::new_auto(params.config.clone(), (*cert).clone(), now);
             let until = (now + params.handshake_timeout).min(now + self.limits.allocate_timeout());
+            let started = now;
             d.sessions.insert(
                 tuple,
                 Session {
                     dtls,
+                    started,
                     connected: false,
                     deadline: Some((until, ConnClose::AllocateTimeout)),
                     allocated: false,
@@ -237,10 +254,14 @@ impl State {
         };
         d.rx.clear();
         d.rx_lens.clear();
-        let ok = sess.dtls.handle_timeout(now).is_ok() && sess.dtls.handle_packet(datagram).is_ok();
-        if !ok {
-            sess.closed = true;
+        if sess.closed {
+            // Done with, to be reaped at the next tick: the engine is not fed again.
+            return false;
         }
+        let r = sess
+            .dtls
+            .handle_timeout(now)
+            .and_then(|()| sess.dtls.handle_packet(datagram));
         let was_connected = sess.connected;
         let dropped = drain(
             sess,
@@ -249,15 +270,32 @@ impl State {
             &mut d.out,
             Some((&mut d.rx, &mut d.rx_lens)),
         );
+        if let Err(e) = r {
+            // Fatal for the session (dimpl has no recoverable errors). A client
+            // still in its handshake is told so with an alert (a DTLS 1.0 client,
+            // say, which would otherwise retransmit its ClientHello until it gives
+            // up); then the session, and any allocation it held, ends now.
+            tracing::debug!(client = %tuple.client, error = %e, "DTLS session failed");
+            if !sess.connected {
+                let code = match datagram.get(1..3) {
+                    Some(&[0xfe, 0xfd]) => ALERT_HANDSHAKE_FAILURE,
+                    _ => ALERT_PROTOCOL_VERSION,
+                };
+                let alert = plaintext_alert(datagram, code);
+                let _ = udp::send(&mut d.listeners, &tuple, &alert);
+                self.tls_handshake_failures += 1;
+            }
+            d.sessions.remove(&tuple);
+            self.server.connection_closed(now, tuple);
+            self.server.count_drop(DropReason::Backlog, dropped);
+            return false;
+        }
         if !was_connected && sess.connected {
             // The handshake is done: now the allocate deadline, from the start.
-            if let (Some(params), Some((until, _))) = (d.params.as_ref(), sess.deadline) {
-                let start = until.checked_sub(params.handshake_timeout).unwrap_or(now);
-                sess.deadline = Some((
-                    (start + self.limits.allocate_timeout()).max(now),
-                    ConnClose::AllocateTimeout,
-                ));
-            }
+            sess.deadline = Some((
+                (sess.started + self.limits.allocate_timeout()).max(now),
+                ConnClose::AllocateTimeout,
+            ));
         }
         self.server.count_drop(DropReason::Backlog, dropped);
         // The records, to the core: taken out so that replies can use the session.
