@@ -1,7 +1,8 @@
 //! TURN over DTLS (RFC 7350, `tls.dtls-listen`), over the wire on loopback: a
 //! DTLS client (the `dimpl` engine's client side) bridged to the in-repo UDP
 //! client does Binding, Allocate and relaying; close_notify ends the allocation;
-//! a reloaded certificate is served to new sessions while old ones go on; a key
+//! a reloaded certificate is served to new sessions while old ones go on (DTLS
+//! 1.2 throughout, DTLS 1.3 for the session after the reload); a key
 //! DTLS cannot sign with is refused at start; stray datagrams open nothing.
 
 mod support;
@@ -57,17 +58,28 @@ fn client_cert() -> DtlsCertificate {
     }
 }
 
+/// [`bridge_with`] DTLS 1.2, what OpenSSL clients (coturn's among them) speak.
 async fn bridge(server: SocketAddr) -> Result<Bridge, String> {
+    bridge_with(server, false).await
+}
+
+/// A [`Bridge`] over DTLS 1.2, or with `auto` dimpl's hybrid ClientHello, which
+/// the server answers with DTLS 1.3.
+async fn bridge_with(server: SocketAddr, auto: bool) -> Result<Bridge, String> {
     let inner = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let outer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     outer.connect(server).await.unwrap();
     let (addr, outer_addr) = (inner.local_addr().unwrap(), outer.local_addr().unwrap());
     let config = Arc::new(dimpl::Config::builder().mtu(1400).build().unwrap());
-    let mut dtls = Dtls::new_auto(config, client_cert(), Instant::now());
+    let mut dtls = if auto {
+        Dtls::new_auto(config, client_cert(), Instant::now())
+    } else {
+        Dtls::new_12(config, client_cert(), Instant::now())
+    };
     dtls.set_active(true);
     let (ready_tx, ready_rx) = oneshot::channel::<Vec<u8>>();
     let (close_tx, mut close_rx) = mpsc::unbounded_channel::<()>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let end = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut out = vec![0u8; 4096];
         let mut buf = vec![0u8; 65536];
@@ -151,10 +163,15 @@ async fn bridge(server: SocketAddr) -> Result<Bridge, String> {
             }
         }
     });
-    let peer_cert = tokio::time::timeout(Duration::from_secs(10), ready_rx)
-        .await
-        .map_err(|_| "DTLS handshake timed out".to_owned())?
-        .map_err(|_| "DTLS handshake failed".to_owned())?;
+    let peer_cert = match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
+        Ok(Ok(der)) => der,
+        Ok(Err(_)) => return Err("DTLS handshake failed".to_owned()),
+        Err(_) => {
+            // No more ClientHellos from this one.
+            task.abort();
+            return Err("DTLS handshake timed out".to_owned());
+        }
+    };
     Ok(Bridge {
         addr,
         outer: outer_addr,
@@ -238,7 +255,8 @@ async fn reloaded_certificate_serves_new_sessions() {
 
     let new_der = write_pair(&p.cert, &p.key);
     srv.tls_certs.as_ref().unwrap().reload().unwrap();
-    let new = bridge(srv.dtls[0]).await.unwrap();
+    // DTLS 1.3 this time (the hybrid ClientHello).
+    let new = bridge_with(srv.dtls[0], true).await.unwrap();
     assert_eq!(
         new.peer_cert, new_der,
         "a new session gets the new certificate"
@@ -295,5 +313,30 @@ async fn stray_datagrams_open_no_session_and_do_no_harm() {
     let b = bridge(srv.dtls[0]).await.unwrap();
     let mut c = Client::udp(b.addr).await.unwrap();
     assert_eq!(c.binding().await.unwrap(), b.outer);
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn sessions_count_against_the_connection_caps() {
+    let p = pki();
+    let mut opts = dtls_options(&p);
+    opts.connections.max_per_ip = 1;
+    let srv = ferroturn::net::start(opts).expect("server with DTLS starts");
+    let first = bridge(srv.dtls[0]).await.unwrap();
+    // A second session from 127.0.0.1 is over max-per-ip: its ClientHello is
+    // dropped, and its handshake never completes.
+    assert!(
+        bridge(srv.dtls[0]).await.is_err(),
+        "over the per-address cap"
+    );
+    // Once the first ends (close_notify), the address may open another.
+    first.close.send(()).unwrap();
+    let within = Duration::from_secs(15);
+    let third = eventually_async(within, "a session after the first closed", async || {
+        bridge(srv.dtls[0]).await
+    })
+    .await;
+    let mut c = Client::udp(third.addr).await.unwrap();
+    assert_eq!(c.binding().await.unwrap(), third.outer);
     srv.stop().unwrap();
 }
