@@ -340,3 +340,31 @@ async fn sessions_count_against_the_connection_caps() {
     assert_eq!(c.binding().await.unwrap(), third.outer);
     srv.stop().unwrap();
 }
+
+#[tokio::test]
+async fn a_session_without_an_allocation_is_closed_at_the_allocate_deadline() {
+    let p = pki();
+    let mut opts = dtls_options(&p);
+    opts.connections.allocate_timeout = Duration::from_secs(1);
+    let srv = ferroturn::net::start(opts).expect("server with DTLS starts");
+    let b = bridge(srv.dtls[0]).await.unwrap();
+    let mut c = Client::udp(b.addr).await.unwrap();
+    assert_eq!(c.binding().await.unwrap(), b.outer);
+    // No Allocate: the server closes the session (with close_notify, which ends
+    // the bridge) and counts it.
+    let metrics = srv.metrics.expect("metrics on");
+    wait_for_metrics(
+        metrics,
+        &[r#"ferroturn_connections_closed_total{reason="allocate_timeout"} 1"#],
+    )
+    .await;
+    eventually_async(WAIT, "the bridge to end on close_notify", async || {
+        if b.close.is_closed() {
+            Ok(())
+        } else {
+            Err("bridge still running")
+        }
+    })
+    .await;
+    srv.stop().unwrap();
+}

@@ -49,10 +49,12 @@ const HANDSHAKE: u8 = 22;
 /// Fatal alerts (RFC 5246 §7.2): `handshake_failure` and `protocol_version`.
 const ALERT_HANDSHAKE_FAILURE: u8 = 40;
 const ALERT_PROTOCOL_VERSION: u8 = 70;
+/// A plaintext alert record: the 13-byte record header, level and description.
+const ALERT_LEN: usize = 15;
 
 /// A plaintext fatal alert record (epoch 0) answering the handshake record
-/// `to`, in its record version: 15 bytes, never more than what came in.
-fn plaintext_alert(to: &[u8], code: u8) -> [u8; 15] {
+/// `to`, in its record version: 15 bytes.
+fn plaintext_alert(to: &[u8], code: u8) -> [u8; ALERT_LEN] {
     let (hi, lo) = match to.get(1..3) {
         Some(&[hi, lo]) => (hi, lo),
         _ => (0xfe, 0xfd),
@@ -276,13 +278,16 @@ impl State {
             // say, which would otherwise retransmit its ClientHello until it gives
             // up); then the session, and any allocation it held, ends now.
             tracing::debug!(client = %tuple.client, error = %e, "DTLS session failed");
-            if !sess.connected {
+            if !sess.connected && datagram.len() >= ALERT_LEN {
+                // Never more bytes back than came in: no amplification.
                 let code = match datagram.get(1..3) {
                     Some(&[0xfe, 0xfd]) => ALERT_HANDSHAKE_FAILURE,
                     _ => ALERT_PROTOCOL_VERSION,
                 };
                 let alert = plaintext_alert(datagram, code);
                 let _ = udp::send(&mut d.listeners, &tuple, &alert);
+            }
+            if !sess.connected {
                 self.tls_handshake_failures += 1;
             }
             d.sessions.remove(&tuple);
