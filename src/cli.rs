@@ -199,6 +199,10 @@ pub struct ServeArgs {
     #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
     pub tls_listen: Vec<String>,
 
+    /// DTLS (UDP) listen address (repeatable); replaces tls.dtls-listen.
+    #[arg(long = "dtls-listen", value_name = "ADDR:PORT")]
+    pub dtls_listen: Vec<String>,
+
     /// PEM certificate chain for TLS; overrides tls.cert.
     #[arg(long, value_name = "FILE")]
     pub cert: Option<String>,
@@ -378,6 +382,10 @@ impl ServeArgs {
         if !self.tls_listen.is_empty() {
             raw.tls.listen = self.tls_listen.clone();
             raw.mark_override("tls.listen", "--tls-listen");
+        }
+        if !self.dtls_listen.is_empty() {
+            raw.tls.dtls_listen = self.dtls_listen.clone();
+            raw.mark_override("tls.dtls-listen", "--dtls-listen");
         }
         if let Some(cert) = &self.cert {
             raw.tls.cert = cert.clone();

@@ -34,6 +34,7 @@ fn server(tls: Option<&Pki>, max_per_ip: u32) -> Running {
         key: p.key.clone(),
         handshake_timeout: Duration::from_secs(2),
         shared: false,
+        dtls_listen: Vec::new(),
     });
     ferroturn::net::start(opts).expect("server starts")
 }

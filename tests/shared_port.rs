@@ -22,6 +22,7 @@ fn tls_server(p: &Pki, shared: bool) -> ferroturn::net::Running {
         key: p.key.clone(),
         handshake_timeout: Duration::from_secs(2),
         shared,
+        dtls_listen: Vec::new(),
     });
     ferroturn::net::start(opts).expect("server with TLS starts")
 }

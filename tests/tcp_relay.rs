@@ -269,6 +269,7 @@ async fn over_tls() {
         key: p.key.clone(),
         handshake_timeout: Duration::from_secs(2),
         shared: false,
+        dtls_listen: Vec::new(),
     });
     let srv = start(opts).expect("server with TLS starts");
     let tls_client = async || {

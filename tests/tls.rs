@@ -22,6 +22,7 @@ fn tls_server(p: &Pki, handshake: Duration) -> ferroturn::net::Running {
         key: p.key.clone(),
         handshake_timeout: handshake,
         shared: false,
+        dtls_listen: Vec::new(),
     });
     ferroturn::net::start(opts).expect("server with TLS starts")
 }

@@ -392,7 +392,7 @@ impl Run {
     ) -> std::result::Result<(), Failure> {
         let relayed = alloc.relayed[0];
         let token = if plan.even_port.is_some() {
-            if relayed.port() % 2 != 0 {
+            if !relayed.port().is_multiple_of(2) {
                 return Err(protocol(
                     "even-port",
                     "odd relayed port",

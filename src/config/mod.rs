@@ -449,6 +449,35 @@ mod tests {
     }
 
     #[test]
+    fn dtls_listen_is_off_by_default_and_needs_the_certificate() {
+        let tls = Config::from_toml_str("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
+            .unwrap()
+            .tls
+            .expect("TLS on with a certificate");
+        assert!(tls.dtls_listen.is_empty(), "no DTLS unless asked for");
+        let tls = Config::from_toml_str(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\ndtls-listen = [\"0.0.0.0:5349\"]\n",
+        )
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(tls.dtls_listen, vec!["0.0.0.0:5349".parse().unwrap()]);
+        let err = Config::from_toml_str("[tls]\ndtls-listen = [\"0.0.0.0:5349\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls.cert") && err.contains("dtls-listen"),
+            "{err}"
+        );
+        let err = Config::from_toml_str(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\ndtls-listen = [\"5349\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tls.dtls-listen[0]"), "{err}");
+    }
+
+    #[test]
     fn origin_lookup_exact_then_list() {
         let mut o = BTreeMap::new();
         o.insert("server.listen".to_owned(), "--listen");

@@ -25,6 +25,10 @@ pub struct RawTls {
     /// by their first byte, so that `turn:HOST:443?transport=tcp` and
     /// `turns:HOST:443` can share the one port a strict firewall leaves open.
     pub shared: bool,
+    /// `dtls-listen`: addresses for DTLS over UDP (RFC 7350, `turns:` with
+    /// `transport=udp`), with the same certificate; empty (the default) = no
+    /// DTLS. The conventional port is 5349/udp, beside TLS on 5349/tcp.
+    pub dtls_listen: Vec<String>,
 }
 
 impl Default for RawTls {
@@ -35,6 +39,7 @@ impl Default for RawTls {
             key: String::new(),
             handshake_timeout: 10,
             shared: false,
+            dtls_listen: Vec::new(),
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct TlsConfig {
     pub handshake_timeout: Duration,
     /// Whether the TLS addresses also take plain TCP (STUN/TURN) clients.
     pub shared: bool,
+    /// Addresses to serve DTLS on (UDP); empty = none.
+    pub dtls_listen: Vec<SocketAddr>,
 }
 
 /// TLS needs a certificate and its key together; addresses default to port 5349.
@@ -63,6 +70,9 @@ pub(super) fn validate_tls(tls: &RawTls) -> Result<Option<TlsConfig>> {
                 "tls.shared",
                 "true needs tls.cert and tls.key (TLS listeners)",
             )
+        }
+        (true, true) if !tls.dtls_listen.is_empty() => {
+            return invalid("tls.cert", "required when tls.dtls-listen is set")
         }
         (true, true) if tls.listen.is_empty() => return Ok(None),
         (true, true) => return invalid("tls.cert", "required when tls.listen is set"),
@@ -81,6 +91,7 @@ pub(super) fn validate_tls(tls: &RawTls) -> Result<Option<TlsConfig>> {
     } else {
         parse_addresses("tls.listen", &tls.listen)?
     };
+    let dtls_listen = parse_addresses("tls.dtls-listen", &tls.dtls_listen)?;
     let secs: u64 = int_in("tls.handshake-timeout", tls.handshake_timeout, 1, 300)?;
     Ok(Some(TlsConfig {
         listen,
@@ -88,5 +99,6 @@ pub(super) fn validate_tls(tls: &RawTls) -> Result<Option<TlsConfig>> {
         key: PathBuf::from(key),
         handshake_timeout: Duration::from_secs(secs),
         shared: tls.shared,
+        dtls_listen,
     }))
 }

@@ -83,6 +83,8 @@ pub struct Running {
     /// The four RFC 5780 listeners as bound, when `server.nat-discovery` is on
     /// (`udp[0]` is the primary one; the other three are not in `udp`).
     pub nat_discovery: Option<NatDiscovery>,
+    /// The DTLS (UDP) addresses actually bound.
+    pub dtls: Vec<SocketAddr>,
     /// The TLS certificate, reloadable (SIGHUP in `serve`).
     pub tls_certs: Option<Arc<tls::ReloadableCert>>,
     /// The credentials the shards check against (a store poller replaces its
@@ -300,6 +302,18 @@ fn bind_nat_discovery(
     Err(last_err.unwrap_or_else(|| io::Error::other("could not bind")))
 }
 
+/// Binds `shards` UDP sockets on `addr` (DTLS), probing first without
+/// SO_REUSEPORT as [`bind_listen`] does; port 0 resolves to one port for all.
+fn bind_udp_only(addr: SocketAddr, shards: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    let probe = sockets::exclusive_udp(addr)?;
+    let port = probe.local_addr()?.as_socket().map_or(0, |a| a.port());
+    let concrete = SocketAddr::new(addr.ip(), port);
+    drop(probe);
+    (0..shards)
+        .map(|_| sockets::udp_listener(concrete))
+        .collect()
+}
+
 /// Binds every listener and starts the shards.
 pub fn start(opts: NetOptions) -> io::Result<Running> {
     let shards = match opts.threads {
@@ -311,6 +325,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             udp: Vec::new(),
             tcp: Vec::new(),
             tls: Vec::new(),
+            dtls: Vec::new(),
         })
         .collect();
     let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
@@ -368,7 +383,11 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     // TLS: the configuration first (a bad certificate or key fails here), then one
     // TCP listener per shard on each TLS address.
     let tls_certs = match &opts.tls {
-        Some(t) => Some(tls::ReloadableCert::load(&t.cert, &t.key)?),
+        Some(t) => Some(tls::ReloadableCert::load_for(
+            &t.cert,
+            &t.key,
+            !t.dtls_listen.is_empty(),
+        )?),
         None => None,
     };
     let tls_params = match (&opts.tls, &tls_certs) {
@@ -379,6 +398,26 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         }),
         _ => None,
     };
+    // DTLS: the same certificate (new sessions take the current one), one UDP
+    // socket per shard on each DTLS address.
+    let dtls_params = match (&opts.tls, &tls_certs) {
+        (Some(t), Some(certs)) if !t.dtls_listen.is_empty() => Some(shard::DtlsParams {
+            certs: certs.clone(),
+            config: shard::dtls_engine_config(t.handshake_timeout)?,
+            handshake_timeout: t.handshake_timeout,
+        }),
+        _ => None,
+    };
+    let mut dtls_addrs = Vec::new();
+    for addr in opts.tls.iter().flat_map(|t| t.dtls_listen.iter()) {
+        let sockets = bind_udp_only(*addr, shards).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen (DTLS) on {addr}: {e}"))
+        })?;
+        dtls_addrs.push(sockets[0].local_addr()?);
+        for (i, s) in sockets.into_iter().enumerate() {
+            per_shard[i].dtls.push(s);
+        }
+    }
     let mut tls_addrs = Vec::new();
     for addr in opts.tls.iter().flat_map(|t| t.listen.iter()) {
         let listeners = bind_tcp_only(*addr, shards)
@@ -416,6 +455,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             .iter()
             .chain(&tcp_addrs)
             .chain(&tls_addrs)
+            .chain(&dtls_addrs)
             .copied(),
     );
     // The metrics endpoint and the API are our services too: never a relay target.
@@ -495,6 +535,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             shutdown: rx.clone(),
             credentials: generation_rx.clone(),
             tls: tls_params.clone(),
+            dtls: dtls_params.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ferroturn-shard-{index}"))
@@ -562,6 +603,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         udp: udp_addrs,
         tcp: tcp_addrs,
         tls: tls_addrs,
+        dtls: dtls_addrs,
         credentials: creds,
         credentials_changed: generation_tx,
         metrics: metrics_addr,

@@ -216,7 +216,7 @@ impl Binder {
         let span = hi - lo + 1;
         let mut rng = rand::thread_rng();
         let try_port = |p: u32| -> Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
-            if p > hi || (even && p % 2 != 0) || (pair && p + 1 > hi) {
+            if p > hi || (even && !p.is_multiple_of(2)) || (pair && p + 1 > hi) {
                 return None;
             }
             let first = relay_socket(ip, p as u16, df).ok()?;

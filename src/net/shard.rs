@@ -12,6 +12,7 @@
 //! (TCP and TLS), [`relay_reader`] (peers' datagrams) and [`tasks`] (timer,
 //! flusher, publisher, commands, credential watch).
 
+mod dtls;
 mod relay_reader;
 mod stream;
 mod tasks;
@@ -39,6 +40,8 @@ use crate::turn::server::{Drain, DropReason, KillFilter, Session, PEER_HEADROOM,
 use crate::turn::{
     FastMap, FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
 };
+use dtls::DtlsState;
+pub use dtls::{engine_config as dtls_engine_config, DtlsParams};
 use stream::ConnOut;
 use udp::UdpListener;
 
@@ -51,6 +54,8 @@ pub struct ShardSockets {
     pub tcp: Vec<std::net::TcpListener>,
     /// TCP listeners that speak TLS.
     pub tls: Vec<std::net::TcpListener>,
+    /// UDP sockets that speak DTLS.
+    pub dtls: Vec<std::net::UdpSocket>,
 }
 
 /// What TLS listeners need.
@@ -78,6 +83,8 @@ struct State {
     /// The connection caps and allocate timeout all shards share.
     limits: Arc<ConnLimits>,
     udp: Vec<UdpListener>,
+    /// DTLS listeners and sessions.
+    dtls: DtlsState,
     conns: FastMap<FiveTuple, Rc<ConnOut>>,
     reply: BytesMut,
     peer_buf: Box<[u8]>,
@@ -103,12 +110,13 @@ fn unix_now() -> u64 {
 
 impl State {
     /// Sends `data` to a client: queued on its UDP listener (see
-    /// [`udp::send`]), or into its TCP connection's queue. Returns how many
-    /// datagrams were dropped for a full buffer or backlog (for
-    /// `DropReason::Backlog`).
+    /// [`udp::send`]), into its TCP connection's queue, or encrypted by its DTLS
+    /// session. Returns how many datagrams were dropped for a full buffer or
+    /// backlog (for `DropReason::Backlog`).
     #[must_use]
     fn send_to_client(
         udp: &mut [UdpListener],
+        dtls: &mut DtlsState,
         conns: &FastMap<FiveTuple, Rc<ConnOut>>,
         tuple: &FiveTuple,
         data: &[u8],
@@ -116,6 +124,7 @@ impl State {
     ) -> u64 {
         match tuple.transport {
             Transport::Udp => udp::send(udp, tuple, data),
+            Transport::Dtls => dtls.send(tuple, data),
             Transport::Tcp | Transport::Tls => match conns.get(tuple) {
                 Some(c) => u64::from(!c.push(data, relayed)),
                 None => 0,
@@ -143,8 +152,14 @@ impl State {
                 conn, from, peer, ..
             } => self.connects.push((conn, from, peer)),
             Output::Reply | Output::ConnectionBound { .. } => {
-                let dropped =
-                    Self::send_to_client(&mut self.udp, &self.conns, tuple, &self.reply, false);
+                let dropped = Self::send_to_client(
+                    &mut self.udp,
+                    &mut self.dtls,
+                    &self.conns,
+                    tuple,
+                    &self.reply,
+                    false,
+                );
                 self.server.count_drop(DropReason::Backlog, dropped);
                 self.timer.notify_one();
             }
@@ -215,6 +230,7 @@ impl State {
         if let PeerOutput::ToClient { tuple, start, end } = out {
             let dropped = Self::send_to_client(
                 &mut self.udp,
+                &mut self.dtls,
                 &self.conns,
                 &tuple,
                 &self.peer_buf[start..end],
@@ -276,6 +292,8 @@ pub struct ShardParams {
     pub credentials: watch::Receiver<i64>,
     /// For the TLS listeners in `sockets.tls`.
     pub tls: Option<TlsParams>,
+    /// For the DTLS sockets in `sockets.dtls`.
+    pub dtls: Option<DtlsParams>,
     /// How many shards there are (allocation IDs are unique across them).
     pub shards: usize,
     pub commands: mpsc::UnboundedReceiver<ShardCommand>,
@@ -296,6 +314,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         slot,
         health,
         tls,
+        dtls,
         shards,
         commands: command_rx,
         usage,
@@ -315,6 +334,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         for s in sockets.udp {
             udp.push(UdpListener::new(s)?);
         }
+        let dtls = DtlsState::new(sockets.dtls, dtls)?;
         let shard: ShardRef = Rc::new(RefCell::new(State {
             server,
             tcp_active: [0; 2],
@@ -324,6 +344,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             conn_closed: [0; ConnClose::COUNT],
             limits: conn_limits,
             udp,
+            dtls,
             conns: FastMap::default(),
             reply: BytesMut::with_capacity(1024),
             peer_buf: vec![0u8; PEER_HEADROOM + SLOT + PEER_TAILROOM].into_boxed_slice(),
@@ -347,6 +368,13 @@ pub fn run(params: ShardParams) -> io::Result<()> {
                 let l = TcpListener::from_std(l)?;
                 tokio::task::spawn_local(stream::accept_loop(shard.clone(), l, Some(tls.clone())));
             }
+        }
+        let n_dtls = shard.borrow().dtls.listeners.len();
+        for i in 0..n_dtls {
+            tokio::task::spawn_local(dtls::listener(shard.clone(), i));
+        }
+        if n_dtls > 0 {
+            tokio::task::spawn_local(dtls::ticker(shard.clone()));
         }
         tokio::task::spawn_local(tasks::timer(shard.clone()));
         tokio::task::spawn_local(tasks::flusher(shard.clone()));

@@ -14,6 +14,11 @@
 //! established keep their session and are not disturbed. A bad new pair is refused
 //! and the old one stays in force.
 //!
+//! The same pair serves DTLS (`tls.dtls-listen`, see [`crate::net::dtls`]): the
+//! leaf and the key's DER are kept beside the rustls key for the DTLS engine,
+//! which signs with ECDSA P-256 or P-384 only (no RSA): when DTLS is on, a pair it
+//! cannot use is refused at start and on reload like a broken one.
+//!
 //! The served certificate's notAfter is kept beside it, as unix seconds, for the
 //! `ferroturn_tls_certificate_expiry_timestamp_seconds` gauge.
 
@@ -32,9 +37,33 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A certificate and key, read and checked: the rustls form, and the DTLS form
+/// when the DTLS engine can use the key (ECDSA P-256/P-384).
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    rustls: Arc<CertifiedKey>,
+    dtls: Option<Arc<dimpl::DtlsCertificate>>,
+}
+
+/// The DTLS engine's form of the pair: the leaf and the key, if it can sign with it.
+fn dtls_form(leaf: &[u8], key: &PrivateKeyDer<'_>) -> Option<Arc<dimpl::DtlsCertificate>> {
+    let config = dimpl::Config::builder().build().ok()?;
+    let der = key.secret_der();
+    config
+        .crypto_provider()
+        .key_provider
+        .load_private_key(der)
+        .ok()?;
+    Some(Arc::new(dimpl::DtlsCertificate {
+        certificate: leaf.to_vec(),
+        private_key: der.to_vec(),
+    }))
+}
+
 /// Reads the chain and key and checks that they belong together: every failure
-/// names the file and the configuration key it came from.
-fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> io::Result<Arc<CertifiedKey>> {
+/// names the file and the configuration key it came from. With `dtls`, the key
+/// must also be one the DTLS engine can sign with.
+fn load(cert: &Path, key: &Path, provider: &CryptoProvider, dtls: bool) -> io::Result<CertPair> {
     let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -49,9 +78,20 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> io::Result<Arc<Ce
         return Err(bad("tls.cert", cert, &"no PEM certificate in the file"));
     }
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("tls.key", key, &e))?;
+    let dtls_pair = dtls_form(&chain[0], &private_key);
+    if dtls && dtls_pair.is_none() {
+        return Err(bad(
+            "tls.key",
+            key,
+            &"tls.dtls-listen needs an ECDSA P-256 or P-384 key (DTLS here does not sign with RSA or Ed25519)",
+        ));
+    }
     let certified = CertifiedKey::from_der(chain, private_key, provider)
         .map_err(|e| bad("tls.key does not match tls.cert, or is unusable:", key, &e))?;
-    Ok(Arc::new(certified))
+    Ok(CertPair {
+        rustls: Arc::new(certified),
+        dtls: dtls_pair,
+    })
 }
 
 /// The server's certificate and key, re-read from their files on request.
@@ -60,7 +100,9 @@ pub struct ReloadableCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Arc<CertifiedKey>>,
+    /// Whether DTLS serves this pair too (its key must suit the DTLS engine).
+    dtls: bool,
+    current: RwLock<CertPair>,
     /// `current`'s end-entity notAfter in unix seconds; 0 if it could not be read.
     not_after: AtomicI64,
 }
@@ -86,13 +128,20 @@ fn read_not_after(key: &CertifiedKey) -> i64 {
 impl ReloadableCert {
     /// Loads the pair; a missing file or a mismatched key is an error.
     pub fn load(cert: &Path, key: &Path) -> io::Result<Arc<Self>> {
+        Self::load_for(cert, key, false)
+    }
+
+    /// Loads the pair, for DTLS too when `dtls` (then a key the DTLS engine
+    /// cannot sign with is an error, now and on every reload).
+    pub fn load_for(cert: &Path, key: &Path, dtls: bool) -> io::Result<Arc<Self>> {
         let provider = provider();
-        let current = load(cert, key, &provider)?;
+        let current = load(cert, key, &provider, dtls)?;
         Ok(Arc::new(Self {
             cert: cert.to_owned(),
             key: key.to_owned(),
             provider,
-            not_after: AtomicI64::new(read_not_after(&current)),
+            dtls,
+            not_after: AtomicI64::new(read_not_after(&current.rustls)),
             current: RwLock::new(current),
         }))
     }
@@ -100,20 +149,20 @@ impl ReloadableCert {
     /// Reads the files again and, if they form a good pair, uses them for every
     /// handshake from now on. On error the previous pair stays in force.
     pub fn reload(&self) -> io::Result<()> {
-        let next = load(&self.cert, &self.key, &self.provider)?;
+        let next = load(&self.cert, &self.key, &self.provider, self.dtls)?;
         self.install(next);
         Ok(())
     }
 
     /// Reads a pair (maybe from new paths) without using it yet: a
     /// configuration reload checks every part before it applies any.
-    pub fn prepare(&self, cert: &Path, key: &Path) -> io::Result<Arc<CertifiedKey>> {
-        load(cert, key, &self.provider)
+    pub fn prepare(&self, cert: &Path, key: &Path) -> io::Result<CertPair> {
+        load(cert, key, &self.provider, self.dtls)
     }
 
     /// Uses `next` for every handshake from now on; live connections keep theirs.
-    pub fn install(&self, next: Arc<CertifiedKey>) {
-        let expiry = read_not_after(&next);
+    pub fn install(&self, next: CertPair) {
+        let expiry = read_not_after(&next.rustls);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         self.not_after.store(expiry, Ordering::Relaxed);
     }
@@ -121,6 +170,16 @@ impl ReloadableCert {
     /// The served certificate's notAfter in unix seconds (0 if unreadable).
     pub fn not_after(&self) -> i64 {
         self.not_after.load(Ordering::Relaxed)
+    }
+
+    /// The pair in the DTLS engine's form, for a new DTLS session; `None` when
+    /// the key is not one it can sign with (refused at start when DTLS is on).
+    pub fn dtls_certificate(&self) -> Option<Arc<dimpl::DtlsCertificate>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .dtls
+            .clone()
     }
 }
 
@@ -130,6 +189,7 @@ impl ResolvesServerCert for ReloadableCert {
             self.current
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
+                .rustls
                 .clone(),
         )
     }

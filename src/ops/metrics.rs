@@ -491,8 +491,9 @@ impl Metrics {
         }
         for t in Transport::ALL {
             let i = t.index();
-            // TLS is not served yet: its series appear once it carries traffic.
-            if t == Transport::Tls
+            // TLS and DTLS may not be served: their series appear once they
+            // carry traffic (bytes alone for RFC 6062 streams).
+            if matches!(t, Transport::Tls | Transport::Dtls)
                 && st.to_peer_packets[i] + st.to_client_packets[i] == 0
                 && st.to_peer_bytes[i] + st.to_client_bytes[i] == 0
             {

@@ -69,6 +69,9 @@ pub fn serve(
     for a in &running.tls {
         tracing::info!(transport = "tls", address = %a, "listening");
     }
+    for a in &running.dtls {
+        tracing::info!(transport = "dtls", address = %a, "listening");
+    }
     if let Some(api) = &running.api {
         let (a, scheme) = (api.addr, if api.tls { "https" } else { "http" });
         tracing::info!(address = %a, "credentials API on {scheme}://{a}/v1/credentials");

@@ -57,6 +57,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.tls.as_ref().is_some_and(|t| t.shared) != new.tls.as_ref().is_some_and(|t| t.shared),
         "tls.shared",
     );
+    check(
+        old.tls.as_ref().map(|t| &t.dtls_listen) != new.tls.as_ref().map(|t| &t.dtls_listen),
+        "tls.dtls-listen",
+    );
     check(old.admin.socket != new.admin.socket, "admin.socket");
     check(old.api.listen != new.api.listen, "api.listen");
     check(old.api.tls != new.api.tls, "api.tls");

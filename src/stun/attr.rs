@@ -466,7 +466,7 @@ pub struct MessageIntegritySha256<'a>(pub &'a [u8]);
 impl<'a> Attr<'a> for MessageIntegritySha256<'a> {
     const TYPE: u16 = MESSAGE_INTEGRITY_SHA256;
     fn decode(value: &'a [u8], _tid: &TransactionId) -> Result<Self, AttrError> {
-        if (16..=32).contains(&value.len()) && value.len() % 4 == 0 {
+        if (16..=32).contains(&value.len()) && value.len().is_multiple_of(4) {
             Ok(MessageIntegritySha256(value))
         } else {
             Err(AttrError::BadLength)
@@ -560,7 +560,7 @@ impl<'a> UnknownAttributes<'a> {
 impl<'a> Attr<'a> for UnknownAttributes<'a> {
     const TYPE: u16 = UNKNOWN_ATTRIBUTES;
     fn decode(value: &'a [u8], _tid: &TransactionId) -> Result<Self, AttrError> {
-        if value.len() % 2 == 0 {
+        if value.len().is_multiple_of(2) {
             Ok(UnknownAttributes(value))
         } else {
             Err(AttrError::BadLength)

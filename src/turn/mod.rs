@@ -59,11 +59,19 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    /// DTLS over UDP (RFC 7350): datagrams, one STUN message or ChannelData per
+    /// record, and, as over TLS, the allocation ends with the DTLS session.
+    Dtls,
 }
 
 impl Transport {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Transport; Self::COUNT] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+    pub const COUNT: usize = 4;
+    pub const ALL: [Transport; Self::COUNT] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Dtls,
+    ];
 
     /// This transport's slot in per-transport counter arrays.
     pub const fn index(self) -> usize {
@@ -71,12 +79,13 @@ impl Transport {
             Transport::Udp => 0,
             Transport::Tcp => 1,
             Transport::Tls => 2,
+            Transport::Dtls => 3,
         }
     }
 
     /// Streams frame ChannelData with padding to 4 bytes (RFC 8656 §12.5).
     pub const fn is_stream(self) -> bool {
-        !matches!(self, Transport::Udp)
+        !matches!(self, Transport::Udp | Transport::Dtls)
     }
 
     pub const fn name(self) -> &'static str {
@@ -84,6 +93,7 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Dtls => "dtls",
         }
     }
 }

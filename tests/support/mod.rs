@@ -281,6 +281,8 @@ pub struct Binary {
     pub tcp: SocketAddr,
     /// Set when `--tls-listen` was among the arguments.
     pub tls: Option<SocketAddr>,
+    /// Set when `--dtls-listen` was among the arguments.
+    pub dtls: Option<SocketAddr>,
     /// The metrics endpoint, unless `--metrics` was among the arguments.
     pub metrics: Option<SocketAddr>,
     /// The credentials API, when `--api-listen` was among the arguments.
@@ -451,6 +453,8 @@ pub fn spawn_binary_in(netns: Option<&str>, args: &[&str]) -> Binary {
         .expect("ferroturn starts");
     let want_tls = args.contains(&"--tls-listen");
     let want_api = args.contains(&"--api-listen");
+    let want_dtls = args.contains(&"--dtls-listen");
+    let mut dtls = None;
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
     let (mut udp, mut tcp, mut tls, mut metrics, mut api) = (None, None, None, None, None);
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -476,14 +480,16 @@ pub fn spawn_binary_in(netns: Option<&str>, args: &[&str]) -> Binary {
         let ready = |udp: &Option<SocketAddr>,
                      tcp: &Option<SocketAddr>,
                      tls: &Option<SocketAddr>,
-                     m: &Option<SocketAddr>| {
+                     m: &Option<SocketAddr>,
+                     dtls: &Option<SocketAddr>| {
             udp.is_some()
                 && tcp.is_some()
                 && (tls.is_some() || !want_tls)
                 && (m.is_some() || !own_metrics)
                 && (api.is_some() || !want_api)
+                && (dtls.is_some() || !want_dtls)
         };
-        if v["fields"]["message"] != "listening" && !ready(&udp, &tcp, &tls, &metrics) {
+        if v["fields"]["message"] != "listening" && !ready(&udp, &tcp, &tls, &metrics, &dtls) {
             continue;
         }
         if v["fields"]["message"] == "listening" {
@@ -492,11 +498,12 @@ pub fn spawn_binary_in(netns: Option<&str>, args: &[&str]) -> Binary {
                     Some("udp") => udp = udp.or(Some(addr)),
                     Some("tcp") => tcp = tcp.or(Some(addr)),
                     Some("tls") => tls = tls.or(Some(addr)),
+                    Some("dtls") => dtls = dtls.or(Some(addr)),
                     _ => {}
                 }
             }
         }
-        if ready(&udp, &tcp, &tls, &metrics) {
+        if ready(&udp, &tcp, &tls, &metrics, &dtls) {
             let (Some(udp), Some(tcp)) = (udp, tcp) else {
                 unreachable!()
             };
@@ -511,6 +518,7 @@ pub fn spawn_binary_in(netns: Option<&str>, args: &[&str]) -> Binary {
                 udp,
                 tcp,
                 tls,
+                dtls,
                 metrics,
                 api,
                 log,

@@ -66,8 +66,14 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {
                 };
                 let out = s.server.handle_peer(now, id, from, buf, start, end);
                 if let PeerOutput::ToClient { tuple, start, end } = out {
-                    let dropped =
-                        State::send_to_client(&mut s.udp, &s.conns, &tuple, &buf[start..end], true);
+                    let dropped = State::send_to_client(
+                        &mut s.udp,
+                        &mut s.dtls,
+                        &s.conns,
+                        &tuple,
+                        &buf[start..end],
+                        true,
+                    );
                     s.server.count_drop(DropReason::Backlog, dropped);
                 }
             }

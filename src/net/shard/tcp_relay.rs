@@ -52,7 +52,8 @@ pub(super) async fn accept_peers(shard: ShardRef, id: RelayId, listener: std::ne
         if let Some((tuple, conn)) = accepted {
             if let Ok(std) = stream.into_std() {
                 s.server.binder().shared().park_peer(conn, std);
-                let dropped = State::send_to_client(&mut s.udp, &s.conns, &tuple, &out, false);
+                let dropped =
+                    State::send_to_client(&mut s.udp, &mut s.dtls, &s.conns, &tuple, &out, false);
                 s.server
                     .count_drop(crate::turn::server::DropReason::Backlog, dropped);
                 drop(guard);
@@ -103,7 +104,7 @@ async fn connect(shard: ShardRef, conn: u32, from: SocketAddr, peer: SocketAddr)
         if let Some(stream) = stream {
             s.server.binder().shared().park_peer(conn, stream);
         }
-        let dropped = State::send_to_client(&mut s.udp, &s.conns, &tuple, &out, false);
+        let dropped = State::send_to_client(&mut s.udp, &mut s.dtls, &s.conns, &tuple, &out, false);
         s.server
             .count_drop(crate::turn::server::DropReason::Backlog, dropped);
     }

@@ -22,12 +22,12 @@ use crate::turn::{FiveTuple, Output, Transport};
 const BATCH: usize = 16;
 
 pub(super) struct UdpListener {
-    local: SocketAddr,
+    pub(super) local: SocketAddr,
     /// Registered for reading only, like relay sockets (see [`RelaySocket`]).
-    socket: Rc<RelaySocket>,
-    state: UdpSocketState,
+    pub(super) socket: Rc<RelaySocket>,
+    pub(super) state: UdpSocketState,
     /// Datagrams to clients, sent together with one `sendmmsg`.
-    tx: SendBatch,
+    pub(super) tx: SendBatch,
 }
 
 impl UdpListener {
@@ -94,6 +94,7 @@ impl State {
                 dropped += l.tx.flush(l.socket.as_raw_fd());
             }
         }
+        dropped += self.dtls.flush();
         if dropped > 0 {
             self.server.count_drop(DropReason::Backlog, dropped);
         }
@@ -102,7 +103,7 @@ impl State {
     /// Has the flusher send the queued datagrams once the tasks that are ready
     /// now have run, so that they go out together.
     pub(super) fn flush_soon(&self) {
-        if self.udp.iter().any(|l| !l.tx.is_empty()) {
+        if self.udp.iter().any(|l| !l.tx.is_empty()) || self.dtls.has_queued() {
             self.flush.notify_one();
         }
     }
