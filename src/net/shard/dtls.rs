@@ -18,7 +18,7 @@
 //! the certificate flight; and only a datagram that looks like a DTLS handshake
 //! record opens a session.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -400,15 +400,11 @@ pub(super) async fn listener(shard: ShardRef, index: usize) {
             return;
         };
         loop {
-            let n = {
-                let s = shard.borrow();
-                let l = &s.dtls.listeners[index];
-                let mut chunks = storage.chunks_mut(SLOT);
-                let mut slices: [IoSliceMut<'_>; BATCH] =
-                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-                l.state
-                    .recv(socket.get_ref().into(), &mut slices, &mut meta)
-            };
+            let n = udp::recv_batch(
+                &shard.borrow().dtls.listeners[index],
+                &mut storage,
+                &mut meta,
+            );
             let n = match n {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

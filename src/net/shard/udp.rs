@@ -109,6 +109,19 @@ impl State {
     }
 }
 
+/// One `recvmmsg` batch from `l` into `storage` (one `SLOT` per datagram)
+/// and `meta`: for the UDP and the DTLS listeners alike.
+pub(super) fn recv_batch<const N: usize>(
+    l: &UdpListener,
+    storage: &mut [u8],
+    meta: &mut [RecvMeta; N],
+) -> io::Result<usize> {
+    let mut chunks = storage.chunks_mut(SLOT);
+    let mut slices: [IoSliceMut<'_>; N] =
+        std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+    l.state.recv(l.socket.get_ref().into(), &mut slices, meta)
+}
+
 pub(super) async fn listener(shard: ShardRef, index: usize) {
     let socket = shard.borrow().udp[index].socket.clone();
     let mut storage = vec![0u8; BATCH * SLOT];
@@ -118,15 +131,7 @@ pub(super) async fn listener(shard: ShardRef, index: usize) {
             return;
         };
         loop {
-            let n = {
-                let s = shard.borrow();
-                let l = &s.udp[index];
-                let mut chunks = storage.chunks_mut(SLOT);
-                let mut slices: [IoSliceMut<'_>; BATCH] =
-                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-                l.state
-                    .recv(socket.get_ref().into(), &mut slices, &mut meta)
-            };
+            let n = recv_batch(&shard.borrow().udp[index], &mut storage, &mut meta);
             let n = match n {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
