@@ -23,12 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 fn dtls_options(p: &Pki) -> ferroturn::net::NetOptions {
     let mut opts = options("127.0.0.1:0");
     opts.tls = Some(TlsConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        cert: p.cert.clone(),
-        key: p.key.clone(),
         handshake_timeout: Duration::from_secs(5),
-        shared: false,
         dtls_listen: vec!["127.0.0.1:0".parse().unwrap()],
+        ..p.tls_config()
     });
     opts
 }

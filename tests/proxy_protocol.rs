@@ -10,10 +10,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use ferroturn::client::Client;
-use ferroturn::config::TlsConfig;
 use ferroturn::net::Running;
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -28,14 +26,7 @@ fn server(tls: Option<&Pki>, max_per_ip: u32) -> Running {
     let mut opts = options("127.0.0.1:0");
     opts.connections.proxy_protocol_from = vec![format!("{BALANCER}/32").parse().unwrap()];
     opts.connections.max_per_ip = max_per_ip;
-    opts.tls = tls.map(|p| TlsConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        cert: p.cert.clone(),
-        key: p.key.clone(),
-        handshake_timeout: Duration::from_secs(2),
-        shared: false,
-        dtls_listen: Vec::new(),
-    });
+    opts.tls = tls.map(|p| p.tls_config());
     ferroturn::net::start(opts).expect("server starts")
 }
 

@@ -7,7 +7,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ferroturn::client::{Client, Received};
 use ferroturn::config::TlsConfig;
@@ -17,12 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn tls_server(p: &Pki, shared: bool) -> ferroturn::net::Running {
     let mut opts = options("127.0.0.1:0");
     opts.tls = Some(TlsConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        cert: p.cert.clone(),
-        key: p.key.clone(),
-        handshake_timeout: Duration::from_secs(2),
         shared,
-        dtls_listen: Vec::new(),
+        ..p.tls_config()
     });
     ferroturn::net::start(opts).expect("server with TLS starts")
 }

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferroturn::client::{AllocateOptions, Client};
-use ferroturn::config::TlsConfig;
 use ferroturn::net::{start, Running};
 use ferroturn::stun::attr::PROTOCOL_TCP;
 use support::*;
@@ -263,14 +262,7 @@ async fn over_tls() {
     let p = pki();
     let mut opts = options("127.0.0.1:0");
     opts.core.tcp_allocations = true;
-    opts.tls = Some(TlsConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        cert: p.cert.clone(),
-        key: p.key.clone(),
-        handshake_timeout: Duration::from_secs(2),
-        shared: false,
-        dtls_listen: Vec::new(),
-    });
+    opts.tls = Some(p.tls_config());
     let srv = start(opts).expect("server with TLS starts");
     let tls_client = async || {
         let mut roots = rustls::RootCertStore::empty();

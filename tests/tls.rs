@@ -17,12 +17,8 @@ use support::*;
 fn tls_server(p: &Pki, handshake: Duration) -> ferroturn::net::Running {
     let mut opts = options("127.0.0.1:0");
     opts.tls = Some(TlsConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        cert: p.cert.clone(),
-        key: p.key.clone(),
         handshake_timeout: handshake,
-        shared: false,
-        dtls_listen: Vec::new(),
+        ..p.tls_config()
     });
     ferroturn::net::start(opts).expect("server with TLS starts")
 }

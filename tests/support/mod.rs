@@ -661,6 +661,21 @@ pub struct Pki {
     pub der: rustls::pki_types::CertificateDer<'static>,
 }
 
+impl Pki {
+    /// A `[tls]` serving this certificate on 127.0.0.1 port 0: 2 s
+    /// handshakes, not shared with plain TCP, no DTLS.
+    pub fn tls_config(&self) -> ferroturn::config::TlsConfig {
+        ferroturn::config::TlsConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            handshake_timeout: Duration::from_secs(2),
+            shared: false,
+            dtls_listen: Vec::new(),
+        }
+    }
+}
+
 pub fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let ck =
