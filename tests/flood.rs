@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use ferroturn::client::Received;
 use ferroturn::stun::attr::{ErrorCode, RequestedTransport, XorMappedAddress, PROTOCOL_UDP};
 use ferroturn::stun::{Class, Message, MessageBuilder, Method, TransactionId};
-use support::{allocated_client, echo_peer, http_get, spawn_binary, Transport, WAIT};
+use support::{allocated_client, echo_peer, eventually, http_get, spawn_binary, Transport, WAIT};
 
 /// The defaults the server runs with (nothing in the tests configures them).
 const BURST: f64 = 20.0;
@@ -435,6 +435,19 @@ fn a_reload_changes_the_limit() {
     write(0, 1);
     srv.signal(libc::SIGHUP);
     srv.wait_log("configuration reloaded", WAIT);
+    // The shards take the new limit from a command after that log line: a
+    // fresh source, which the old limit would hold to its burst of 3, shows
+    // when they have.
+    let mut probe = 1;
+    eventually(WAIT, "the reloaded limit in the shards", || {
+        probe += 1;
+        let n = answers_to(srv.udp, Ipv4Addr::new(127, 4, 1, probe), 5, 5);
+        if n == 5 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    });
     let n = answers_to(srv.udp, Ipv4Addr::new(127, 4, 0, 1), 50, 50);
     assert_eq!(n, 50, "no limit after the reload");
 }
