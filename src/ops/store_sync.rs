@@ -27,6 +27,9 @@ use crate::turn::quota::QuotaTracker;
 /// How often the generation counter is read: changes take effect within about
 /// this long (the issue asks for 2 s).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a stopping server waits to leave the node registry and close the
+/// store's connections.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn contents(s: Snapshot) -> StoreContents {
     StoreContents {
@@ -143,11 +146,18 @@ pub fn spawn(
                         },
                     };
                 }
+                // The listener holds one of the pool's connections, and closing
+                // the pool waits for every connection to come back.
+                drop(poller.listener.take());
                 if let Some(s) = poller.store {
-                    if let Some(r) = &poller.registry {
-                        r.leave(&s).await;
-                    }
-                    s.close().await;
+                    let goodbye = async {
+                        if let Some(r) = &poller.registry {
+                            r.leave(&s).await;
+                        }
+                        s.close().await;
+                    };
+                    // A database that stopped answering must not hold up the stop.
+                    let _ = tokio::time::timeout(STOP_TIMEOUT, goodbye).await;
                 }
             });
         })
