@@ -1207,3 +1207,24 @@ fn drain_usage_and_admin_sections() {
         "{err}"
     );
 }
+
+/// Every input kept in fuzz/regressions/config_toml (a panic and a
+/// minutes-long regex compilation in tracing-subscriber's directive parser,
+/// both from `server.log-level`) validates to an answer, as the fuzz target
+/// reads it: no panic, no hang (nextest ends a hung test).
+#[test]
+fn config_fuzz_regressions_get_an_answer() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/config_toml");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        let _ = ferroturn::config::Config::from_toml_str(&text);
+        n += 1;
+    }
+    assert!(
+        n >= 2,
+        "the regression inputs are missing from {}",
+        dir.display()
+    );
+}
