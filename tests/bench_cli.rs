@@ -51,6 +51,15 @@ fn binding_alloc_relay_and_hold_against_the_real_binary() {
     assert!(u(r, "received") <= u(r, "sent"), "{r}");
     assert!(f(r, "rate_per_s") > 0.0);
     assert!(f(r, "server_cpu_s") >= 0.0);
+    // The whole machine's busy time (/proc/stat) brackets the server's: it counts
+    // the server, the load and the kernel work of both.
+    assert!(f(r, "machine_cpu_s") >= 0.0, "{r}");
+    assert!(
+        (f(r, "machine_cpu_us_per_op") - f(r, "machine_cpu_s") * 1e6 / u(r, "received") as f64)
+            .abs()
+            < 1e-6,
+        "{r}"
+    );
 
     let v = bench(
         &[
@@ -87,6 +96,8 @@ fn binding_alloc_relay_and_hold_against_the_real_binary() {
     let rows = v["results"].as_array().expect("results");
     assert_eq!(rows.len(), 8, "{v}");
     for r in rows {
+        assert_eq!(u(r, "window"), 2, "{r}");
+        assert!(r["machine_cpu_us_per_op"].is_number(), "{r}");
         assert!(u(r, "sent") > 0, "{r}");
         assert_eq!(u(r, "received"), u(r, "sent"), "{r}");
         assert_eq!(u(r, "lost"), 0, "{r}");
@@ -108,6 +119,40 @@ fn binding_alloc_relay_and_hold_against_the_real_binary() {
             );
         }
     }
+
+    // The single bursty flow of bench/compare.sh (1 flow × 64 in flight).
+    let v = bench(
+        &[
+            &common[..],
+            &[
+                "--count",
+                "5000",
+                "--duration",
+                "2s",
+                "relay",
+                "--allocations",
+                "1",
+                "--window",
+                "64",
+                "--mode",
+                "channel",
+                "--peer",
+                "echo",
+                "--size",
+                "100",
+            ],
+        ]
+        .concat(),
+    );
+    let rows = v["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 1, "{v}");
+    let r = &rows[0];
+    assert_eq!(r["name"], "relay channel echo 100B", "{r}");
+    assert_eq!((u(r, "allocations"), u(r, "window")), (1, 64), "{r}");
+    assert_eq!(u(r, "lost"), 0, "{r}");
+    assert!(u(r, "received") > 0, "{r}");
+    assert!(f(r, "server_cpu_us_per_op") >= 0.0, "{r}");
+    assert!(f(r, "machine_cpu_us_per_op") >= 0.0, "{r}");
 
     let v = bench(
         &[

@@ -575,7 +575,7 @@ pub fn churn(args: &ChurnArgs, common: &Common) -> Result<Vec<Row>> {
         let _ = echo.await;
         elapsed
     });
-    let cpu_s = cpu.stop();
+    let cpu_use = cpu.stop();
     drop(rt);
 
     // Let what the run left to expire expire, then sample again.
@@ -653,7 +653,7 @@ pub fn churn(args: &ChurnArgs, common: &Common) -> Result<Vec<Row>> {
         churn: Some(figures),
         ..Row::default()
     };
-    row.finish(cpu_s);
+    row.finish(cpu_use);
     Ok(vec![row])
 }
 

@@ -302,7 +302,7 @@ pub fn relay(args: &RelayArgs, common: &Common) -> Result<Vec<Row>> {
                 let o = run_plans(p, &label, common).map_err(|e| fail(common.server, &label, e))?;
                 Ok((o, cpu.stop()))
             });
-            let (o, cpu_s) = match result {
+            let (o, cpu_use) = match result {
                 Ok(v) => v,
                 Err(e) => {
                     teardown(&rt, common, setup.teardown);
@@ -319,13 +319,14 @@ pub fn relay(args: &RelayArgs, common: &Common) -> Result<Vec<Row>> {
                     u64::from(args.allocations)
                         * if peer == Some(PeerKind::Client) { 2 } else { 1 },
                 ),
+                window: Some(args.window),
                 sent: o.sent,
                 received: o.received,
                 errors: o.errors,
                 duration_s: o.elapsed.as_secs_f64(),
                 ..Row::default()
             };
-            row.finish(cpu_s);
+            row.finish(cpu_use);
             row.bytes_per_s = Some(row.rate_per_s * f64::from(size));
             rows.push(row);
         }
@@ -372,7 +373,7 @@ pub fn latency(args: &LatencyArgs, common: &Common) -> Result<Vec<Row>> {
             Ok((o, cpu.stop()))
         });
         teardown(&rt, common, setup.teardown);
-        let (o, cpu_s) = result?;
+        let (o, cpu_use) = result?;
         let mut row = Row {
             name: label,
             scenario: "latency".into(),
@@ -389,7 +390,7 @@ pub fn latency(args: &LatencyArgs, common: &Common) -> Result<Vec<Row>> {
             latency: o.hist.as_ref().and_then(Histogram::summary),
             ..Row::default()
         };
-        row.finish(cpu_s);
+        row.finish(cpu_use);
         row.bytes_per_s = Some(row.rate_per_s * f64::from(args.size));
         rows.push(row);
     }

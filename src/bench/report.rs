@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::stats::Latency;
+use super::stats::{CpuUse, Latency};
 
 /// Version of the JSON layout.
 pub const FORMAT_VERSION: u32 = 1;
@@ -27,6 +27,8 @@ pub struct Row {
     pub payload_bytes: Option<u32>,
     /// Allocations (flows) used.
     pub allocations: Option<u64>,
+    /// Packets in flight per flow (relay).
+    pub window: Option<u32>,
     /// Operations started: requests, cycles, packets, allocations.
     pub sent: u64,
     /// Operations completed: responses, cycles, packets echoed back.
@@ -47,6 +49,13 @@ pub struct Row {
     pub server_cpu_s: Option<f64>,
     /// Server CPU microseconds per completed operation.
     pub server_cpu_us_per_op: Option<f64>,
+    /// CPU seconds the whole machine was busy during the measurement, all CPUs
+    /// (/proc/stat): server, kernel and load generator, and anything else running.
+    pub machine_cpu_s: Option<f64>,
+    /// Whole-machine CPU microseconds per completed operation: the figure that
+    /// stays comparable when work moves into the kernel (loopback charges both
+    /// ends' kernel work to the sending CPU).
+    pub machine_cpu_us_per_op: Option<f64>,
     /// Server VmRSS before opening the allocations (hold).
     pub rss_before_bytes: Option<u64>,
     /// Server VmRSS with every allocation open (hold).
@@ -61,17 +70,21 @@ pub struct Row {
 
 impl Row {
     /// Fills the rate and the CPU per operation from the counts.
-    pub fn finish(&mut self, cpu_s: Option<f64>) {
+    pub fn finish(&mut self, cpu: CpuUse) {
         self.lost = self.sent.saturating_sub(self.received);
         self.rate_per_s = if self.duration_s > 0.0 {
             self.received as f64 / self.duration_s
         } else {
             0.0
         };
-        self.server_cpu_s = cpu_s;
-        self.server_cpu_us_per_op = cpu_s
-            .filter(|_| self.received > 0)
-            .map(|s| s * 1e6 / self.received as f64);
+        let per_op = |s: Option<f64>| {
+            s.filter(|_| self.received > 0)
+                .map(|s| s * 1e6 / self.received as f64)
+        };
+        self.server_cpu_s = cpu.server_s;
+        self.server_cpu_us_per_op = per_op(cpu.server_s);
+        self.machine_cpu_s = cpu.machine_s;
+        self.machine_cpu_us_per_op = per_op(cpu.machine_s);
     }
 }
 
@@ -116,9 +129,10 @@ impl Report {
             "p99 µs",
             "p999 µs",
             "srv µs/op",
+            "machine µs/op",
             "RSS B/alloc",
         ];
-        let mut rows: Vec<[String; 12]> = Vec::new();
+        let mut rows: Vec<[String; 13]> = Vec::new();
         for r in &self.results {
             let opt =
                 |v: Option<f64>, prec: usize| v.map_or("-".to_owned(), |v| format!("{v:.prec$}"));
@@ -134,6 +148,7 @@ impl Report {
                 opt(r.latency.as_ref().map(|l| l.p99_us), 1),
                 opt(r.latency.as_ref().map(|l| l.p999_us), 1),
                 opt(r.server_cpu_us_per_op, 2),
+                opt(r.machine_cpu_us_per_op, 2),
                 opt(r.rss_per_allocation_bytes, 0),
             ]);
         }

@@ -255,7 +255,7 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
         .await;
         start.elapsed()
     });
-    let cpu_s = cpu.stop();
+    let cpu_use = cpu.stop();
     let done = done.load(Ordering::Relaxed);
     let (errors, first_error) = (failures.count(), failures.first());
     if done == 0 {
@@ -275,7 +275,7 @@ pub fn alloc(args: &AllocArgs, common: &Common) -> Result<Vec<Row>> {
         first_error,
         ..Row::default()
     };
-    row.finish(cpu_s);
+    row.finish(cpu_use);
     Ok(vec![row])
 }
 
@@ -370,7 +370,7 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
         held.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
     });
     let open_time = start.elapsed();
-    let cpu_s = cpu.stop();
+    let cpu_use = cpu.stop();
     // Let the server settle (a shard may still be publishing) before reading.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = pid.and_then(stats::rss);
@@ -404,7 +404,7 @@ pub fn hold(args: &HoldArgs, common: &Common) -> Result<Vec<Row>> {
         first_error,
         ..Row::default()
     };
-    row.finish(cpu_s);
+    row.finish(cpu_use);
     Ok(vec![row])
 }
 

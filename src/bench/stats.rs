@@ -136,10 +136,9 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     // After the name: state is field 3 of the man page, utime 14 and stime 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as u64 } else { 100 };
-    Some(Duration::from_secs_f64((utime + stime) as f64 / hz as f64))
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks() as f64,
+    ))
 }
 
 /// VmRSS of a process in bytes, from /proc/PID/status.
@@ -150,10 +149,58 @@ pub fn rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// CPU time of the server across one measurement.
+/// Clock ticks per second of /proc's CPU times (USER_HZ).
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
+}
+
+/// CPU time the whole machine spent busy, all CPUs together, from the `cpu` line
+/// of /proc/stat: user + nice + system + irq + softirq, i.e. everything but idle,
+/// iowait and steal (guest time is already inside user and nice).
+///
+/// On loopback the kernel does the receiving end's protocol work in the sender's
+/// system call (and softirq), charged to whichever process and CPU sends; a
+/// server's own utime + stime therefore moves when work moves between kernel and
+/// user space (batching, GSO, an in-kernel fast path) without the total changing.
+/// The machine's busy time counts server, kernel and load generator alike.
+pub fn machine_busy_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_busy_ticks(&stat).map(|t| Duration::from_secs_f64(t as f64 / clock_ticks() as f64))
+}
+
+/// The busy ticks of the aggregate `cpu` line of a /proc/stat text.
+fn machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    let at = |i: usize| f.get(i).copied();
+    Some(at(0)? + at(1)? + at(2)? + at(5).unwrap_or(0) + at(6).unwrap_or(0))
+}
+
+/// CPU seconds used during one measurement.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuUse {
+    /// The server process (utime + stime of all its threads), with --server-pid.
+    pub server_s: Option<f64>,
+    /// The whole machine, all CPUs (see [`machine_busy_time`]).
+    pub machine_s: Option<f64>,
+}
+
+/// CPU time of the server, and of the whole machine, across one measurement.
 pub struct CpuMeter {
     pid: Option<u32>,
     start: Option<Duration>,
+    machine_start: Option<Duration>,
 }
 
 impl CpuMeter {
@@ -161,13 +208,24 @@ impl CpuMeter {
         Self {
             pid,
             start: pid.and_then(cpu_time),
+            machine_start: machine_busy_time(),
         }
     }
 
-    /// Seconds of server CPU since `start`.
-    pub fn stop(&self) -> Option<f64> {
-        let end = self.pid.and_then(cpu_time)?;
-        Some(end.saturating_sub(self.start?).as_secs_f64())
+    /// CPU seconds since `start`: the server's (with a PID) and the machine's.
+    pub fn stop(&self) -> CpuUse {
+        let machine_s = machine_busy_time()
+            .zip(self.machine_start)
+            .map(|(end, start)| end.saturating_sub(start).as_secs_f64());
+        let server_s = self
+            .pid
+            .and_then(cpu_time)
+            .zip(self.start)
+            .map(|(end, start)| end.saturating_sub(start).as_secs_f64());
+        CpuUse {
+            server_s,
+            machine_s,
+        }
     }
 }
 
@@ -209,6 +267,34 @@ mod tests {
                 assert!(Histogram::upper(i - 1) < v, "{v}");
             }
         }
+    }
+
+    #[test]
+    fn machine_busy_time_counts_all_but_idle_iowait_and_steal() {
+        let stat = "cpu  100 20 30 5000 40 6 7 800 9 1\n\
+                    cpu0 50 10 15 2500 20 3 3 400 0 0\n\
+                    intr 12345\n";
+        // user 100 + nice 20 + system 30 + irq 6 + softirq 7.
+        assert_eq!(machine_busy_ticks(stat), Some(163));
+        // Old kernels end the line after softirq.
+        assert_eq!(machine_busy_ticks("cpu  1 2 3 4 5 6 7\n"), Some(19));
+        assert_eq!(machine_busy_ticks("cpu  1 2\n"), None);
+        assert_eq!(machine_busy_ticks("cpu  1 x 3 4\n"), None);
+        assert_eq!(machine_busy_ticks("intr 5\n"), None);
+    }
+
+    #[test]
+    fn a_meter_reads_the_machine_without_a_pid() {
+        let m = CpuMeter::start(None);
+        // Burn a little CPU so that at least the counters are read twice.
+        let mut x = 0u64;
+        for i in 0..1_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let u = m.stop();
+        assert_eq!(u.server_s, None);
+        assert!(u.machine_s.is_some_and(|s| s >= 0.0), "{u:?}");
     }
 
     #[test]
