@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
-# Compares ferroturn with coturn and turn-rs under the same `ferroturn bench` load,
-# and with the ceiling of this machine (a plain batched UDP echo, and a plain
+# Compares ferroturn with coturn (Debian's 4.6.1, and 4.17.1 built from source in
+# its fast and its standard mode) and turn-rs under the same `ferroturn bench`
+# load, and with the ceiling of this machine (a plain batched UDP echo, and a plain
 # batched forwarder in front of an echo), on loopback only:
 #
 #   bench/compare.sh
 #
-# Each round starts coturn, turn-rs, ferroturn and the ceiling one after the other
-# (A B C D, A B C D, ...), each pinned to CPU 0 with the load pinned to CPU 1, runs
-# every scenario against it and stops it again (by its PID). At the end it prints
-# each figure's median over the rounds and the ratios ferroturn/coturn,
-# ferroturn/turn-rs and ferroturn/ceiling (docs/performance.md explains them).
+# Each round starts the servers one after the other (A B C ..., A B C ..., ...),
+# each pinned to CPU 0 with the load pinned to CPU 1, runs every scenario against
+# it and stops it again (by its PID). The relay is measured in three traffic
+# shapes, 100-byte ChannelData each: one flow with 64 datagrams in flight
+# (`1x64`), 8 flows with 16 each (`8x16`), both to an echo peer, and client to
+# client (`c2c`, 8 flows × 16: two allocations of the server relaying to each
+# other). Every row carries the server's CPU and the whole machine's CPU (all
+# CPUs, /proc/stat) per operation. At the end it prints, per shape, each figure's
+# median over the rounds and the ratios of ferroturn against every coturn, then
+# the other figures (docs/performance.md explains them). A server that cannot run
+# a shape (coturn's fast mode: two allocations to one peer, client to client;
+# turn-rs: no echo peer) is shown "unsupported", with the reason, and the run
+# goes on.
 #
 # Environment:
 #   ROUNDS=N          rounds (default 3)
 #   DURATION=D        length of each measurement (default 5s)
 #   HOLD=N            allocations held for the memory figure (default 10000)
-#   SERVERS="..."     subset/order of: coturn turn-rs ferroturn ceiling (default all)
+#   SERVERS="..."     subset/order of: coturn (4.6.1) coturn-4.17-fast coturn-4.17
+#                     turn-rs ferroturn ceiling (default all)
+#   SHAPES="..."      subset/order of: 1x64 8x16 c2c (default all)
+#   SHAPES_ONLY=1     only the shapes' 100-byte ChannelData rows: no hold, Binding,
+#                     allocation, Send-indication, 1200-byte or latency figures
 #   OUT=DIR           where results and server logs go (default target/bench-compare)
-#   BENCH_CACHE=DIR   where turn-rs is installed (default ~/.cache/ferroturn-bench)
+#   BENCH_CACHE=DIR   where turn-rs and coturn 4.17.1 are installed
+#                     (default ~/.cache/ferroturn-bench)
+#   COTURN_TARBALL=F  the coturn 4.17.1 source release
+#                     (default ../shared/anchors/coturn-4.17.1.tar.gz)
 #   FERROTURN=PATH    a ferroturn binary to use instead of building the release one
+#   PREPARE_ONLY=1    install and build what the SERVERS need, then stop
 #
 # It installs what is missing and nothing else: Debian's coturn package (its
 # service kept stopped and disabled: this script starts turnserver by hand with a
 # throwaway command line), protobuf-compiler and libprotobuf-dev (to build
-# turn-rs), and turn-rs itself (`cargo install turn-server` into BENCH_CACHE).
+# turn-rs), and turn-rs itself (`cargo install turn-server` into BENCH_CACHE);
+# for coturn 4.17.1 its Debian build dependencies, and coturn itself, built with
+# cmake into BENCH_CACHE (never installed as a service, never started but by this
+# script).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,32 +60,99 @@ die() {
 rounds=${ROUNDS:-3}
 duration=${DURATION:-5s}
 hold=${HOLD:-10000}
-servers=${SERVERS:-coturn turn-rs ferroturn ceiling}
+servers=${SERVERS:-coturn coturn-4.17-fast coturn-4.17 turn-rs ferroturn ceiling}
+shapes=${SHAPES:-1x64 8x16 c2c}
+shapes_only=${SHAPES_ONLY:-0}
 out=${OUT:-$repo/target/bench-compare}
 cache=${BENCH_CACHE:-$HOME/.cache/ferroturn-bench}
 turn_rs_version=4.1.5
+coturn_new_version=4.17.1
+coturn_new_sha256=5db79a4814fd25e87c0da1bd01072d348e2e86c6299534b780750398a2b49867
+coturn_tarball=${COTURN_TARBALL:-$repo/../shared/anchors/coturn-$coturn_new_version.tar.gz}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$rounds'"
 [[ $hold =~ ^[1-9][0-9]*$ ]] || die "HOLD must be a positive whole number, not '$hold'"
+[[ $shapes_only =~ ^[01]$ ]] || die "SHAPES_ONLY must be 0 or 1, not '$shapes_only'"
+command -v jq >/dev/null 2>&1 || apt_install_keeping_services_stopped jq ""
+# Every server this script knows, in the summary's column order, with its label.
+# A new server (say ferroturn-offload: ferroturn with an [offload] section) needs
+# an entry here, a case in run_server below, and nothing else: the summary takes
+# its columns from this list, and its ratio columns from `subjects`.
+server_labels='{"coturn": "coturn 4.6.1", "coturn-4.17-fast": "coturn 4.17.1 fast",
+  "coturn-4.17": "coturn 4.17.1", "turn-rs": "turn-rs", "ferroturn": "ferroturn",
+  "ceiling": "ceiling"}'
+# The servers whose ratios the summary prints, against each of `references`.
+subjects='["ferroturn"]'
+references='["coturn-4.17-fast", "coturn-4.17", "coturn", "turn-rs", "ceiling"]'
 for s in $servers; do
-    case $s in coturn | turn-rs | ferroturn | ceiling) ;; *) die "unknown server '$s' in SERVERS" ;; esac
+    jq -e --arg s "$s" 'has($s)' <<<"$server_labels" >/dev/null ||
+        die "unknown server '$s' in SERVERS (known: $(jq -r 'keys_unsorted | join(" ")' <<<"$server_labels"))"
+done
+for sh in $shapes; do
+    case $sh in 1x64 | 8x16 | c2c) ;; *) die "unknown shape '$sh' in SHAPES (known: 1x64 8x16 c2c)" ;; esac
 done
 [ "$(nproc)" -ge 2 ] || die "needs two CPUs (the server on CPU 0, the load on CPU 1)"
 command -v taskset >/dev/null 2>&1 || die "taskset is missing (util-linux)"
-command -v jq >/dev/null 2>&1 || apt_install_keeping_services_stopped jq ""
+
+wants() {
+    [[ " $servers " == *" $1 "* ]]
+}
 
 # --- what we need ------------------------------------------------------------------
 
-if ! command -v turnserver >/dev/null 2>&1; then
+if wants coturn && ! command -v turnserver >/dev/null 2>&1; then
     echo "turnserver missing: installing the coturn package (service kept stopped)"
     apt_install_keeping_services_stopped coturn coturn
 fi
 turn_rs=$cache/turn-rs/bin/turn-server
-if [ ! -x "$turn_rs" ]; then
+if wants turn-rs && [ ! -x "$turn_rs" ]; then
     command -v protoc >/dev/null 2>&1 || apt_install_keeping_services_stopped protobuf-compiler ""
     [ -e /usr/include/google/protobuf/empty.proto ] || apt_install_keeping_services_stopped libprotobuf-dev ""
     echo "building turn-rs $turn_rs_version into $cache/turn-rs (once)"
     CARGO_TARGET_DIR=$cache/turn-rs-target cargo install turn-server --version "$turn_rs_version" \
         --locked --root "$cache/turn-rs"
+fi
+
+# coturn 4.17.1 from its source release (../shared/anchors/README.md): cmake into
+# $cache/coturn-4.17.1, once. Built in a scratch directory, installed into a
+# temporary prefix and moved into place last, so that a failed build leaves
+# nothing that looks finished.
+coturn_new_prefix=$cache/coturn-$coturn_new_version
+coturn_new=$coturn_new_prefix/bin/turnserver
+build_coturn_new() {
+    local pkg
+    for pkg in build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev libmicrohttpd-dev; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
+            apt_install_keeping_services_stopped "$pkg" ""
+        fi
+    done
+    [ -f "$coturn_tarball" ] || die "no coturn $coturn_new_version source release at $coturn_tarball (COTURN_TARBALL)"
+    echo "$coturn_new_sha256  $coturn_tarball" | sha256sum -c --quiet - ||
+        die "$coturn_tarball is not the coturn $coturn_new_version release (its sha256 differs)"
+    mkdir -p "$cache"
+    local work
+    work=$(mktemp -d "$cache/coturn-build.XXXXXX")
+    echo "building coturn $coturn_new_version into $coturn_new_prefix (once; log in $work/build.log)"
+    tar -xzf "$coturn_tarball" -C "$work"
+    {
+        cmake -S "$work/coturn-$coturn_new_version" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+            -DCMAKE_INSTALL_PREFIX="$work/prefix" &&
+            cmake --build "$work/build" -j"$(nproc)" &&
+            cmake --install "$work/build"
+    } >"$work/build.log" 2>&1 || die "building coturn $coturn_new_version failed: see $work/build.log"
+    # Upstream install quirks: programs installed 0644, and turnadmin a symlink
+    # into the build tree (which goes away).
+    chmod 755 "$work/prefix/bin/"*
+    if [ -L "$work/prefix/bin/turnadmin" ]; then
+        cp --remove-destination "$(readlink -f "$work/prefix/bin/turnadmin")" "$work/prefix/bin/turnadmin"
+    fi
+    "$work/prefix/bin/turnserver" --version >/dev/null 2>&1 ||
+        die "the coturn $coturn_new_version just built does not run: see $work/build.log"
+    rm -rf "$coturn_new_prefix"
+    mv "$work/prefix" "$coturn_new_prefix"
+    rm -rf "$work"
+}
+if { wants coturn-4.17-fast || wants coturn-4.17; } && [ ! -x "$coturn_new" ]; then
+    build_coturn_new
 fi
 if [ -n "${FERROTURN:-}" ]; then
     ferroturn=$FERROTURN
@@ -74,10 +161,15 @@ else
     ferroturn=${CARGO_TARGET_DIR:-$repo/target}/release/ferroturn
 fi
 [ -x "$ferroturn" ] || die "no ferroturn binary at $ferroturn"
+if [ "${PREPARE_ONLY:-0}" = 1 ]; then
+    echo "prepared: $servers"
+    exit 0
+fi
 
 mkdir -p "$out"
 results=$out/results.jsonl
 : >"$results"
+: >"$out/bench-errors.log"
 ulimit -n "$(ulimit -Hn)"
 
 # --- processes we start, and only those ---------------------------------------------
@@ -132,36 +224,99 @@ wait_ready() {
     die "no Binding answer from $addr"
 }
 
-# measure SERVER ROUND PID ARGS...: one bench run; its rows go to $results.
+# A UDP port from $1 upwards that no socket of this host holds (/proc/net/udp
+# and udp6 list every bound UDP socket, its local port in hexadecimal).
+free_udp_port() {
+    local p taken
+    taken=$(awk 'NR > 1 { split($2, a, ":"); print a[length(a)] }' /proc/net/udp /proc/net/udp6 2>/dev/null | sort -u)
+    for p in $(seq "$1" $(($1 + 200))); do
+        if ! grep -qix "$(printf '%04X' "$p")" <<<"$taken"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free UDP port in $1-$(($1 + 200))"
+}
+
+# not_run KIND SERVER ROUND SHAPE WHY: records that SERVER did not run SHAPE (or a
+# figure that is not a shape), and why, for the summary. KIND: unsupported (the
+# server refuses it by design) or failed (anything else).
+not_run() {
+    jq -nc --arg k "$1" --arg s "$2" --argjson r "$3" --arg shape "$4" --arg why "$5" \
+        '{server: $s, round: $r, shape: $shape, ($k): $why}' >>"$results"
+}
+
+# measure SERVER ROUND PID SHAPE ARGS...: one bench run; its rows go to $results,
+# each with the server, the round and the shape (empty for figures that are not
+# one of the relay shapes). A run that fails is recorded with the bench's error
+# instead, and the run goes on: "unsupported" when the server answered a request
+# with an error response (coturn's fast mode refusing a second allocation's
+# ChannelBind to a peer it already relays for), "failed" otherwise.
 measure() {
-    local server=$1 round=$2 spid=$3
-    shift 3
-    local json
+    local server=$1 round=$2 spid=$3 shape=$4
+    shift 4
+    local json err=$out/bench-last-error.log why
     echo "  $server: bench $*" >&2
-    if ! json=$(load --server-pid "$spid" --duration "$duration" "$@" 2>>"$out/bench-errors.log"); then
-        echo "  $server: bench $* FAILED (see $out/bench-errors.log)" >&2
+    if ! json=$(load --server-pid "$spid" --duration "$duration" "$@" 2>"$err"); then
+        {
+            echo "$server round $round: bench $*"
+            cat "$err"
+        } >>"$out/bench-errors.log"
+        why=$(grep -v '^[[:space:]]*$' "$err" | tail -1 | sed 's/^error: //' || true)
+        echo "  $server: bench $* FAILED: $why" >&2
+        # Not a shape: name the scenario (the first word after the options).
+        [ -n "$shape" ] || shape="($(printf '%s\n' "$@" | grep -m1 -x '[a-z-]*' || echo ?))"
+        local kind=failed
+        [[ $why != *"error response"* ]] || kind=unsupported
+        not_run "$kind" "$server" "$round" "$shape" "${why:-the bench exited with an error}"
         return 0
     fi
-    jq -c --arg s "$server" --argjson r "$round" '.results[] | . + {server: $s, round: $r}' \
-        <<<"$json" >>"$results"
+    jq -c --arg s "$server" --argjson r "$round" --arg shape "$shape" \
+        '.results[] | . + {server: $s, round: $r, shape: $shape}' <<<"$json" >>"$results"
+}
+
+# shape_args SHAPE: the relay arguments of a traffic shape. Its figure is the
+# 100-byte ChannelData row; without SHAPES_ONLY=1, 8x16 and c2c also measure Send
+# indications and 1200-byte payloads (the relay figures of earlier versions).
+shape_args() {
+    local more="--mode channel --size 100"
+    if [ "$shapes_only" = 0 ] && [ "$1" != 1x64 ]; then
+        more="--mode channel,send --size 100,1200"
+    fi
+    case $1 in
+        1x64) echo "--allocations 1 --window 64 --peer echo $more" ;;
+        8x16) echo "--allocations 8 --window 16 --peer echo $more" ;;
+        c2c) echo "--allocations 8 --window 16 --peer client $more" ;;
+    esac
 }
 
 port=34780
+# turn_scenarios NAME ROUND PID ADDR ECHO_PEER: everything against one TURN
+# server. ECHO_PEER=no: the server cannot relay to a peer outside itself.
 turn_scenarios() {
-    local name=$1 round=$2 spid=$3 addr=$4 echo_peer=$5
-    # Memory first, on a fresh server: later scenarios grow heaps that the
-    # allocator keeps, which would hide what an allocation costs.
-    measure "$name" "$round" "$spid" --server "$addr" hold --allocations "$hold"
-    measure "$name" "$round" "$spid" --server "$addr" binding
-    measure "$name" "$round" "$spid" --server "$addr" alloc
-    if [ "$echo_peer" = yes ]; then
-        measure "$name" "$round" "$spid" --server "$addr" relay --peer echo
-        measure "$name" "$round" "$spid" --server "$addr" relay --peer client
-        measure "$name" "$round" "$spid" --server "$addr" latency --peer echo,client
-    else
-        # turn-rs relays only between its own allocations (virtual ports).
-        measure "$name" "$round" "$spid" --server "$addr" relay --peer client
-        measure "$name" "$round" "$spid" --server "$addr" latency --peer client
+    local name=$1 round=$2 spid=$3 addr=$4 echo_peer=$5 sh
+    if [ "$shapes_only" = 0 ]; then
+        # Memory first, on a fresh server: later scenarios grow heaps that the
+        # allocator keeps, which would hide what an allocation costs.
+        measure "$name" "$round" "$spid" "" --server "$addr" hold --allocations "$hold"
+        measure "$name" "$round" "$spid" "" --server "$addr" binding
+        measure "$name" "$round" "$spid" "" --server "$addr" alloc
+    fi
+    for sh in $shapes; do
+        if [ "$echo_peer" = no ] && [ "$sh" != c2c ]; then
+            not_run unsupported "$name" "$round" "$sh" \
+                "relays only between its own allocations (virtual ports, no relay sockets): no echo peer"
+            continue
+        fi
+        # shellcheck disable=SC2046 # shape_args prints words meant to be split
+        measure "$name" "$round" "$spid" "$sh" --server "$addr" relay $(shape_args "$sh")
+    done
+    if [ "$shapes_only" = 0 ]; then
+        if [ "$echo_peer" = yes ]; then
+            measure "$name" "$round" "$spid" "" --server "$addr" latency --peer echo,client
+        else
+            measure "$name" "$round" "$spid" "" --server "$addr" latency --peer client
+        fi
     fi
 }
 
@@ -174,6 +329,28 @@ run_coturn() {
         --pidfile="$out/turnserver.pid"
     wait_ready "$addr"
     turn_scenarios coturn "$round" "$pid" "$addr" yes
+    stop "$pid"
+}
+
+# run_coturn_new ROUND NAME: coturn 4.17.1 with one relay thread, in its fast mode
+# (coturn-4.17-fast: one shared relay socket per thread on a port of its own,
+# recvmmsg, GSO sends) or its standard mode (coturn-4.17: the same binary without
+# --multiplex-peer, one relay socket per allocation), with the Debian coturn's
+# loopback-only flags and a fresh user database in $out.
+run_coturn_new() {
+    local round=$1 name=$2 addr=127.0.0.1:$port mode=()
+    if [ "$name" = coturn-4.17-fast ]; then
+        mode=(--multiplex-peer --multiplex-peer-port="$(free_udp_port $((port + 10)))"
+            --udp-gso --udp-recvmmsg)
+    fi
+    rm -f "$out/$name.turndb"
+    start "$name" 0 "$coturn_new" -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 \
+        --listening-port="$port" --min-port=12000 --max-port=31999 --relay-threads=1 \
+        --lt-cred-mech --user=bench:bench --realm=bench --allow-loopback-peers \
+        --no-cli --no-tls --no-dtls --no-tcp-relay --log-file=stdout --simple-log \
+        --userdb="$out/$name.turndb" --pidfile="$out/$name.pid" "${mode[@]}"
+    wait_ready "$addr"
+    turn_scenarios "$name" "$round" "$pid" "$addr" yes
     stop "$pid"
 }
 
@@ -203,53 +380,82 @@ EOF
     stop "$pid"
 }
 
+# run_ferroturn ROUND NAME [SERVE-ARGS...]: ferroturn with one thread; variants
+# pass more `serve` arguments (e.g. --config FILE with an [offload] section).
 run_ferroturn() {
-    local round=$1 addr=127.0.0.1:$port
-    start ferroturn 0 "$ferroturn" serve --listen "$addr" --relay-ip 127.0.0.1 \
+    local round=$1 name=$2 addr=127.0.0.1:$port
+    shift 2
+    start "$name" 0 "$ferroturn" serve --listen "$addr" --relay-ip 127.0.0.1 \
         --relay-ports 12000-31999 --threads 1 --realm bench --user bench:bench \
         --allow-peer 127.0.0.0/8 --max-allocations-per-user 1000000 --max-allocations-per-ip 0 \
         --unauthenticated-per-second 0 \
-        --metrics 127.0.0.1:0 --admin-socket off --log-level warn
+        --metrics 127.0.0.1:0 --admin-socket off --log-level warn "$@"
     wait_ready "$addr"
-    turn_scenarios ferroturn "$round" "$pid" "$addr" yes
+    turn_scenarios "$name" "$round" "$pid" "$addr" yes
     stop "$pid"
 }
 
 run_ceiling() {
-    local round=$1 addr=127.0.0.1:$port echo_addr=127.0.0.1:$((port + 1))
-    # The plain echo as the server: the Binding ceiling.
-    start echo 0 "$ferroturn" bench echo-server --listen "$addr" --duration 1h
-    local echo_pid=$pid
-    wait_ready "$addr"
-    measure ceiling "$round" "$echo_pid" --server "$addr" binding
-    stop "$echo_pid"
+    local round=$1 addr=127.0.0.1:$port echo_addr=127.0.0.1:$((port + 1)) sh sizes
+    if [ "$shapes_only" = 0 ]; then
+        # The plain echo as the server: the Binding ceiling.
+        start echo 0 "$ferroturn" bench echo-server --listen "$addr" --duration 1h
+        local echo_pid=$pid
+        wait_ready "$addr"
+        measure ceiling "$round" "$echo_pid" "" --server "$addr" binding
+        stop "$echo_pid"
+    fi
     # client → forwarder (CPU 0) → echo peer (CPU 1, beside the load, like the
-    # bench's own echo peer) and back: the relay ceiling.
+    # bench's own echo peer) and back: the relay ceiling of the echo-peer shapes.
     start echo-peer 1 "$ferroturn" bench echo-server --listen "$echo_addr" --duration 1h
     local peer_pid=$pid
     start forwarder 0 "$ferroturn" bench echo-server --listen "$addr" --forward-to "$echo_addr" --duration 1h
     local fwd_pid=$pid
     wait_ready "$addr"
-    measure ceiling "$round" "$fwd_pid" --server "$addr" relay --plain
+    for sh in $shapes; do
+        sizes=100
+        [ "$shapes_only" = 1 ] || [ "$sh" = 1x64 ] || sizes=100,1200
+        case $sh in
+            1x64) measure ceiling "$round" "$fwd_pid" "$sh" --server "$addr" relay --plain \
+                --allocations 1 --window 64 --size "$sizes" ;;
+            8x16) measure ceiling "$round" "$fwd_pid" "$sh" --server "$addr" relay --plain \
+                --allocations 8 --window 16 --size "$sizes" ;;
+        esac
+    done
     stop "$fwd_pid"
     stop "$peer_pid"
 }
 
+# run_server NAME ROUND: one server's turn in a round.
+run_server() {
+    case $1 in
+        coturn) run_coturn "$2" ;;
+        coturn-4.17-fast | coturn-4.17) run_coturn_new "$2" "$1" ;;
+        turn-rs) run_turn_rs "$2" ;;
+        ferroturn) run_ferroturn "$2" ferroturn ;;
+        # The hook for an offload variant (and an entry in server_labels):
+        # ferroturn-offload) run_ferroturn "$2" ferroturn-offload --config FILE ;;
+        ceiling) run_ceiling "$2" ;;
+    esac
+}
+
 echo "ferroturn: $ferroturn"
-echo "coturn: $(turnserver --version 2>/dev/null | head -1)  turn-rs: $turn_rs_version"
+if wants coturn; then echo "coturn: $(turnserver --version 2>/dev/null | head -1)"; fi
+if wants coturn-4.17-fast || wants coturn-4.17; then
+    echo "coturn $coturn_new_version: $coturn_new ($("$coturn_new" --version 2>/dev/null | head -1))"
+fi
+if wants turn-rs; then echo "turn-rs: $turn_rs_version"; fi
+echo "servers: $servers; shapes: $shapes$([ "$shapes_only" = 1 ] && echo " (shapes only)" || true)"
 echo "rounds: $rounds, $duration per measurement, hold $hold; results in $results"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$rounds"); do
     for s in $servers; do
         echo "round $round/$rounds: $s" >&2
-        case $s in
-            coturn) run_coturn "$round" ;;
-            turn-rs) run_turn_rs "$round" ;;
-            ferroturn) run_ferroturn "$round" ;;
-            ceiling) run_ceiling "$round" ;;
-        esac
+        run_server "$s" "$round"
     done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-jq -s -r -f "$repo/bench/summarize.jq" "$results" | tee "$out/summary.md"
+jq -s -r --argjson labels "$server_labels" --argjson subjects "$subjects" \
+    --argjson references "$references" --arg order "$servers" \
+    -f "$repo/bench/summarize.jq" "$results" | tee "$out/summary.md"
