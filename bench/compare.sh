@@ -265,7 +265,7 @@ measure() {
         why=$(grep -v '^[[:space:]]*$' "$err" | tail -1 | sed 's/^error: //' || true)
         echo "  $server: bench $* FAILED: $why" >&2
         # Not a shape: name the scenario (the first word after the options).
-        [ -n "$shape" ] || shape="($(printf '%s\n' "$@" | grep -m1 -x '[a-z-]*' || echo ?))"
+        [ -n "$shape" ] || shape="($(printf '%s\n' "$@" | grep -m1 -x '[a-z][a-z-]*' || echo ?))"
         local kind=failed
         [[ $why != *"error response"* ]] || kind=unsupported
         not_run "$kind" "$server" "$round" "$shape" "${why:-the bench exited with an error}"
