@@ -89,6 +89,9 @@ async fn bridge_alpn(server: SocketAddr, alpn: Option<&[u8]>) -> Result<Bridge, 
     let inner = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let outer = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     outer.connect(server).await.unwrap();
+    // tokio learns a socket is writable only once asked: before that its
+    // try_send says WouldBlock, and the first ClientHello would be lost.
+    outer.writable().await.unwrap();
     let (addr, outer_addr) = (inner.local_addr().unwrap(), outer.local_addr().unwrap());
     let mut ctx = SslContext::builder(SslMethod::dtls_client()).unwrap();
     ctx.set_verify(SslVerifyMode::NONE);
