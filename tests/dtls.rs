@@ -369,7 +369,10 @@ async fn an_ed25519_key_is_refused_at_start_for_dtls() {
         Ok(_) => panic!("DTLS must refuse an Ed25519 key"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("tls.key") && err.contains("RSA or ECDSA"), "{err}");
+    assert!(
+        err.contains("tls.key") && err.contains("RSA or ECDSA"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
