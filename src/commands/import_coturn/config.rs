@@ -843,7 +843,8 @@ mod tests {
 
     #[test]
     fn dtls_listens_on_the_tls_ports_unless_no_dtls() {
-        let conf = "cert=/etc/c.pem\npkey=/etc/k.pem\ntls-listening-port=443\nlistening-ip=192.0.2.1\n";
+        let conf =
+            "cert=/etc/c.pem\npkey=/etc/k.pem\ntls-listening-port=443\nlistening-ip=192.0.2.1\n";
         let t = one(conf).unwrap();
         assert_eq!(
             get(&t, "tls", "dtls-listen").unwrap(),
