@@ -564,6 +564,11 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub tls_server: Option<String>,
 
+    /// TURN-over-DTLS address (HOST[:PORT], UDP, default port 5349). Default:
+    /// the first tls.dtls-listen of --config; without either, DTLS is not checked.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dtls_server: Option<String>,
+
     /// Authenticate as this static user. Command lines are visible to other
     /// local users: prefer --config.
     #[arg(long, value_name = "NAME:PASSWORD")]
@@ -611,6 +616,7 @@ impl fmt::Debug for DoctorArgs {
             .field("config", &self.config)
             .field("server", &self.server)
             .field("tls_server", &self.tls_server)
+            .field("dtls_server", &self.dtls_server)
             .field(
                 "user",
                 &self

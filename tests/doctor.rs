@@ -5,7 +5,9 @@
 //! wrong password, a relay address other than the expected one — from the flag
 //! or from the configuration —, an expired certificate, a silent server); the
 //! default peer policy makes the round trip a WARN, not a FAIL; a relay open to
-//! private networks makes the peer-policy check WARN.
+//! private networks makes the peer-policy check WARN; with `--dtls-server`, a
+//! DTLS handshake with ALPN and a Binding inside it PASS, and FAIL against a
+//! port that is not DTLS.
 
 mod support;
 
@@ -371,4 +373,36 @@ fn a_silent_server_fails_within_the_timeout() {
     assert_eq!(status(&report, "binding udp"), "FAIL");
     assert_eq!(status(&report, "binding tcp"), "FAIL");
     assert!(report["iceServers"].as_array().unwrap().is_empty());
+}
+
+/// With `--dtls-server`, a DTLS handshake offering ALPN `stun.turn` and a
+/// Binding inside it: PASS against `tls.dtls-listen`; FAIL against a port that
+/// answers STUN but not DTLS (the plain UDP listener ignores the ClientHello).
+#[test]
+fn dtls_is_checked_with_alpn_and_a_binding() {
+    let pki = test_pki(now() - DAY, now() + 365 * DAY);
+    let srv = tls_server(&pki, &["--dtls-listen", "127.0.0.1:0"]);
+    let dtls = srv.dtls.expect("a DTLS listener").to_string();
+    let user = format!("{USER}:{PASS}");
+    let out = doctor(&srv, Some(&pki), &["--user", &user, "--dtls-server", &dtls]);
+    let report = json(&doctor(
+        &srv,
+        Some(&pki),
+        &["--user", &user, "--dtls-server", &dtls, "--json"],
+    ));
+    assert_eq!(status(&report, "dtls"), "PASS", "{report:#}");
+    assert!(
+        out.stdout.contains("ALPN stun.turn, Binding answered"),
+        "{}",
+        out.stdout
+    );
+    let udp = srv.udp.to_string();
+    let out = doctor(
+        &srv,
+        Some(&pki),
+        &["--user", &user, "--dtls-server", &udp, "--json"],
+    );
+    assert_eq!(out.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(status(&json(&out), "dtls"), "FAIL");
+    assert!(out.stdout.contains("tls.dtls-listen"), "{}", out.stdout);
 }

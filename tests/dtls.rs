@@ -1,21 +1,23 @@
 //! TURN over DTLS (RFC 7350, `tls.dtls-listen`), over the wire on loopback: a
-//! DTLS client (the `dimpl` engine's client side) bridged to the in-repo UDP
-//! client does Binding, Allocate and relaying; close_notify ends the allocation;
-//! a reloaded certificate is served to new sessions while old ones go on (DTLS
-//! 1.2 throughout, DTLS 1.3 for the session after the reload); a key
-//! DTLS cannot sign with is refused at start; stray datagrams open nothing.
+//! DTLS 1.2 client (OpenSSL's client side, through the `openssl` crate) bridged
+//! to the in-repo UDP client does Binding, Allocate and relaying; close_notify
+//! ends the allocation; a reloaded certificate is served to new sessions while
+//! old ones go on; ALPN (RFC 7443): `stun.turn` is echoed, a client offering
+//! only `h2` is refused with a fatal alert, one offering none is served; an RSA
+//! key with a certificate chain is served whole; stray datagrams open nothing.
 
 mod support;
 
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dimpl::{Dtls, DtlsCertificate, Output};
 use ferroturn::client::{Client, Received};
 use ferroturn::config::TlsConfig;
 use ferroturn::turn::Transport;
+use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslStream, SslVerifyMode};
 use support::*;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -42,126 +44,127 @@ struct Bridge {
     addr: SocketAddr,
     /// The bridge's own address towards the server (what Binding reports).
     outer: SocketAddr,
-    /// The server's leaf certificate (DER).
-    peer_cert: Vec<u8>,
+    /// The certificates the server sent (DER), its leaf first.
+    chain: Vec<Vec<u8>>,
+    /// The protocol the server chose by ALPN.
+    alpn: Option<Vec<u8>>,
     close: mpsc::UnboundedSender<()>,
 }
 
-fn client_cert() -> DtlsCertificate {
-    let ck = rcgen::generate_simple_self_signed(vec!["client".to_owned()]).unwrap();
-    DtlsCertificate {
-        certificate: ck.cert.der().to_vec(),
-        private_key: ck.signing_key.serialize_der(),
+impl Bridge {
+    fn peer_cert(&self) -> &[u8] {
+        &self.chain[0]
     }
 }
 
-/// [`bridge_with`] DTLS 1.2, what OpenSSL clients (coturn's among them) speak.
-async fn bridge(server: SocketAddr) -> Result<Bridge, String> {
-    bridge_with(server, false).await
+/// The client engine's UDP path: a connected, non-blocking socket.
+struct Udp(Arc<UdpSocket>);
+
+impl Read for Udp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_recv(buf)
+    }
 }
 
-/// A [`Bridge`] over DTLS 1.2, or with `auto` dimpl's hybrid ClientHello, which
-/// the server answers with DTLS 1.3.
-async fn bridge_with(server: SocketAddr, auto: bool) -> Result<Bridge, String> {
+impl Write for Udp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // A full buffer loses the datagram, as the network might.
+        let _ = self.0.try_send(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// [`bridge_alpn`] offering no ALPN, as browsers and coturn do.
+async fn bridge(server: SocketAddr) -> Result<Bridge, String> {
+    bridge_alpn(server, None).await
+}
+
+/// A [`Bridge`] over DTLS 1.2, offering `alpn` (wire form) if given. `Err`
+/// holds OpenSSL's handshake error (naming the alert the server sent).
+async fn bridge_alpn(server: SocketAddr, alpn: Option<&[u8]>) -> Result<Bridge, String> {
     let inner = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let outer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let outer = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     outer.connect(server).await.unwrap();
+    // tokio learns a socket is writable only once asked: before that its
+    // try_send says WouldBlock, and the first ClientHello would be lost.
+    outer.writable().await.unwrap();
     let (addr, outer_addr) = (inner.local_addr().unwrap(), outer.local_addr().unwrap());
-    let config = Arc::new(dimpl::Config::builder().mtu(1400).build().unwrap());
-    let mut dtls = if auto {
-        Dtls::new_auto(config, client_cert(), Instant::now())
-    } else {
-        Dtls::new_12(config, client_cert(), Instant::now())
-    };
-    dtls.set_active(true);
-    let (ready_tx, ready_rx) = oneshot::channel::<Vec<u8>>();
+    let mut ctx = SslContext::builder(SslMethod::dtls_client()).unwrap();
+    ctx.set_verify(SslVerifyMode::NONE);
+    if let Some(p) = alpn {
+        ctx.set_alpn_protos(p).unwrap();
+    }
+    let mut ssl = Ssl::new(&ctx.build()).unwrap();
+    ssl.set_connect_state();
+    let mut tls = SslStream::new(ssl, Udp(outer.clone())).unwrap();
+    type Ready = Result<(Vec<Vec<u8>>, Option<Vec<u8>>), String>;
+    let (ready_tx, ready_rx) = oneshot::channel::<Ready>();
     let (close_tx, mut close_rx) = mpsc::unbounded_channel::<()>();
     let task = tokio::spawn(async move {
         let end = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut out = vec![0u8; 4096];
-        let mut buf = vec![0u8; 65536];
-        let mut buf2 = vec![0u8; 65536];
-        let mut client: Option<SocketAddr> = None;
-        let mut peer_cert = Vec::new();
-        let mut ready = Some(ready_tx);
-        // Data the client sent before the handshake finished.
-        let mut held: Vec<Vec<u8>> = Vec::new();
-        let mut connected = false;
+        // The handshake: OpenSSL retransmits on its own timer when called again.
         loop {
-            let mut wake = Instant::now() + Duration::from_secs(1);
-            for _ in 0..1000 {
-                match dtls.poll_output(&mut out) {
-                    Output::Packet(p) => {
-                        let _ = outer.try_send(p);
-                    }
-                    Output::BufferTooSmall { needed } => out.resize(needed, 0),
-                    Output::Timeout(t) => {
-                        wake = t;
-                        break;
-                    }
-                    Output::Connected => connected = true,
-                    Output::PeerCert(der) => peer_cert = der.to_vec(),
-                    Output::ApplicationData(d) => {
-                        if let Some(c) = client {
-                            let _ = inner.try_send_to(d, c);
-                        }
-                    }
-                    Output::CloseNotify => return,
-                    _ => {}
-                }
-            }
-            if connected {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(peer_cert.clone());
-                }
-                for d in held.drain(..) {
-                    let _ = dtls.send_application_data(&d);
+            match tls.do_handshake() {
+                Ok(()) => break,
+                Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
                 }
             }
             tokio::select! {
                 () = tokio::time::sleep_until(end) => return,
-                r = outer.recv(&mut buf) => {
-                    let Ok(n) = r else { continue };
-                    if dtls.handle_timeout(Instant::now()).is_err()
-                        || dtls.handle_packet(&buf[..n]).is_err()
-                    {
-                        return;
+                _ = outer.readable() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        let chain = tls
+            .ssl()
+            .peer_cert_chain()
+            .map(|c| c.iter().map(|x| x.to_der().unwrap()).collect())
+            .unwrap_or_default();
+        let chosen = tls.ssl().selected_alpn_protocol().map(<[u8]>::to_vec);
+        let _ = ready_tx.send(Ok((chain, chosen)));
+        let mut buf = vec![0u8; 65536];
+        let mut client: Option<SocketAddr> = None;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(end) => return,
+                _ = outer.readable() => {
+                    for _ in 0..64 {
+                        match tls.ssl_read(&mut buf) {
+                            Ok(n) => {
+                                if let Some(c) = client {
+                                    let _ = inner.try_send_to(&buf[..n], c);
+                                }
+                            }
+                            Err(e) if e.code() == ErrorCode::WANT_READ => break,
+                            // close_notify, or a fatal error.
+                            Err(_) => return,
+                        }
                     }
                 }
-                r = inner.recv_from(&mut buf2) => {
+                r = inner.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
                     client = Some(from);
-                    if connected {
-                        if dtls.send_application_data(&buf2[..n]).is_err() {
-                            return;
-                        }
-                    } else {
-                        held.push(buf2[..n].to_vec());
-                    }
-                }
-                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
-                    if dtls.handle_timeout(Instant::now()).is_err() {
+                    if tls.ssl_write(&buf[..n]).is_err() {
                         return;
                     }
                 }
                 Some(()) = close_rx.recv() => {
-                    let _ = dtls.close();
-                    for _ in 0..16 {
-                        match dtls.poll_output(&mut out) {
-                            Output::Packet(p) => {
-                                let _ = outer.try_send(p);
-                            }
-                            Output::Timeout(_) => break,
-                            _ => {}
-                        }
-                    }
+                    let _ = tls.shutdown();
                     return;
                 }
             }
         }
     });
-    let peer_cert = match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
-        Ok(Ok(der)) => der,
+    let (chain, alpn) = match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
+        Ok(Ok(Ok(done))) => done,
+        Ok(Ok(Err(e))) => return Err(e),
         Ok(Err(_)) => return Err("DTLS handshake failed".to_owned()),
         Err(_) => {
             // No more ClientHellos from this one.
@@ -172,7 +175,8 @@ async fn bridge_with(server: SocketAddr, auto: bool) -> Result<Bridge, String> {
     Ok(Bridge {
         addr,
         outer: outer_addr,
-        peer_cert,
+        chain,
+        alpn,
         close: close_tx,
     })
 }
@@ -183,7 +187,8 @@ async fn binding_and_relaying_over_dtls() {
     let srv = dtls_server(&p);
     assert_eq!(srv.dtls.len(), 1);
     let b = bridge(srv.dtls[0]).await.unwrap();
-    assert_eq!(b.peer_cert, p.der.to_vec(), "the configured certificate");
+    assert_eq!(b.peer_cert(), &p.der[..], "the configured certificate");
+    assert_eq!(b.alpn, None, "no ALPN offered, none chosen");
     let mut c = Client::udp(b.addr).await.unwrap();
     assert_eq!(c.binding().await.unwrap(), b.outer);
 
@@ -247,15 +252,15 @@ async fn reloaded_certificate_serves_new_sessions() {
     let p = pki();
     let srv = dtls_server(&p);
     let old = bridge(srv.dtls[0]).await.unwrap();
-    assert_eq!(old.peer_cert, p.der.to_vec());
+    assert_eq!(old.peer_cert(), &p.der[..]);
     let mut c_old = Client::udp(old.addr).await.unwrap();
 
     let new_der = write_pair(&p.cert, &p.key);
     srv.tls_certs.as_ref().unwrap().reload().unwrap();
-    // DTLS 1.3 this time (the hybrid ClientHello).
-    let new = bridge_with(srv.dtls[0], true).await.unwrap();
+    let new = bridge(srv.dtls[0]).await.unwrap();
     assert_eq!(
-        new.peer_cert, new_der,
+        new.peer_cert(),
+        &new_der[..],
         "a new session gets the new certificate"
     );
     let mut c_new = Client::udp(new.addr).await.unwrap();
@@ -266,7 +271,87 @@ async fn reloaded_certificate_serves_new_sessions() {
 }
 
 #[tokio::test]
-async fn a_key_dtls_cannot_sign_with_is_refused_at_start() {
+async fn alpn_stun_turn_is_echoed() {
+    let p = pki();
+    let srv = dtls_server(&p);
+    let b = bridge_alpn(srv.dtls[0], Some(b"\x02h2\x09stun.turn"))
+        .await
+        .unwrap();
+    assert_eq!(b.alpn.as_deref(), Some(&b"stun.turn"[..]));
+    let mut c = Client::udp(b.addr).await.unwrap();
+    assert_eq!(c.binding().await.unwrap(), b.outer);
+    let b = bridge_alpn(srv.dtls[0], Some(b"\x12stun.nat-discovery"))
+        .await
+        .unwrap();
+    assert_eq!(b.alpn.as_deref(), Some(&b"stun.nat-discovery"[..]));
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_offering_only_other_protocols_is_refused() {
+    let p = pki();
+    let srv = dtls_server(&p);
+    let err = match bridge_alpn(srv.dtls[0], Some(b"\x02h2")).await {
+        Ok(_) => panic!("a client offering only h2 must be refused"),
+        Err(e) => e,
+    };
+    // The client got the server's fatal alert, not a timeout.
+    assert!(err.contains("no application protocol"), "{err}");
+    let metrics = srv.metrics.expect("metrics on");
+    wait_for_metrics(metrics, &["ferroturn_tls_handshake_failures_total 1"]).await;
+    // The refusal costs nothing to others.
+    let b = bridge(srv.dtls[0]).await.unwrap();
+    let mut c = Client::udp(b.addr).await.unwrap();
+    assert_eq!(c.binding().await.unwrap(), b.outer);
+    srv.stop().unwrap();
+}
+
+/// An RSA leaf signed by an intermediate signed by a root, as a CA issues
+/// them: the certificate file holds leaf and intermediate. Returns the DER of
+/// leaf and intermediate.
+fn write_rsa_chain(cert: &Path, key: &Path) -> Vec<Vec<u8>> {
+    let ca = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params
+    };
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root_params = ca("root");
+    let root = rcgen::Issuer::from_params(&root_params, &root_key);
+    let mid_key = rcgen::KeyPair::generate().unwrap();
+    let mid_params = ca("intermediate");
+    let mid = mid_params.signed_by(&mid_key, &root).unwrap();
+    let mid_issuer = rcgen::Issuer::from_params(&mid_params, &mid_key);
+    // ring cannot make RSA keys: OpenSSL makes it.
+    let rsa = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let rsa_pem = String::from_utf8(rsa.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let leaf_key = rcgen::KeyPair::from_pem(&rsa_pem).unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &mid_issuer)
+        .unwrap();
+    std::fs::write(cert, format!("{}{}", leaf.pem(), mid.pem())).unwrap();
+    std::fs::write(key, rsa_pem).unwrap();
+    vec![leaf.der().to_vec(), mid.der().to_vec()]
+}
+
+#[tokio::test]
+async fn an_rsa_key_and_its_chain_are_served() {
+    let p = pki();
+    let chain = write_rsa_chain(&p.cert, &p.key);
+    let srv = dtls_server(&p);
+    let b = bridge(srv.dtls[0]).await.unwrap();
+    assert_eq!(b.chain, chain, "leaf and intermediate, in order");
+    let mut c = Client::udp(b.addr).await.unwrap();
+    assert_eq!(c.binding().await.unwrap(), b.outer);
+    srv.stop().unwrap();
+}
+
+#[tokio::test]
+async fn an_ed25519_key_is_refused_at_start_for_dtls() {
     let p = pki();
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
@@ -284,7 +369,22 @@ async fn a_key_dtls_cannot_sign_with_is_refused_at_start() {
         Ok(_) => panic!("DTLS must refuse an Ed25519 key"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("tls.key") && err.contains("ECDSA"), "{err}");
+    assert!(
+        err.contains("tls.key") && err.contains("RSA or ECDSA"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_match_is_refused_at_start() {
+    let p = pki();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&p.key, other.serialize_pem()).unwrap();
+    let err = match ferroturn::net::start(dtls_options(&p)) {
+        Ok(_) => panic!("a mismatched key must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("tls.key"), "{err}");
 }
 
 #[tokio::test]

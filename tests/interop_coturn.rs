@@ -254,9 +254,9 @@ fn uclient_dtls_loses_nothing() {
     drop(peer);
     drop(srv);
     // uclient picks its DTLS method at random per session, DTLS 1.0 among them,
-    // which ferroturn refuses with a protocol_version alert (DTLS 1.2 and 1.3
-    // only): how many sessions run varies, and each that connected must have had
-    // every message echoed.
+    // which ferroturn refuses with a protocol_version alert (OpenSSL's DTLS 1.2
+    // only): how many sessions run varies, and each that connected must have
+    // had every message echoed.
     assert!(
         text.contains("method=DTLSv1.2"),
         "no DTLS 1.2 session:\n{text}"

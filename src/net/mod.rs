@@ -403,7 +403,6 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
     let dtls_params = match (&opts.tls, &tls_certs) {
         (Some(t), Some(certs)) if !t.dtls_listen.is_empty() => Some(shard::DtlsParams {
             certs: certs.clone(),
-            config: shard::dtls_engine_config(t.handshake_timeout)?,
             handshake_timeout: t.handshake_timeout,
         }),
         _ => None,

@@ -41,7 +41,7 @@ use crate::turn::{
     FastMap, FiveTuple, Output, PeerOutput, RelayId, Server, ServerConfig, Shared, Transport,
 };
 use dtls::DtlsState;
-pub use dtls::{engine_config as dtls_engine_config, DtlsParams};
+pub use dtls::{context as dtls_context, DtlsKeyError, DtlsParams};
 use stream::ConnOut;
 use udp::UdpListener;
 

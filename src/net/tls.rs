@@ -14,10 +14,10 @@
 //! established keep their session and are not disturbed. A bad new pair is refused
 //! and the old one stays in force.
 //!
-//! The same pair serves DTLS (`tls.dtls-listen`, see [`crate::net::dtls`]): the
-//! leaf and the key's DER are kept beside the rustls key for the DTLS engine,
-//! which signs with ECDSA P-256 or P-384 only (no RSA): when DTLS is on, a pair it
-//! cannot use is refused at start and on reload like a broken one.
+//! The same pair serves DTLS (`tls.dtls-listen`, see `net::shard::dtls`): when
+//! DTLS is on, an OpenSSL context holding the same chain and key (and the same
+//! ALPN choice) is built beside the rustls key, so a pair OpenSSL cannot use is
+//! refused at start and on reload like a broken one.
 //!
 //! The served certificate's notAfter is kept beside it, as unix seconds, for the
 //! `ferroturn_tls_certificate_expiry_timestamp_seconds` gauge.
@@ -33,36 +33,23 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use openssl::ssl::SslContext;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A certificate and key, read and checked: the rustls form, and the DTLS form
-/// when the DTLS engine can use the key (ECDSA P-256/P-384).
+/// A certificate and key, read and checked: the rustls form, and with DTLS on
+/// the OpenSSL context DTLS sessions are made from.
 #[derive(Debug, Clone)]
 pub struct CertPair {
     rustls: Arc<CertifiedKey>,
-    dtls: Option<Arc<dimpl::DtlsCertificate>>,
-}
-
-/// The DTLS engine's form of the pair: the leaf and the key, if it can sign with it.
-fn dtls_form(leaf: &[u8], key: &PrivateKeyDer<'_>) -> Option<Arc<dimpl::DtlsCertificate>> {
-    let config = dimpl::Config::builder().build().ok()?;
-    let der = key.secret_der();
-    config
-        .crypto_provider()
-        .key_provider
-        .load_private_key(der)
-        .ok()?;
-    Some(Arc::new(dimpl::DtlsCertificate {
-        certificate: leaf.to_vec(),
-        private_key: der.to_vec(),
-    }))
+    dtls: Option<SslContext>,
 }
 
 /// Reads the chain and key and checks that they belong together: every failure
-/// names the file and the configuration key it came from. With `dtls`, the key
-/// must also be one the DTLS engine can sign with.
+/// names the file and the configuration key it came from. With `dtls`, OpenSSL
+/// must take them too.
 fn load(cert: &Path, key: &Path, provider: &CryptoProvider, dtls: bool) -> io::Result<CertPair> {
     let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
         io::Error::new(
@@ -78,19 +65,23 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider, dtls: bool) -> io::R
         return Err(bad("tls.cert", cert, &"no PEM certificate in the file"));
     }
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("tls.key", key, &e))?;
-    let dtls_pair = dtls_form(&chain[0], &private_key);
-    if dtls && dtls_pair.is_none() {
-        return Err(bad(
-            "tls.key",
-            key,
-            &"tls.dtls-listen needs an ECDSA P-256 or P-384 key (DTLS here does not sign with RSA or Ed25519)",
-        ));
-    }
+    let dtls_context = if dtls {
+        let ctx = crate::net::shard::dtls_context(&chain, &private_key).map_err(|e| {
+            bad(
+                "tls.key (with tls.cert, for tls.dtls-listen) is unusable for DTLS:",
+                key,
+                &e,
+            )
+        })?;
+        Some(ctx)
+    } else {
+        None
+    };
     let certified = CertifiedKey::from_der(chain, private_key, provider)
         .map_err(|e| bad("tls.key does not match tls.cert, or is unusable:", key, &e))?;
     Ok(CertPair {
         rustls: Arc::new(certified),
-        dtls: dtls_pair,
+        dtls: dtls_context,
     })
 }
 
@@ -100,7 +91,7 @@ pub struct ReloadableCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
-    /// Whether DTLS serves this pair too (its key must suit the DTLS engine).
+    /// Whether DTLS serves this pair too (OpenSSL must take it).
     dtls: bool,
     current: RwLock<CertPair>,
     /// `current`'s end-entity notAfter in unix seconds; 0 if it could not be read.
@@ -131,8 +122,8 @@ impl ReloadableCert {
         Self::load_for(cert, key, false)
     }
 
-    /// Loads the pair, for DTLS too when `dtls` (then a key the DTLS engine
-    /// cannot sign with is an error, now and on every reload).
+    /// Loads the pair, for DTLS too when `dtls` (then a pair OpenSSL cannot
+    /// use is an error, now and on every reload).
     pub fn load_for(cert: &Path, key: &Path, dtls: bool) -> io::Result<Arc<Self>> {
         let provider = provider();
         let current = load(cert, key, &provider, dtls)?;
@@ -172,9 +163,9 @@ impl ReloadableCert {
         self.not_after.load(Ordering::Relaxed)
     }
 
-    /// The pair in the DTLS engine's form, for a new DTLS session; `None` when
-    /// the key is not one it can sign with (refused at start when DTLS is on).
-    pub fn dtls_certificate(&self) -> Option<Arc<dimpl::DtlsCertificate>> {
+    /// The OpenSSL context of the current pair, for a new DTLS session; `None`
+    /// when DTLS is off.
+    pub fn dtls_context(&self) -> Option<SslContext> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -199,6 +190,10 @@ impl ResolvesServerCert for ReloadableCert {
 /// TURN first, then STUN NAT behaviour discovery.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"stun.turn", b"stun.nat-discovery"];
 
+/// [`ALPN_PROTOCOLS`] in the wire form OpenSSL takes (each ID after its length
+/// byte), for DTLS.
+pub const ALPN_WIRE: &[u8] = b"\x09stun.turn\x12stun.nat-discovery";
+
 /// The rustls configuration for `turns:` listeners: [`server_config`] offering
 /// [`ALPN_PROTOCOLS`].
 pub fn turn_server_config(certs: Arc<ReloadableCert>) -> io::Result<Arc<rustls::ServerConfig>> {
@@ -221,4 +216,19 @@ fn base_config(certs: Arc<ReloadableCert>) -> io::Result<rustls::ServerConfig> {
         .with_no_client_auth()
         .with_cert_resolver(certs);
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_wire_form_is_the_protocol_list() {
+        let mut wire = Vec::new();
+        for p in ALPN_PROTOCOLS {
+            wire.push(u8::try_from(p.len()).unwrap());
+            wire.extend_from_slice(p);
+        }
+        assert_eq!(ALPN_WIRE, &wire[..]);
+    }
 }

@@ -1,6 +1,7 @@
 //! The checks of `ferroturn doctor`, in the order a client meets them:
 //! listeners (Binding), credentials and relay address (Allocate), relaying
-//! (two allocations sending to each other), the TLS certificate, the peer
+//! (two allocations sending to each other), the TLS certificate, DTLS (a
+//! handshake with ALPN and a Binding inside it), the peer
 //! policy and the relay ports. Each network step is bounded by the plan's
 //! timeout, so a silent server makes a FAIL line, never a hang.
 
@@ -124,6 +125,9 @@ pub async fn run(plan: &Plan) -> Report {
 
     if let Some(tls) = &plan.tls {
         report.checks.push(certificate(plan, tls, &recorder));
+    }
+    if let Some(dtls) = &plan.dtls {
+        report.checks.push(super::dtls::check(plan, dtls).await);
     }
 
     if let Some(a) = allocated.first_mut() {

@@ -3,7 +3,7 @@
 //!
 //! It is a TURN client (the crate's own, [`crate::client`]) that runs the
 //! steps a WebRTC app depends on — Binding, Allocate, a relay round trip, the
-//! TLS certificate, the peer policy — and reports each as PASS, WARN, FAIL or
+//! TLS certificate, DTLS, the peer policy — and reports each as PASS, WARN, FAIL or
 //! SKIP with the reason and the fix ([`report`]). Everything it needs
 //! defaults to the server's configuration file, so on the server's host
 //! `ferroturn doctor --config FILE` is the whole command; from elsewhere,
@@ -16,6 +16,7 @@
 
 mod certificate;
 mod checks;
+mod dtls;
 mod relaying;
 pub mod report;
 
@@ -92,6 +93,8 @@ pub struct Plan {
     pub server: Target,
     pub tls: Option<Target>,
     pub tls_name: String,
+    /// The DTLS address (`tls.dtls-listen`), when DTLS is checked.
+    pub dtls: Option<Target>,
     /// Trust anchors for the certificate check.
     pub roots: rustls::RootCertStore,
     pub roots_source: String,
@@ -153,6 +156,14 @@ async fn plan(args: &DoctorArgs) -> Result<Plan, DoctorError> {
         (None, Some(t)) => t.listen.first().map(|a| literal(reachable(*a))),
         (None, None) => None,
     };
+    let dtls = match (
+        &args.dtls_server,
+        config.as_ref().and_then(|c| c.tls.as_ref()),
+    ) {
+        (Some(text), _) => Some(resolve("--dtls-server", text, DEFAULT_TLS_PORT).await?),
+        (None, Some(t)) => t.dtls_listen.first().map(|a| literal(reachable(*a))),
+        (None, None) => None,
+    };
     let tls_name = match (&args.tls_name, &tls) {
         (Some(name), _) => name.clone(),
         (None, Some(t)) => t.host.clone(),
@@ -185,6 +196,7 @@ async fn plan(args: &DoctorArgs) -> Result<Plan, DoctorError> {
         server,
         tls,
         tls_name,
+        dtls,
         roots,
         roots_source,
         credential,

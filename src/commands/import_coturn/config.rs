@@ -242,7 +242,6 @@ const NOT_TRANSLATED: &[(&str, Verdict, &str)] = &[
     ("no-multicast-peers", Verdict::NotNeeded, "multicast peers are denied by default"),
     ("no-loopback-peers", Verdict::NotNeeded, "loopback peers are denied by default"),
     ("no-software-attribute", Verdict::NotNeeded, "ferroturn sends no SOFTWARE attribute unless server.software is set"),
-    ("no-dtls", Verdict::NotNeeded, "DTLS is off unless tls.dtls-listen is set"),
     ("no-tlsv1", Verdict::NotNeeded, "TLS is rustls: TLS 1.2 and 1.3 only"),
     ("no-tlsv1_1", Verdict::NotNeeded, "TLS is rustls: TLS 1.2 and 1.3 only"),
     ("no-tlsv1_2", Verdict::NotNeeded, "TLS is rustls: TLS 1.2 and 1.3, not configurable"),
@@ -330,6 +329,7 @@ pub fn translate(directives: &[Directive]) -> Result<Translation, BadValue> {
     let (mut min_port, mut max_port) = (None, None);
     let (mut cert, mut pkey) = (None, None);
     let mut no_tls = None;
+    let mut no_dtls = false;
     let mut prometheus = None;
     let mut prometheus_port = None;
     let mut max_lifetime = None;
@@ -394,6 +394,10 @@ pub fn translate(directives: &[Directive]) -> Result<Translation, BadValue> {
             "no-tls" => {
                 flag(d)?;
                 no_tls = Some(d.line);
+            }
+            "no-dtls" => {
+                flag(d)?;
+                no_dtls = true;
             }
             "denied-peer-ip" => t.peers_deny.push(ip_range(d)?),
             "allowed-peer-ip" => t.peers_allow.push(ip_range(d)?),
@@ -556,16 +560,17 @@ pub fn translate(directives: &[Directive]) -> Result<Translation, BadValue> {
             line,
             key: "no-tls".into(),
             verdict: Verdict::Caveat,
-            reason: "TLS stays off: cert and pkey, if any, are not carried over".into(),
+            reason: "TLS and DTLS stay off: cert and pkey, if any, are not carried over".into(),
         }),
         (Some(cert), Some(pkey), None) => {
             t.set("tls", "cert", cert);
             t.set("tls", "key", pkey);
-            t.set(
-                "tls",
-                "listen",
-                with_port(tls_listening_port.unwrap_or(COTURN_TLS_LISTENING_PORT)),
-            );
+            let addrs = with_port(tls_listening_port.unwrap_or(COTURN_TLS_LISTENING_PORT));
+            // coturn serves DTLS on its TLS ports (UDP) unless told `no-dtls`.
+            if !no_dtls {
+                t.set("tls", "dtls-listen", addrs.clone());
+            }
+            t.set("tls", "listen", addrs);
         }
         (None, None, None) => {}
         (cert, _, None) => {
@@ -834,6 +839,24 @@ mod tests {
             "line 2: cert: given without pkey: TLS needs both"
         );
         assert_eq!(err("no-tls=maybe\n"), "line 1: no-tls: is a flag and takes no value (found \"maybe\"); remove the line to turn it off");
+    }
+
+    #[test]
+    fn dtls_listens_on_the_tls_ports_unless_no_dtls() {
+        let conf =
+            "cert=/etc/c.pem\npkey=/etc/k.pem\ntls-listening-port=443\nlistening-ip=192.0.2.1\n";
+        let t = one(conf).unwrap();
+        assert_eq!(
+            get(&t, "tls", "dtls-listen").unwrap(),
+            &toml::Value::from(vec!["192.0.2.1:443"])
+        );
+        let t = one(&format!("{conf}no-dtls\n")).unwrap();
+        assert!(get(&t, "tls", "dtls-listen").is_none());
+        assert!(get(&t, "tls", "listen").is_some(), "TLS stays on");
+        assert_eq!(
+            err("no-dtls=maybe\n"),
+            "line 1: no-dtls: is a flag and takes no value (found \"maybe\"); remove the line to turn it off"
+        );
     }
 
     #[test]

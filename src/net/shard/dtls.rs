@@ -1,5 +1,8 @@
 //! The DTLS path of a shard (RFC 7350, `tls.dtls-listen`): its UDP sockets, one
-//! DTLS session per client address, driven by the sans-IO `dimpl` engine.
+//! DTLS session per client address, each an OpenSSL DTLS 1.2 engine (the
+//! `openssl` crate's [`SslStream`]) over in-memory datagrams, driven by the
+//! shard's own event loop: a datagram from the client is handed to the engine,
+//! and what the engine writes is queued to the client, one datagram per write.
 //!
 //! Each decrypted application record is one STUN message or ChannelData, fed to
 //! the core as a UDP datagram would be, under a 5-tuple of transport
@@ -8,58 +11,140 @@
 //! allocation lives with its session: when the session ends (close_notify,
 //! a fatal DTLS error, the idle deadline) the allocation ends too.
 //!
+//! ALPN (RFC 7443) as over TLS: `stun.turn` or `stun.nat-discovery` is echoed
+//! to a client offering it; a client offering only other protocols gets a fatal
+//! `no_application_protocol` alert; one offering none is served (browsers send
+//! none). Keys: RSA, ECDSA or Ed25519, with the chain of the certificate file.
+//!
 //! Abuse is bounded as for stream connections: every session, handshaking or
 //! not, counts against `connections.max-per-ip` and `max-total` (a datagram from
 //! a new address over a cap is dropped); a handshake must finish within
 //! `tls.handshake-timeout`; a session must hold an allocation within
 //! `connections.allocate-timeout` of its start, or of its allocation's end. The
-//! engine answers a ClientHello with a cookie exchange (HelloVerifyRequest)
-//! before any costly work, so a spoofed source gets one small datagram, not
-//! the certificate flight; and only a datagram that looks like a DTLS handshake
-//! record opens a session.
+//! engine answers a ClientHello with a cookie exchange (HelloVerifyRequest, a
+//! random cookie per session) before any costly work, so a spoofed source gets
+//! one small datagram, not the certificate flight; and only a datagram that
+//! looks like a DTLS handshake record opens a session.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dimpl::{Dtls, Output as DtlsOutput};
+use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
+use openssl::pkey::{Id, PKey};
+use openssl::ssl::{
+    select_next_proto, AlpnError, ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod,
+    SslMode, SslOptions, SslStream, SslVerifyMode, SslVersion,
+};
+use openssl::x509::X509;
 use quinn_udp::RecvMeta;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::relay_reader::start_relay_readers;
 use super::udp::{self, UdpListener};
 use super::{ShardRef, State, SLOT};
 use crate::net::connections::{ConnClose, ConnGuard};
-use crate::net::tls::ReloadableCert;
+use crate::net::tls::{ReloadableCert, ALPN_WIRE};
 use crate::turn::server::DropReason;
 use crate::turn::{FastMap, FiveTuple, Output, Transport};
 
 /// Datagrams read per recvmmsg call.
 const BATCH: usize = 8;
-/// How often sessions' retransmission timers and deadlines are checked.
+/// How often sessions' handshake retransmissions and deadlines are checked.
 const TICK: Duration = Duration::from_millis(50);
 /// The largest plaintext a DTLS record carries (RFC 6347 §4.1): larger relayed
 /// data is dropped, as a network with that MTU would drop it.
 const MAX_RECORD: usize = 16 * 1024;
-/// Outputs drained from one session at a time (a bound, never reached in practice).
-const MAX_OUTPUTS: usize = 256;
+/// The path MTU the engine fragments handshake flights to (IP and UDP headers
+/// not counted): relayed datagrams of usual sizes fit in one record.
+const MTU: u32 = 1400;
+/// Records read from one session at a time (a bound, never reached in practice).
+const MAX_RECORDS: usize = 256;
 /// The first byte of a DTLS handshake record (content type 22).
 const HANDSHAKE: u8 = 22;
-/// Fatal alerts (RFC 5246 §7.2): `handshake_failure` and `protocol_version`.
-const ALERT_HANDSHAKE_FAILURE: u8 = 40;
-const ALERT_PROTOCOL_VERSION: u8 = 70;
-/// A plaintext alert record: the 13-byte record header, level and description.
-const ALERT_LEN: usize = 15;
+/// The cookie of the HelloVerifyRequest: random per session.
+type Cookie = [u8; 16];
+/// The TLS 1.2 cipher suites offered (Mozilla's "intermediate" list): forward
+/// secret, AEAD only. OpenSSL's default list would also take static-RSA key
+/// exchange and CBC suites. Ed25519 keys sign under the ECDSA suites.
+const CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-/// A plaintext fatal alert record (epoch 0) answering the handshake record
-/// `to`, in its record version: 15 bytes.
-fn plaintext_alert(to: &[u8], code: u8) -> [u8; ALERT_LEN] {
-    let (hi, lo) = match to.get(1..3) {
-        Some(&[hi, lo]) => (hi, lo),
-        _ => (0xfe, 0xfd),
-    };
-    [21, hi, lo, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, code]
+/// Where a session keeps its cookie (an OpenSSL ex_data slot, made once).
+fn cookie_index() -> Option<Index<Ssl, Cookie>> {
+    static INDEX: OnceLock<Option<Index<Ssl, Cookie>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+/// The OpenSSL server context for DTLS sessions with this certificate chain
+/// and key: DTLS 1.2, no client certificate, the cookie exchange, no
+/// renegotiation, ALPN as over TLS. Built once per certificate pair (at start
+/// and on each reload): new sessions take the current one.
+pub fn context(
+    chain: &[CertificateDer<'_>],
+    key: &PrivateKeyDer<'_>,
+) -> Result<SslContext, DtlsKeyError> {
+    let mut b = SslContextBuilder::new(SslMethod::dtls_server())?;
+    b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+    b.set_options(
+        SslOptions::COOKIE_EXCHANGE
+            | SslOptions::NO_QUERY_MTU
+            | SslOptions::NO_RENEGOTIATION
+            | SslOptions::CIPHER_SERVER_PREFERENCE,
+    );
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_cipher_list(CIPHERS)?;
+    let mut certs = chain.iter();
+    if let Some(leaf) = certs.next() {
+        let leaf = X509::from_der(leaf)?;
+        b.set_certificate(&leaf)?;
+    }
+    for c in certs {
+        b.add_extra_chain_cert(X509::from_der(c)?)?;
+    }
+    let key = PKey::private_key_from_der(key.secret_der())?;
+    // OpenSSL loads an Ed25519 key but fails every DTLS 1.2 handshake with it
+    // (handshake_failure): refused here, at start and on reload, instead.
+    if !matches!(key.id(), Id::RSA | Id::EC) {
+        return Err(DtlsKeyError::KeyType);
+    }
+    b.set_private_key(&key)?;
+    b.check_private_key()?;
+    // A client offering ALPN but no protocol of ours is refused with a fatal
+    // `no_application_protocol`; one offering none never reaches this.
+    b.set_alpn_select_callback(|_, offered| {
+        select_next_proto(ALPN_WIRE, offered).ok_or(AlpnError::ALERT_FATAL)
+    });
+    b.set_cookie_generate_cb(|ssl, buf| {
+        let cookie = cookie_index().and_then(|i| ssl.ex_data(i));
+        match (cookie, buf.get_mut(..16)) {
+            (Some(c), Some(dst)) => {
+                dst.copy_from_slice(c);
+                Ok(c.len())
+            }
+            _ => Err(ErrorStack::get()),
+        }
+    });
+    b.set_cookie_verify_cb(|ssl, got| {
+        cookie_index()
+            .and_then(|i| ssl.ex_data(i))
+            .is_some_and(|c| c[..] == *got)
+    });
+    Ok(b.build())
+}
+
+/// Why a certificate pair cannot serve DTLS.
+#[derive(Debug, thiserror::Error)]
+pub enum DtlsKeyError {
+    #[error("DTLS needs an RSA or ECDSA key (OpenSSL's DTLS 1.2 does not sign with Ed25519)")]
+    KeyType,
+    #[error("{0}")]
+    OpenSsl(#[from] ErrorStack),
 }
 
 /// What DTLS listeners need.
@@ -67,25 +152,46 @@ fn plaintext_alert(to: &[u8], code: u8) -> [u8; ALERT_LEN] {
 pub struct DtlsParams {
     /// The certificate, shared with TLS: new sessions take the current one.
     pub certs: Arc<ReloadableCert>,
-    pub config: Arc<dimpl::Config>,
     pub handshake_timeout: Duration,
 }
 
-/// The engine configuration for the server side: no client certificate, the
-/// cookie exchange on, an MTU that fits relayed datagrams in one record.
-pub fn engine_config(handshake_timeout: Duration) -> io::Result<Arc<dimpl::Config>> {
-    dimpl::Config::builder()
-        .require_client_certificate(false)
-        .use_server_cookie(true)
-        .handshake_timeout(handshake_timeout)
-        .mtu(1400)
-        .build()
-        .map(Arc::new)
-        .map_err(|e| io::Error::other(format!("DTLS configuration: {e}")))
+/// The engine's side of a session's UDP path: the datagram it reads next, and
+/// the datagrams it wrote (each `write` one datagram), to be queued to the client.
+#[derive(Default)]
+struct Datagrams {
+    inbound: Vec<u8>,
+    has_inbound: bool,
+    out: Vec<u8>,
+    out_lens: Vec<usize>,
+}
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.has_inbound {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.has_inbound = false;
+        // A datagram longer than the engine's buffer is cut, and fails its MAC.
+        let n = self.inbound.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.inbound[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        self.out_lens.push(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 struct Session {
-    dtls: Dtls,
+    tls: SslStream<Datagrams>,
     /// When the first ClientHello came.
     started: Instant,
     connected: bool,
@@ -93,11 +199,27 @@ struct Session {
     /// handshake deadline first); `None` while it holds one.
     deadline: Option<(Instant, ConnClose)>,
     allocated: bool,
-    /// The engine's next timer (retransmission).
-    wake: Option<Instant>,
     /// Set on a fatal engine error or close_notify: reaped at the next tick.
     closed: bool,
     _guard: ConnGuard,
+}
+
+/// A new server-side engine for a client: the current certificate's context,
+/// a fresh cookie, the MTU.
+fn new_session(ctx: &SslContext) -> Result<SslStream<Datagrams>, ErrorStack> {
+    let mut ssl = Ssl::new(ctx)?;
+    let mut cookie: Cookie = [0; 16];
+    openssl::rand::rand_bytes(&mut cookie)?;
+    let index = cookie_index().ok_or_else(ErrorStack::get)?;
+    ssl.set_ex_data(index, cookie);
+    ssl.set_mtu(MTU)?;
+    ssl.set_accept_state();
+    SslStream::new(ssl, Datagrams::default())
+}
+
+/// Whether an engine error only means "waiting for the next datagram".
+fn is_waiting(e: &openssl::ssl::Error) -> bool {
+    e.code() == ErrorCode::WANT_READ
 }
 
 /// The shard's DTLS listeners and sessions.
@@ -106,8 +228,8 @@ pub(super) struct DtlsState {
     pub(super) listeners: Vec<UdpListener>,
     sessions: FastMap<FiveTuple, Session>,
     params: Option<DtlsParams>,
-    /// Scratch for the engine's output.
-    out: Vec<u8>,
+    /// Scratch for one decrypted record.
+    record: Vec<u8>,
     /// Plaintext records decrypted from one datagram, and their lengths.
     rx: Vec<u8>,
     rx_lens: Vec<usize>,
@@ -128,7 +250,7 @@ impl DtlsState {
             listeners,
             sessions: FastMap::default(),
             params,
-            out: vec![0u8; 2048],
+            record: vec![0u8; MAX_RECORD],
             rx: Vec::new(),
             rx_lens: Vec::new(),
         })
@@ -140,10 +262,10 @@ impl DtlsState {
         let Some(sess) = self.sessions.get_mut(tuple) else {
             return 0;
         };
-        if sess.closed || data.len() > MAX_RECORD {
+        if sess.closed || !sess.connected || data.len() > MAX_RECORD {
             return 1;
         }
-        match sess.dtls.send_application_data(data) {
+        match sess.tls.ssl_write(data) {
             Ok(n) if n == data.len() => {}
             Ok(_) => return 1,
             Err(_) => {
@@ -151,7 +273,7 @@ impl DtlsState {
                 return 1;
             }
         }
-        drain(sess, tuple, &mut self.listeners, &mut self.out, None)
+        drain(sess, tuple, &mut self.listeners)
     }
 
     /// Sends every queued datagram.
@@ -170,44 +292,63 @@ impl DtlsState {
     }
 }
 
-/// Drains the engine's output: packets queued to the client, the next timer,
-/// and (into `rx`, when given) decrypted records. Returns how many packets were
+/// Queues what the engine wrote to the client. Returns how many datagrams were
 /// dropped for a full socket buffer.
-fn drain(
-    sess: &mut Session,
-    tuple: &FiveTuple,
-    listeners: &mut [UdpListener],
-    out: &mut Vec<u8>,
-    mut rx: Option<(&mut Vec<u8>, &mut Vec<usize>)>,
-) -> u64 {
+fn drain(sess: &mut Session, tuple: &FiveTuple, listeners: &mut [UdpListener]) -> u64 {
+    let io = sess.tls.get_mut();
     let mut dropped = 0;
-    sess.wake = None;
-    for _ in 0..MAX_OUTPUTS {
-        match sess.dtls.poll_output(out) {
-            DtlsOutput::Packet(p) => dropped += udp::send(listeners, tuple, p),
-            DtlsOutput::BufferTooSmall { needed } => {
-                if needed > 2 * SLOT {
-                    sess.closed = true;
-                    break;
-                }
-                out.resize(needed, 0);
-            }
-            DtlsOutput::Timeout(t) => {
-                sess.wake = Some(t);
-                break;
-            }
-            DtlsOutput::Connected => sess.connected = true,
-            DtlsOutput::ApplicationData(d) => {
-                if let Some((buf, lens)) = rx.as_mut() {
-                    buf.extend_from_slice(d);
-                    lens.push(d.len());
-                }
-            }
-            DtlsOutput::CloseNotify => sess.closed = true,
-            _ => {}
+    let mut at = 0;
+    for &len in &io.out_lens {
+        if let Some(p) = io.out.get(at..at + len) {
+            dropped += udp::send(listeners, tuple, p);
+        }
+        at += len;
+    }
+    io.out.clear();
+    io.out_lens.clear();
+    dropped
+}
+
+/// Feeds one datagram to a session's engine: the handshake while it lasts,
+/// then its records (into `rx`, their lengths into `lens`). `Err` is fatal for
+/// the session (what the engine wrote, an alert, is still to be drained).
+fn feed(
+    sess: &mut Session,
+    datagram: &[u8],
+    record: &mut [u8],
+    rx: &mut Vec<u8>,
+    lens: &mut Vec<usize>,
+) -> Result<(), openssl::ssl::Error> {
+    let io = sess.tls.get_mut();
+    io.inbound.clear();
+    io.inbound.extend_from_slice(datagram);
+    io.has_inbound = true;
+    if !sess.connected {
+        match sess.tls.do_handshake() {
+            Ok(()) => sess.connected = true,
+            Err(e) if is_waiting(&e) => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
-    dropped
+    // Every record of the datagram (OpenSSL keeps the rest of a datagram
+    // between reads), until the engine wants the next one.
+    for _ in 0..MAX_RECORDS {
+        match sess.tls.ssl_read(record) {
+            Ok(0) => break,
+            Ok(n) => {
+                rx.extend_from_slice(&record[..n]);
+                lens.push(n);
+            }
+            Err(e) if is_waiting(&e) => break,
+            Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                // close_notify.
+                sess.closed = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl State {
@@ -224,6 +365,9 @@ impl State {
             let Some(params) = d.params.as_ref() else {
                 return false;
             };
+            let Some(ctx) = params.certs.dtls_context() else {
+                return false;
+            };
             let guard = match self.limits.admit(tuple.client.ip()) {
                 Ok(g) => g,
                 Err(why) => {
@@ -231,21 +375,22 @@ impl State {
                     return false;
                 }
             };
-            let Some(cert) = params.certs.dtls_certificate() else {
-                return false;
+            let tls = match new_session(&ctx) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a DTLS session");
+                    return false;
+                }
             };
-            let dtls = Dtls::new_auto(params.config.clone(), (*cert).clone(), now);
             let until = (now + params.handshake_timeout).min(now + self.limits.allocate_timeout());
-            let started = now;
             d.sessions.insert(
                 tuple,
                 Session {
-                    dtls,
-                    started,
+                    tls,
+                    started: now,
                     connected: false,
                     deadline: Some((until, ConnClose::AllocateTimeout)),
                     allocated: false,
-                    wake: None,
                     closed: false,
                     _guard: guard,
                 },
@@ -260,33 +405,16 @@ impl State {
             // Done with, to be reaped at the next tick: the engine is not fed again.
             return false;
         }
-        let r = sess
-            .dtls
-            .handle_timeout(now)
-            .and_then(|()| sess.dtls.handle_packet(datagram));
         let was_connected = sess.connected;
-        let dropped = drain(
-            sess,
-            &tuple,
-            &mut d.listeners,
-            &mut d.out,
-            Some((&mut d.rx, &mut d.rx_lens)),
-        );
+        let r = feed(sess, datagram, &mut d.record, &mut d.rx, &mut d.rx_lens);
+        // Handshake flights, alerts: what the engine wrote, in order.
+        let dropped = drain(sess, &tuple, &mut d.listeners);
         if let Err(e) = r {
-            // Fatal for the session (dimpl has no recoverable errors). A client
-            // still in its handshake is told so with an alert (a DTLS 1.0 client,
-            // say, which would otherwise retransmit its ClientHello until it gives
-            // up); then the session, and any allocation it held, ends now.
+            // Fatal for the session. OpenSSL has queued the alert that tells a
+            // client still in its handshake why (no_application_protocol,
+            // protocol_version for DTLS 1.0, handshake_failure), already sent
+            // above; then the session, and any allocation it held, ends now.
             tracing::debug!(client = %tuple.client, error = %e, "DTLS session failed");
-            if !sess.connected && datagram.len() >= ALERT_LEN {
-                // Never more bytes back than came in: no amplification.
-                let code = match datagram.get(1..3) {
-                    Some(&[0xfe, 0xfd]) => ALERT_HANDSHAKE_FAILURE,
-                    _ => ALERT_PROTOCOL_VERSION,
-                };
-                let alert = plaintext_alert(datagram, code);
-                let _ = udp::send(&mut d.listeners, &tuple, &alert);
-            }
             if !sess.connected {
                 self.tls_handshake_failures += 1;
             }
@@ -347,8 +475,8 @@ impl State {
         sess.allocated = has;
     }
 
-    /// Runs sessions' timers and deadlines; ends the sessions that are over,
-    /// with their allocations.
+    /// Runs handshakes' retransmission timers and sessions' deadlines; ends the
+    /// sessions that are over, with their allocations.
     fn dtls_tick(&mut self, now: Instant) {
         let tuples: Vec<FiveTuple> = self.dtls.sessions.keys().copied().collect();
         let mut dropped = 0;
@@ -358,11 +486,16 @@ impl State {
             let Some(sess) = d.sessions.get_mut(&tuple) else {
                 continue;
             };
-            if sess.wake.is_some_and(|w| w <= now) {
-                if sess.dtls.handle_timeout(now).is_err() {
-                    sess.closed = true;
+            if !sess.connected && !sess.closed {
+                // OpenSSL checks its own retransmission timer on each call and
+                // resends the last flight when it has run out (RFC 6347 §4.2.4).
+                match sess.tls.do_handshake() {
+                    // Not without a datagram from the client; harmless if so.
+                    Ok(()) => sess.connected = true,
+                    Err(e) if is_waiting(&e) => {}
+                    Err(_) => sess.closed = true,
                 }
-                dropped += drain(sess, &tuple, &mut d.listeners, &mut d.out, None);
+                dropped += drain(sess, &tuple, &mut d.listeners);
             }
             let expired = sess.deadline.filter(|(when, _)| *when <= now);
             if !sess.closed && expired.is_none() {
@@ -374,8 +507,8 @@ impl State {
                 } else {
                     self.conn_closed[why as usize] += 1;
                     // A close_notify, so that the client knows.
-                    if sess.dtls.close().is_ok() {
-                        dropped += drain(sess, &tuple, &mut d.listeners, &mut d.out, None);
+                    if !sess.closed && sess.tls.shutdown().is_ok() {
+                        dropped += drain(sess, &tuple, &mut d.listeners);
                     }
                 }
             } else if !sess.connected {
