@@ -682,4 +682,46 @@ mod tests {
         assert_eq!(&buf[..n], b"six");
         assert_eq!(from.ip(), "::1".parse::<IpAddr>().unwrap());
     }
+
+    /// A run of equal-sized datagrams (the last shorter) to one destination
+    /// leaves as one GSO send; a reader without UDP_GRO gets each datagram
+    /// with its exact bytes, and one with UDP_GRO gets the train and its
+    /// segment size (what the relay reader splits by).
+    #[test]
+    fn gso_runs_arrive_as_separate_datagrams_and_as_a_gro_train() {
+        if !crate::net::sockets::udp_gso_supported() {
+            return; // no UDP GSO in this kernel
+        }
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        plain
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let gro =
+            crate::net::sockets::relay_socket("127.0.0.1".parse().unwrap(), 0, false).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sizes = [100usize, 100, 100, 37];
+        for to in [plain.local_addr().unwrap(), gro.local_addr().unwrap()] {
+            let mut b = SendBatch::with_gso(true);
+            for (i, &n) in sizes.iter().enumerate() {
+                assert!(b.push(&vec![i as u8; n], to, None));
+            }
+            assert_eq!(b.flush(tx.as_raw_fd()), 0);
+            assert_eq!(b.gso_counts(), (1, 4));
+        }
+        let mut buf = [0u8; 256];
+        for (i, &n) in sizes.iter().enumerate() {
+            let got = plain.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..got], &vec![i as u8; n][..]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut rx = super::super::RecvBatch::new(4, 0, 65536, 0);
+        assert_eq!(rx.recv(gro.as_raw_fd()).unwrap(), 1);
+        assert_eq!(rx.segment(0), Some(100));
+        let want: Vec<u8> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| vec![i as u8; n])
+            .collect();
+        assert_eq!(rx.msg(0), &want[..]);
+    }
 }
