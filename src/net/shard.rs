@@ -76,6 +76,8 @@ struct State {
     tcp_total: [u64; 2],
     /// Datagrams delivered in-process between this shard's allocations.
     in_process: u64,
+    /// Datagrams that relay sockets received coalesced in GRO trains.
+    gro_segments: u64,
     /// TLS connections that did not complete their handshake (in time).
     tls_handshake_failures: u64,
     /// Stream connections the server closed or refused, by [`ConnClose`].
@@ -142,6 +144,18 @@ impl State {
             .peer_tx
             .flush_by_key(|k| binder.socket(RelayId::from_bits(k)).map(|s| s.as_raw_fd()));
         self.server.count_drop(DropReason::Backlog, dropped);
+    }
+
+    /// UDP GSO sends and the datagrams they carried, over every send queue of
+    /// the shard (listeners, DTLS listeners, relay sockets).
+    fn gso_counts(&self) -> (u64, u64) {
+        let mut sum = self.peer_tx.gso_counts();
+        for l in self.udp.iter().chain(&self.dtls.listeners) {
+            let (sends, segments) = l.tx.gso_counts();
+            sum.0 += sends;
+            sum.1 += segments;
+        }
+        sum
     }
 
     /// Acts on what the core returned for a client message.
@@ -340,6 +354,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             tcp_active: [0; 2],
             tcp_total: [0; 2],
             in_process: 0,
+            gro_segments: 0,
             tls_handshake_failures: 0,
             conn_closed: [0; ConnClose::COUNT],
             limits: conn_limits,

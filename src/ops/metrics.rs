@@ -63,6 +63,11 @@ pub struct ShardSnapshot {
     /// Datagrams handed from one allocation's relay to another's of the same
     /// shard without a socket in between.
     pub in_process: u64,
+    /// UDP GSO sends, and the datagrams they carried.
+    pub gso_sends: u64,
+    pub gso_segments: u64,
+    /// Datagrams received coalesced in UDP GRO trains.
+    pub gro_segments: u64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: u64,
     /// Stream connections the server closed or refused, by [`ConnClose`].
@@ -196,6 +201,9 @@ pub struct Metrics {
     tcp_active: prometheus::IntGaugeVec,
     tcp_total: IntCounterVec,
     in_process: IntCounter,
+    gso_sends: IntCounter,
+    gso_segments: IntCounter,
+    gro_segments: IntCounter,
     tls_handshake_failures: IntCounter,
     conn_closed: IntCounterVec,
     /// Read at each scrape, when set: what `/readyz` answers, and the served
@@ -264,6 +272,21 @@ impl Metrics {
             "Packets relayed from one allocation to another of the same shard in-process (client-to-client through this server), also counted in ferroturn_relayed_packets_total both ways.",
         )?;
         r.register(Box::new(in_process.clone()))?;
+        let gso_sends = IntCounter::new(
+            "ferroturn_udp_gso_sends_total",
+            "UDP GSO sends: runs of equal-sized datagrams from one socket to one destination sent as one UDP_SEGMENT message.",
+        )?;
+        r.register(Box::new(gso_sends.clone()))?;
+        let gso_segments = IntCounter::new(
+            "ferroturn_udp_gso_segments_total",
+            "Datagrams sent inside UDP GSO sends (each still leaves as its own datagram).",
+        )?;
+        r.register(Box::new(gso_segments.clone()))?;
+        let gro_segments = IntCounter::new(
+            "ferroturn_udp_gro_segments_total",
+            "Datagrams received coalesced in UDP GRO trains, split and handled one by one.",
+        )?;
+        r.register(Box::new(gro_segments.clone()))?;
         let tls_handshake_failures = IntCounter::new(
             "ferroturn_tls_handshake_failures_total",
             "TLS connections closed because their handshake failed or did not finish within tls.handshake-timeout.",
@@ -278,6 +301,9 @@ impl Metrics {
                 &["code"],
             )?,
             in_process,
+            gso_sends,
+            gso_segments,
+            gro_segments,
             tls_handshake_failures,
             health: None,
             tls_certs: None,
@@ -442,6 +468,9 @@ impl Metrics {
             sum.permissions += s.permissions;
             sum.channels += s.channels;
             sum.in_process += s.in_process;
+            sum.gso_sends += s.gso_sends;
+            sum.gso_segments += s.gso_segments;
+            sum.gro_segments += s.gro_segments;
             sum.tls_handshake_failures += s.tls_handshake_failures;
             for (sum, n) in sum.conn_closed.iter_mut().zip(s.conn_closed) {
                 *sum += n;
@@ -520,6 +549,9 @@ impl Metrics {
         set_gauge(&self.permissions_active, sum.permissions);
         set_gauge(&self.channels_active, sum.channels);
         advance(&self.in_process, sum.in_process);
+        advance(&self.gso_sends, sum.gso_sends);
+        advance(&self.gso_segments, sum.gso_segments);
+        advance(&self.gro_segments, sum.gro_segments);
         advance(&self.tls_handshake_failures, sum.tls_handshake_failures);
         for r in ConnClose::ALL {
             advance(

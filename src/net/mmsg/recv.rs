@@ -39,7 +39,12 @@ pub struct RecvBatch {
     iov: Box<[libc::iovec]>,
     hdr: Box<[libc::mmsghdr]>,
     addr: Box<[libc::sockaddr_storage]>,
+    /// Control data per slot: the UDP_GRO segment size of a coalesced train.
+    cmsg: Box<[[u64; CMSG_WORDS]]>,
 }
+
+/// Room for the control messages of one datagram (a UDP_GRO int).
+const CMSG_WORDS: usize = 8;
 
 impl RecvBatch {
     /// `n` slots for payloads of up to `max` bytes with `head` bytes before and
@@ -54,6 +59,7 @@ impl RecvBatch {
             iov: super::empty_iovecs(n),
             hdr: super::zeroed_headers(n),
             addr: super::zeroed_addrs(n),
+            cmsg: vec![[0u64; CMSG_WORDS]; n].into_boxed_slice(),
         }
     }
 
@@ -81,14 +87,15 @@ impl RecvBatch {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
             h.msg_hdr.msg_iov = &mut self.iov[i];
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_control = self.cmsg[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = mem::size_of::<[u64; CMSG_WORDS]>() as _;
             h.msg_hdr.msg_flags = 0;
         }
         // SAFETY: each header points at its own iovec, which points at `max`
-        // bytes of its own slot (head + max + tail fit in it), and at its own
-        // sockaddr_storage with its full size: all owned by `self`, which the
-        // `&mut self` keeps alive and unaliased across the call.
+        // bytes of its own slot (head + max + tail fit in it), at its own
+        // sockaddr_storage and its own control buffer, each with its full size:
+        // all owned by `self`, which the `&mut self` keeps alive and unaliased
+        // across the call.
         match unsafe { super::recvmmsg(fd, &mut self.hdr) }? {
             0 => Err(io::ErrorKind::WouldBlock.into()),
             n => Ok(n),
@@ -124,6 +131,33 @@ impl RecvBatch {
         Some((from, slot, self.head, self.head + len))
     }
 
+    /// The segment size of datagram `i` of the last [`recv`](Self::recv) when
+    /// it is a GRO train (several datagrams of one source coalesced by the
+    /// kernel on a socket with UDP_GRO: all of this size but the last, which
+    /// may be shorter); `None` for a single datagram.
+    pub fn segment(&self, i: usize) -> Option<usize> {
+        let h = &self.hdr[i].msg_hdr;
+        if h.msg_controllen == 0 {
+            return None;
+        }
+        // SAFETY: the header's control pointer and length are those the kernel
+        // left after the last recv, into this slot's own buffer, which `self`
+        // keeps alive; CMSG_FIRSTHDR/NXTHDR stay within that length, and the
+        // data of a UDP_GRO message is one int (read unaligned).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    let size: libc::c_int = ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    let len = self.hdr[i].msg_len as usize;
+                    return usize::try_from(size).ok().filter(|&s| s > 0 && s < len);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
+
     /// The payload of message `i` of the last [`recv`](Self::recv).
     pub fn msg(&self, i: usize) -> &[u8] {
         let start = i * self.slot + self.head;
@@ -157,6 +191,8 @@ impl RecvBatch {
             let len = self.hdr[i].msg_len as usize;
             self.iov[i].iov_len = len;
             let h = &mut self.hdr[i].msg_hdr;
+            h.msg_control = ptr::null_mut();
+            h.msg_controllen = 0;
             match dest {
                 Dest::Connected => {
                     h.msg_name = ptr::null_mut();

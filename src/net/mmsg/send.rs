@@ -28,8 +28,18 @@ pub const CAPACITY: usize = 64;
 /// Largest datagram that is queued; bigger ones are sent at once, alone.
 pub const SLOT: usize = 2048;
 
-/// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
-const CMSG_SPACE: usize = 64;
+/// Room for one IP_PKTINFO or IPV6_PKTINFO control message and one
+/// UDP_SEGMENT.
+const CMSG_SPACE: usize = 80;
+
+/// Most segments in one GSO send (the kernel's UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO send: one IP datagram's, with room for headers.
+const GSO_MAX_BYTES: usize = 65_000;
+/// Largest segment sent with GSO: one that fits a 1500-byte MTU over IPv6
+/// (a segment over the route's MTU makes the kernel refuse the whole send;
+/// larger datagrams go out alone and the kernel fragments them if allowed).
+const GSO_MAX_SEGMENT: usize = 1452;
 
 /// A queue of datagrams for one socket.
 pub struct SendBatch {
@@ -44,6 +54,18 @@ pub struct SendBatch {
     hdr: Box<[libc::mmsghdr]>,
     cmsg: Box<[[u64; CMSG_SPACE / 8]]>,
     len: usize,
+    /// Destinations as addresses, to compare (GSO runs).
+    to: [SocketAddr; CAPACITY],
+    /// The datagrams of one socket in sending order (indices into the queue).
+    order: [u8; CAPACITY],
+    /// Per message of the last flush: its first iovec and datagram count.
+    run: [(u8, u8); CAPACITY],
+    /// Per message: the length of its IP_PKTINFO control message (0: none).
+    pktinfo_len: [usize; CAPACITY],
+    /// Whether runs go out as one UDP GSO send (the kernel supports it).
+    gso: bool,
+    gso_sends: u64,
+    gso_segments: u64,
 }
 
 impl Default for SendBatch {
@@ -53,7 +75,14 @@ impl Default for SendBatch {
 }
 
 impl SendBatch {
+    /// A batch that uses UDP GSO if the kernel has it.
     pub fn new() -> Self {
+        Self::with_gso(crate::net::sockets::udp_gso_supported())
+    }
+
+    /// A batch that sends runs of equal-sized datagrams to one destination as
+    /// one GSO send (`gso`, where the kernel supports it), or each alone.
+    pub fn with_gso(gso: bool) -> Self {
         Self {
             buf: vec![0u8; CAPACITY * SLOT].into_boxed_slice(),
             lens: [0; CAPACITY],
@@ -65,6 +94,13 @@ impl SendBatch {
             hdr: super::zeroed_headers(CAPACITY),
             cmsg: vec![[0u64; CMSG_SPACE / 8]; CAPACITY].into_boxed_slice(),
             len: 0,
+            to: [SocketAddr::from(([0, 0, 0, 0], 0)); CAPACITY],
+            order: [0; CAPACITY],
+            run: [(0, 0); CAPACITY],
+            pktinfo_len: [0; CAPACITY],
+            gso,
+            gso_sends: 0,
+            gso_segments: 0,
         }
     }
 
@@ -109,6 +145,7 @@ impl SendBatch {
             );
         }
         self.dest_len[i] = addr.len();
+        self.to[i] = to;
         self.src[i] = src;
         self.len += 1;
         true
@@ -120,10 +157,10 @@ impl SendBatch {
     /// datagrams were dropped for a full buffer.
     pub fn flush(&mut self, fd: RawFd) -> u64 {
         let n = self.len;
-        for i in 0..n {
-            self.fill(i, i);
+        for (i, o) in self.order.iter_mut().enumerate().take(n) {
+            *o = i as u8;
         }
-        let dropped = self.send(fd, 0, n);
+        let dropped = self.send_ordered(fd, n);
         self.len = 0;
         dropped
     }
@@ -145,55 +182,128 @@ impl SendBatch {
             for (i, d) in done.iter_mut().enumerate().take(n).skip(first) {
                 if !*d && self.key[i] == key {
                     *d = true;
-                    self.fill(pos, i);
+                    self.order[pos] = i as u8;
                     pos += 1;
                 }
             }
             if let Some(fd) = fd_of(key) {
-                dropped += self.send(fd, 0, pos);
+                dropped += self.send_ordered(fd, pos);
             }
         }
         self.len = 0;
         dropped
     }
 
-    /// Points header `pos` at queued datagram `i`.
-    fn fill(&mut self, pos: usize, i: usize) {
-        let base = self.buf.as_mut_ptr();
-        self.iov[pos] = libc::iovec {
-            // Within buf: datagram i is at i * SLOT.
-            iov_base: base.wrapping_add(i * SLOT).cast(),
-            iov_len: self.lens[i],
-        };
-        let (control, control_len) = match self.src[i] {
-            Some(ip) => {
-                let len = write_pktinfo(&mut self.cmsg[pos], ip);
-                (self.cmsg[pos].as_mut_ptr().cast::<libc::c_void>(), len)
+    /// GSO sends and the datagrams they carried, since the batch was made.
+    pub fn gso_counts(&self) -> (u64, u64) {
+        (self.gso_sends, self.gso_segments)
+    }
+
+    /// How many datagrams from `order[j]` on go out as one message: with GSO,
+    /// a run of datagrams to the same destination from the same source, all
+    /// of the first one's size except the last, which may be shorter; within
+    /// the kernel's limits of segments and bytes.
+    fn run_at(&self, j: usize, m: usize) -> usize {
+        let first = self.order[j] as usize;
+        let size = self.lens[first];
+        if !self.gso || size == 0 || size > GSO_MAX_SEGMENT {
+            return 1;
+        }
+        let mut k = 1;
+        let mut total = size;
+        while j + k < m && k < GSO_MAX_SEGMENTS {
+            let prev = self.order[j + k - 1] as usize;
+            let i = self.order[j + k] as usize;
+            let len = self.lens[i];
+            // Only the last segment may be shorter; an empty one would vanish.
+            if self.lens[prev] != size
+                || len == 0
+                || len > size
+                || total + len > GSO_MAX_BYTES
+                || self.to[i] != self.to[first]
+                || self.src[i] != self.src[first]
+            {
+                break;
             }
-            None => (ptr::null_mut(), 0),
+            total += len;
+            k += 1;
+        }
+        k
+    }
+
+    /// Sends datagrams `order[..m]` on `fd`, in that order: runs that GSO can
+    /// carry as one message each (see [`run_at`](Self::run_at)), the others one
+    /// message each, all with one `sendmmsg`. Returns how many datagrams were
+    /// dropped for a full buffer.
+    fn send_ordered(&mut self, fd: RawFd, m: usize) -> u64 {
+        let mut j = 0;
+        let mut msgs = 0;
+        while j < m {
+            let k = self.run_at(j, m);
+            self.fill(msgs, j, k);
+            j += k;
+            msgs += 1;
+        }
+        self.send(fd, msgs)
+    }
+
+    /// Points iovecs `j..j + k` at datagrams `order[j..j + k]` and header
+    /// `msg` at those iovecs: one datagram, or (k > 1) one GSO send whose
+    /// segments are the first datagram's size.
+    fn fill(&mut self, msg: usize, j: usize, k: usize) {
+        let base = self.buf.as_mut_ptr();
+        for t in j..j + k {
+            let i = self.order[t] as usize;
+            self.iov[t] = libc::iovec {
+                // Within buf: datagram i is at i * SLOT.
+                iov_base: base.wrapping_add(i * SLOT).cast(),
+                iov_len: self.lens[i],
+            };
+        }
+        let first = self.order[j] as usize;
+        let buf = &mut self.cmsg[msg];
+        *buf = [0; CMSG_SPACE / 8];
+        let mut control_len = match self.src[first] {
+            Some(ip) => write_pktinfo(buf, ip),
+            None => 0,
         };
-        let h = &mut self.hdr[pos];
+        self.pktinfo_len[msg] = control_len;
+        if k > 1 {
+            // The segment size; the kernel cuts the iovecs' bytes at it.
+            let size = self.lens[first] as u16;
+            control_len += write_cmsg(buf, control_len, libc::SOL_UDP, libc::UDP_SEGMENT, size);
+        }
+        let control = if control_len > 0 {
+            buf.as_mut_ptr().cast::<libc::c_void>()
+        } else {
+            ptr::null_mut()
+        };
+        self.run[msg] = (j as u8, k as u8);
+        let h = &mut self.hdr[msg];
         h.msg_len = 0;
-        h.msg_hdr.msg_name = (&mut self.dest[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_hdr.msg_namelen = self.dest_len[i];
-        h.msg_hdr.msg_iov = &mut self.iov[pos];
-        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_name = (&mut self.dest[first] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = self.dest_len[first];
+        h.msg_hdr.msg_iov = &mut self.iov[j];
+        h.msg_hdr.msg_iovlen = k as _;
         h.msg_hdr.msg_control = control;
         h.msg_hdr.msg_controllen = control_len as _;
         h.msg_hdr.msg_flags = 0;
     }
 
-    /// `sendmmsg` of headers `from..to`; returns how many were dropped for a
-    /// full buffer (see [`classify_send_error`]).
-    fn send(&mut self, fd: RawFd, from: usize, to: usize) -> u64 {
-        let mut sent = from;
-        while sent < to {
-            // SAFETY: headers from..to were filled by `fill`: they point at
+    /// `sendmmsg` of headers `0..msgs`; returns how many datagrams were
+    /// dropped for a full buffer (see [`classify_send_error`]).
+    fn send(&mut self, fd: RawFd, msgs: usize) -> u64 {
+        let mut sent = 0;
+        while sent < msgs {
+            // SAFETY: headers 0..msgs were filled by `fill`: they point at
             // iovecs, datagrams, destinations and control messages this struct
             // owns, which the `&mut self` keeps alive across the call.
-            let r = unsafe { super::sendmmsg(fd, &mut self.hdr[sent..to]) };
+            let r = unsafe { super::sendmmsg(fd, &mut self.hdr[sent..msgs]) };
             let failure = match r {
                 Ok(n) if n > 0 => {
+                    for msg in sent..sent + n {
+                        self.count_gso(msg);
+                    }
                     sent += n;
                     continue;
                 }
@@ -204,9 +314,63 @@ impl SendBatch {
             match failure {
                 SendFailure::Retry => continue,
                 // No room: the rest is dropped, as a congested link would.
-                SendFailure::Full => return (to - sent) as u64,
+                SendFailure::Full => {
+                    return self.run[sent..msgs].iter().map(|r| u64::from(r.1)).sum();
+                }
+                // A GSO send refused (a segment over the route's MTU, a device
+                // without checksum offload): its datagrams go out one by one,
+                // as they would have without GSO.
+                SendFailure::Refused if self.run[sent].1 > 1 => {
+                    let dropped = self.send_singly(fd, sent);
+                    if dropped > 0 {
+                        let rest: u64 = self.run[sent + 1..msgs]
+                            .iter()
+                            .map(|r| u64::from(r.1))
+                            .sum();
+                        return dropped + rest;
+                    }
+                    sent += 1;
+                }
                 // This datagram was refused: skip it, send the others.
                 SendFailure::Refused => sent += 1,
+            }
+        }
+        0
+    }
+
+    fn count_gso(&mut self, msg: usize) {
+        let k = u64::from(self.run[msg].1);
+        if k > 1 {
+            self.gso_sends += 1;
+            self.gso_segments += k;
+        }
+    }
+
+    /// Sends the datagrams of GSO message `msg` one message each, reusing its
+    /// header without the UDP_SEGMENT control message. Returns how many were
+    /// dropped for a full buffer.
+    fn send_singly(&mut self, fd: RawFd, msg: usize) -> u64 {
+        let (j, k) = self.run[msg];
+        let (j, k) = (j as usize, k as usize);
+        let pktinfo = self.pktinfo_len[msg];
+        let h = &mut self.hdr[msg].msg_hdr;
+        h.msg_iovlen = 1;
+        h.msg_controllen = pktinfo as _;
+        if pktinfo == 0 {
+            h.msg_control = ptr::null_mut();
+        }
+        let mut t = j;
+        while t < j + k {
+            self.hdr[msg].msg_hdr.msg_iov = &mut self.iov[t];
+            // SAFETY: header `msg` points at iovec t (one datagram of this
+            // batch), its destination and at most its IP_PKTINFO control
+            // message, all owned by `self` and alive across the call.
+            let r = unsafe { super::sendmmsg(fd, &mut self.hdr[msg..msg + 1]) };
+            match r.map_err(|e| classify_send_error(&e)) {
+                Ok(n) if n > 0 => t += 1,
+                Ok(_) | Err(SendFailure::Refused) => t += 1,
+                Err(SendFailure::Retry) => {}
+                Err(SendFailure::Full) => return (j + k - t) as u64,
             }
         }
         0
@@ -305,50 +469,65 @@ impl Copies {
 }
 
 /// Writes an IP_PKTINFO (IPv4) or IPV6_PKTINFO control message for source
-/// `ip` into `buf`; returns its length.
+/// `ip` at the start of `buf`; returns its length.
 fn write_pktinfo(buf: &mut [u64; CMSG_SPACE / 8], ip: IpAddr) -> usize {
-    *buf = [0; CMSG_SPACE / 8];
-    // SAFETY: `buf` is 8-byte aligned and CMSG_SPACE bytes long, enough for one
-    // cmsghdr with an in_pktinfo or in6_pktinfo (checked by the asserts).
+    match ip {
+        IpAddr::V4(v4) => write_cmsg(
+            buf,
+            0,
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            },
+        ),
+        IpAddr::V6(v6) => write_cmsg(
+            buf,
+            0,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                ipi6_ifindex: 0,
+            },
+        ),
+    }
+}
+
+/// Writes one control message (`level`, `ty`, `value`) at byte `off` of `buf`
+/// (a multiple of the alignment, as the lengths this returns are); returns the
+/// room it takes (CMSG_SPACE).
+fn write_cmsg<T: Copy>(
+    buf: &mut [u64; CMSG_SPACE / 8],
+    off: usize,
+    level: libc::c_int,
+    ty: libc::c_int,
+    value: T,
+) -> usize {
+    let size = mem::size_of::<T>() as u32;
+    // SAFETY: pure arithmetic on the size.
+    let space = unsafe { libc::CMSG_SPACE(size) } as usize;
+    assert!(off + space <= CMSG_SPACE, "control messages fit the buffer");
+    // SAFETY: `buf` is 8-byte aligned and `off` is a CMSG_SPACE, so the header
+    // at `off` is aligned; header and data end within `buf` (the assert). The
+    // msghdr only tells CMSG_FIRSTHDR where the buffer starts and how long it is.
     unsafe {
         let mut msg: libc::msghdr = mem::zeroed();
-        msg.msg_control = buf.as_mut_ptr().cast();
-        msg.msg_controllen = CMSG_SPACE as _;
+        msg.msg_control = buf.as_mut_ptr().cast::<u8>().add(off).cast();
+        msg.msg_controllen = (CMSG_SPACE - off) as _;
         let c = libc::CMSG_FIRSTHDR(&msg);
-        match ip {
-            IpAddr::V4(v4) => {
-                let size = mem::size_of::<libc::in_pktinfo>() as u32;
-                assert!(libc::CMSG_SPACE(size) as usize <= CMSG_SPACE);
-                (*c).cmsg_level = libc::IPPROTO_IP;
-                (*c).cmsg_type = libc::IP_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(size) as _;
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(v4.octets()),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-                libc::CMSG_SPACE(size) as usize
-            }
-            IpAddr::V6(v6) => {
-                let size = mem::size_of::<libc::in6_pktinfo>() as u32;
-                assert!(libc::CMSG_SPACE(size) as usize <= CMSG_SPACE);
-                (*c).cmsg_level = libc::IPPROTO_IPV6;
-                (*c).cmsg_type = libc::IPV6_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(size) as _;
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: v6.octets(),
-                    },
-                    ipi6_ifindex: 0,
-                };
-                ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-                libc::CMSG_SPACE(size) as usize
-            }
-        }
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = ty;
+        (*c).cmsg_len = libc::CMSG_LEN(size) as _;
+        ptr::write_unaligned(libc::CMSG_DATA(c).cast(), value);
     }
+    space
 }
 
 #[cfg(test)]
@@ -502,5 +681,47 @@ mod tests {
         let (n, from) = rx.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"six");
         assert_eq!(from.ip(), "::1".parse::<IpAddr>().unwrap());
+    }
+
+    /// A run of equal-sized datagrams (the last shorter) to one destination
+    /// leaves as one GSO send; a reader without UDP_GRO gets each datagram
+    /// with its exact bytes, and one with UDP_GRO gets the train and its
+    /// segment size (what the relay reader splits by).
+    #[test]
+    fn gso_runs_arrive_as_separate_datagrams_and_as_a_gro_train() {
+        if !crate::net::sockets::udp_gso_supported() {
+            return; // no UDP GSO in this kernel
+        }
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        plain
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let gro =
+            crate::net::sockets::relay_socket("127.0.0.1".parse().unwrap(), 0, false).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sizes = [100usize, 100, 100, 37];
+        for to in [plain.local_addr().unwrap(), gro.local_addr().unwrap()] {
+            let mut b = SendBatch::with_gso(true);
+            for (i, &n) in sizes.iter().enumerate() {
+                assert!(b.push(&vec![i as u8; n], to, None));
+            }
+            assert_eq!(b.flush(tx.as_raw_fd()), 0);
+            assert_eq!(b.gso_counts(), (1, 4));
+        }
+        let mut buf = [0u8; 256];
+        for (i, &n) in sizes.iter().enumerate() {
+            let got = plain.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..got], &vec![i as u8; n][..]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut rx = super::super::RecvBatch::new(4, 0, 65536, 0);
+        assert_eq!(rx.recv(gro.as_raw_fd()).unwrap(), 1);
+        assert_eq!(rx.segment(0), Some(100));
+        let want: Vec<u8> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| vec![i as u8; n])
+            .collect();
+        assert_eq!(rx.msg(0), &want[..]);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::{ShardRef, State};
 use crate::net::relay::RelaySocket;
-use crate::turn::server::DropReason;
+use crate::turn::server::{DropReason, PEER_HEADROOM};
 use crate::turn::{PeerOutput, RelayId};
 
 /// Datagrams read per recvmmsg call (one buffer set per shard, so the cost is
@@ -33,6 +33,25 @@ pub(super) fn start_relay_readers(shard: &ShardRef) {
             tokio::task::spawn_local(super::tcp_relay::accept_peers(shard.clone(), id, listener));
         s.server.binder_mut().set_acceptor(id, task.abort_handle());
     }
+}
+
+/// Sends what the core made of a peer's datagram to its client (`buf` holds
+/// it). A macro, not a function: `buf` borrows one field of the shard's state
+/// while the others are used.
+macro_rules! relay_to_client {
+    ($s:expr, $out:expr, $buf:expr) => {
+        if let PeerOutput::ToClient { tuple, start, end } = $out {
+            let dropped = State::send_to_client(
+                &mut $s.udp,
+                &mut $s.dtls,
+                &$s.conns,
+                &tuple,
+                &$buf[start..end],
+                true,
+            );
+            $s.server.count_drop(DropReason::Backlog, dropped);
+        }
+    };
 }
 
 async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {
@@ -60,21 +79,27 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {
             };
             let now = Instant::now();
             for i in 0..n {
+                let segment = s.relay_rx.segment(i);
                 let Some((from, buf, start, end)) = s.relay_rx.get(i) else {
                     s.server.count_drop(DropReason::Malformed, 1);
                     continue;
                 };
-                let out = s.server.handle_peer(now, id, from, buf, start, end);
-                if let PeerOutput::ToClient { tuple, start, end } = out {
-                    let dropped = State::send_to_client(
-                        &mut s.udp,
-                        &mut s.dtls,
-                        &s.conns,
-                        &tuple,
-                        &buf[start..end],
-                        true,
-                    );
-                    s.server.count_drop(DropReason::Backlog, dropped);
+                let Some(size) = segment else {
+                    let out = s.server.handle_peer(now, id, from, buf, start, end);
+                    relay_to_client!(s, out, buf);
+                    continue;
+                };
+                // A GRO train: each datagram is handed to the core alone, copied
+                // into the peer buffer so that its framing (headroom before,
+                // padding after) does not overwrite its neighbours.
+                s.gro_segments += (end - start).div_ceil(size) as u64;
+                for datagram in buf[start..end].chunks(size) {
+                    let e = PEER_HEADROOM + datagram.len();
+                    s.peer_buf[PEER_HEADROOM..e].copy_from_slice(datagram);
+                    let out =
+                        s.server
+                            .handle_peer(now, id, from, &mut s.peer_buf, PEER_HEADROOM, e);
+                    relay_to_client!(s, out, s.peer_buf);
                 }
             }
             if n < BATCH {

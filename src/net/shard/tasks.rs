@@ -104,6 +104,7 @@ pub(super) fn log_events(
 pub(super) fn publish(shard: &ShardRef, slot: &ShardSlot) {
     let s = shard.borrow();
     let g = s.server.gauges(Instant::now());
+    let (gso_sends, gso_segments) = s.gso_counts();
     let snap = ShardSnapshot {
         stats: s.server.stats().clone(),
         allocations: g.allocations,
@@ -112,6 +113,9 @@ pub(super) fn publish(shard: &ShardRef, slot: &ShardSlot) {
         tcp_active: s.tcp_active,
         tcp_total: s.tcp_total,
         in_process: s.in_process,
+        gso_sends,
+        gso_segments,
+        gro_segments: s.gro_segments,
         tls_handshake_failures: s.tls_handshake_failures,
         conn_closed: s.conn_closed,
     };

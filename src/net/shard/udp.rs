@@ -155,6 +155,11 @@ pub(super) async fn listener(shard: ShardRef, index: usize) {
                         server: server_addr,
                     };
                     let stride = m.stride.max(1);
+                    if stride < m.len {
+                        // A GRO train from one client, split like the relay
+                        // readers split theirs.
+                        s.gro_segments += m.len.div_ceil(stride) as u64;
+                    }
                     for datagram in buf[..m.len].chunks(stride) {
                         let mut reply = std::mem::take(&mut s.reply);
                         let out = s.server.handle_client(now, tuple, datagram, &mut reply);
