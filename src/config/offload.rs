@@ -29,7 +29,7 @@ pub enum OffloadMode {
     Auto,
 }
 
-/// `[offload]`, validated.
+/// `[offload]`, validated (the default: off).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffloadConfig {
     pub enabled: bool,
@@ -79,4 +79,14 @@ pub(super) fn validate_offload(raw: &RawOffload) -> Result<OffloadConfig> {
         interfaces: raw.interfaces.clone(),
         mode,
     })
+}
+
+impl Default for OffloadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interfaces: Vec::new(),
+            mode: OffloadMode::Generic,
+        }
+    }
 }

@@ -153,7 +153,8 @@ fn ipv6_and_tcp_allocations_are_not_offloaded() {
     let mut h = offloading();
     let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
     // An IPv4 allocation has no relay for an IPv6 peer (443): nothing to offload.
-    h.channel_bind(&mut c, 0x4000, sa(PEER_V6)).expect_error(443);
+    h.channel_bind(&mut c, 0x4000, sa(PEER_V6))
+        .expect_error(443);
     let mut t = Client::on("alice", "alice-pw", tcp("192.0.2.12:1000"));
     h.allocate(&mut t).expect_success();
     h.channel_bind(&mut t, 0x4000, sa(PEER_A)).expect_success();
