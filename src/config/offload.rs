@@ -8,7 +8,7 @@ use super::validate::Result;
 use super::ConfigError;
 
 /// `[offload]` as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawOffload {
     /// `enabled`: load the XDP program and relay bound channels in the kernel.
@@ -19,6 +19,16 @@ pub struct RawOffload {
     /// "native" (in the driver, faster, needs driver support) or "auto"
     /// (native, else generic). Default "generic".
     pub mode: String,
+}
+
+impl Default for RawOffload {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interfaces: Vec::new(),
+            mode: "generic".into(),
+        }
+    }
 }
 
 /// How the XDP program is attached.
@@ -50,7 +60,7 @@ fn valid_interface_name(name: &str) -> bool {
 
 pub(super) fn validate_offload(raw: &RawOffload) -> Result<OffloadConfig> {
     let mode = match raw.mode.trim() {
-        "" | "generic" => OffloadMode::Generic,
+        "generic" => OffloadMode::Generic,
         "native" => OffloadMode::Native,
         "auto" => OffloadMode::Auto,
         other => {
