@@ -230,7 +230,8 @@ install_kubernetes_tools() {
 
 # tests/offload.rs rebuilds bpf/channel_offload.o and compares it with the
 # committed object: clang and llvm-strip (llvm) build it, libbpf-dev has the
-# headers. bpftool is for debugging only and not installed.
+# headers, ethtool sets the test's veth pair up. bpftool is for debugging
+# only and not installed.
 install_bpf_build_tools() {
     local p
     for p in clang llvm libbpf-dev; do
@@ -240,6 +241,11 @@ install_bpf_build_tools() {
         fi
     done
     echo "BPF build tools present: $(clang --version | head -n 1)"
+    # tests/offload.rs turns checksum offload off on its veth pair, so that
+    # the receivers verify the checksums the XDP program writes.
+    if ! command -v ethtool >/dev/null 2>&1; then
+        apt_install_keeping_services_stopped ethtool ""
+    fi
 }
 
 install_cargo_fuzz() {

@@ -130,6 +130,26 @@ impl Topology {
             &t.inner,
         ]);
         ip(&["-n", &t.ns, "link", "set", &t.inner, "up"]);
+        // Without checksum offload on the pair, senders write full UDP
+        // checksums and receivers verify them (veth would otherwise mark
+        // them as checked): a wrong checksum from the program is a lost
+        // datagram, and the test fails.
+        for (ns, dev) in [(None, &t.outer), (Some(&t.ns), &t.inner)] {
+            let status = match ns {
+                Some(ns) => Command::new("ip")
+                    .args([
+                        "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "rx", "off",
+                    ])
+                    .output(),
+                None => Command::new("ethtool")
+                    .args(["-K", dev, "tx", "off", "rx", "off"])
+                    .output(),
+            };
+            assert!(
+                status.is_ok_and(|o| o.status.success()),
+                "ethtool -K {dev} tx off rx off (install ethtool; scripts/test.sh does)"
+            );
+        }
         t
     }
 }

@@ -135,7 +135,7 @@ pub(super) async fn publisher(shard: ShardRef, slot: ShardSlot, index: usize) {
         every.tick().await;
         // The fast path's counters, once a second (a system call per entry).
         ticks = ticks.wrapping_add(1);
-        if ticks % 4 == 0 {
+        if ticks.is_multiple_of(4) {
             let mut s = shard.borrow_mut();
             let s = &mut *s;
             if let Some(o) = &mut s.offload {
