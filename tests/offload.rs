@@ -408,3 +408,29 @@ mode = "generic"
     assert_eq!((c.relayed_up, c.relayed_down), (30, 30));
     drop(server);
 }
+
+#[test]
+fn check_names_a_missing_interface_and_a_bad_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("turnserver.toml");
+    let check = |offload: &str| {
+        std::fs::write(&file, format!("[offload]\n{offload}\n")).unwrap();
+        ferroturn_cli(&["check", "--config", file.to_str().unwrap()], None)
+    };
+    let out = check("enabled = true\ninterfaces = [\"ft-no-such0\"]");
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("offload.interfaces[0]: no network interface 'ft-no-such0'"),
+        "{}",
+        out.stderr
+    );
+    let out = check("enabled = true\ninterfaces = [\"lo\"]\nmode = \"fast\"");
+    assert!(!out.success());
+    assert!(out.stderr.contains("offload.mode"), "{}", out.stderr);
+    let out = check("enabled = true");
+    assert!(!out.success());
+    assert!(out.stderr.contains("offload.interfaces"), "{}", out.stderr);
+    let out = check("enabled = true\ninterfaces = [\"lo\"]");
+    assert!(out.success(), "{}", out.stderr);
+}
