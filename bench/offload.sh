@@ -76,7 +76,7 @@ run_round() {
 [server]
 listen = ["$there:3478"]
 threads = 1
-log-level = "warn"
+log-level = "info"
 [relay]
 relay-ips = ["$there"]
 [auth.users]
@@ -120,8 +120,9 @@ for i in $(seq 1 "$rounds"); do
     run_round true | tee -a "$work/results"
 done
 echo "medians (whole machine, $allocations flow(s) x $window in flight, 100 B ChannelData, echo peer):"
+median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
 for o in off on; do
-    awk -v o="$o" '$1==o{r[NR]=$2; c[NR]=$3; n++} END{
-        asort(r); asort(c); m=int((n+1)/2);
-        printf "  offload %-3s %10.0f rtt/s %8.2f µs CPU/rtt\n", o, r[m], c[m]}' "$work/results"
+    r=$(awk -v o="$o" '$1==o{print $2}' "$work/results" | median)
+    c=$(awk -v o="$o" '$1==o{print $3}' "$work/results" | median)
+    printf '  offload %-3s %10s rtt/s %8s µs CPU/rtt\n' "$o" "$r" "$c"
 done
