@@ -228,6 +228,26 @@ install_kubernetes_tools() {
     echo "kubernetes-validate present: $(kubernetes-validate --version 2>/dev/null)"
 }
 
+# tests/offload.rs rebuilds bpf/channel_offload.o and compares it with the
+# committed object: clang and llvm-strip (llvm) build it, libbpf-dev has the
+# headers, ethtool sets the test's veth pair up. bpftool is for debugging
+# only and not installed.
+install_bpf_build_tools() {
+    local p
+    for p in clang llvm libbpf-dev; do
+        if ! dpkg -s "$p" >/dev/null 2>&1; then
+            echo "$p missing: installing it (tests/offload.rs rebuilds the BPF object)"
+            apt_install_keeping_services_stopped "$p" ""
+        fi
+    done
+    echo "BPF build tools present: $(clang --version | head -n 1)"
+    # tests/offload.rs turns checksum offload off on its veth pair, so that
+    # the receivers verify the checksums the XDP program writes.
+    if ! command -v ethtool >/dev/null 2>&1; then
+        apt_install_keeping_services_stopped ethtool ""
+    fi
+}
+
 install_cargo_fuzz() {
     if cargo fuzz --version >/dev/null 2>&1; then
         echo "cargo-fuzz present: $(cargo fuzz --version)"
@@ -315,6 +335,7 @@ install_postgresql
 install_browser_test_deps
 install_promtool
 install_kubernetes_tools
+install_bpf_build_tools
 if [ "$run_fuzz" = 1 ]; then
     install_cargo_fuzz
 fi

@@ -105,6 +105,7 @@ pub mod commands;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod offload;
 pub mod ops;
 pub mod store;
 pub mod stun;

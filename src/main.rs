@@ -71,6 +71,20 @@ fn serve(args: &ServeArgs) -> Result<(), Box<dyn Error>> {
 
 fn check(args: &CheckArgs) -> Result<(), Box<dyn Error>> {
     let config = Config::load(&args.config)?;
+    // An interface is a property of the host, not of the file: checked here,
+    // not in `Config::load`, so a file can be validated on another machine
+    // by `serve`'s own load (which falls back to userspace instead).
+    if config.offload.enabled {
+        for (i, name) in config.offload.interfaces.iter().enumerate() {
+            if !ferroturn::offload::interface_exists(name) {
+                return Err(format!(
+                    "{}: offload.interfaces[{i}]: no network interface '{name}' on this host",
+                    args.config.display()
+                )
+                .into());
+            }
+        }
+    }
     // Written with `?` rather than println! so a closed stdout is an error,
     // not a panic.
     let mut out = std::io::stdout().lock();

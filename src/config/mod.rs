@@ -35,6 +35,7 @@ mod connections;
 mod drain;
 mod error;
 mod metrics;
+mod offload;
 mod peers;
 mod quota;
 mod rate_limit;
@@ -59,6 +60,7 @@ pub use connections::{ConnectionsConfig, RawConnections};
 pub use drain::{DrainConfig, RawDrain};
 pub use error::ConfigError;
 pub use metrics::{MetricsConfig, RawMetrics, DEFAULT_METRICS_LISTEN};
+pub use offload::{OffloadConfig, OffloadMode, RawOffload};
 pub use peers::{PeerConfig, RawPeers};
 pub use quota::{QuotaConfig, RawQuota};
 pub use rate_limit::{RateLimitConfig, RawRateLimit};
@@ -75,6 +77,7 @@ use cluster::validate_cluster;
 use connections::validate_connections;
 use drain::validate_drain;
 use metrics::validate_metrics;
+use offload::validate_offload;
 use peers::validate_peers;
 use quota::validate_quota;
 use rate_limit::validate_rate_limit;
@@ -126,6 +129,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     /// `[api]`
     pub api: RawApi,
+    /// `[offload]`
+    pub offload: RawOffload,
     /// Key path (or list key path) -> the flag that set it.
     #[serde(skip)]
     overrides: BTreeMap<String, &'static str>,
@@ -257,6 +262,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The credentials API for apps.
     pub api: ApiConfig,
+    /// The in-kernel ChannelData fast path (off by default).
+    pub offload: OffloadConfig,
 }
 
 impl Default for Config {
@@ -351,6 +358,7 @@ fn validate_parts(raw: &RawConfig) -> Result<Config> {
         drain: validate_drain(&raw.drain)?,
         usage: validate_usage(&raw.usage)?,
         admin: validate_admin(&raw.admin)?,
+        offload: validate_offload(&raw.offload)?,
         api: validate_api_beside(&raw.api, &store, tls.is_some())?,
         store,
         tls,

@@ -72,6 +72,8 @@ pub struct NetOptions {
     /// address is `listen[0]`; [`start`] binds the three alternate UDP
     /// listeners and puts the addresses in `core.nat_discovery`.
     pub nat_discovery: Option<crate::config::NatDiscoveryConfig>,
+    /// The in-kernel ChannelData fast path (`[offload]`; off by default).
+    pub offload: crate::config::OffloadConfig,
 }
 
 /// A running server.
@@ -514,6 +516,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
         }
         None => None,
     };
+    let offload = start_offload(&opts.offload);
     let mut threads = Vec::new();
     let mut commands = Vec::new();
     for ((index, sockets), slot) in per_shard.into_iter().enumerate().zip(slots.clone()) {
@@ -535,6 +538,7 @@ pub fn start(opts: NetOptions) -> io::Result<Running> {
             credentials: generation_rx.clone(),
             tls: tls_params.clone(),
             dtls: dtls_params.clone(),
+            offload: offload.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ferroturn-shard-{index}"))
@@ -680,6 +684,7 @@ impl NetOptions {
             api: config.api.listen.map(|_| config.api.clone()),
             cluster: config.cluster.clone(),
             nat_discovery: config.nat_discovery,
+            offload: config.offload.clone(),
         }
     }
 }
@@ -724,4 +729,26 @@ fn advertised(
             Some((t, SocketAddr::new(ip, a.port())))
         })
         .collect()
+}
+
+/// Loads and attaches the XDP fast path when `[offload]` asks for it. Any
+/// failure is one warning and userspace relaying, as without `[offload]`.
+fn start_offload(cfg: &crate::config::OffloadConfig) -> Option<Arc<crate::offload::Offload>> {
+    if !cfg.enabled {
+        return None;
+    }
+    match crate::offload::Offload::start(cfg) {
+        Ok(o) => {
+            tracing::info!(
+                mode = o.mode,
+                interfaces = ?cfg.interfaces,
+                "offload: XDP ChannelData fast path attached"
+            );
+            Some(o)
+        }
+        Err(e) => {
+            tracing::warn!("offload: not available, relaying in userspace only: {e}");
+            None
+        }
+    }
 }

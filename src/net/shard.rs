@@ -102,6 +102,8 @@ struct State {
     /// RFC 6062 Connects the core asked for, (connection ID, relayed address,
     /// peer): started by the stream task that handled them.
     connects: Vec<(u32, SocketAddr, SocketAddr)>,
+    /// This shard's entries in the XDP fast path (`[offload]`), if attached.
+    offload: Option<crate::offload::ShardOffload>,
 }
 
 type ShardRef = Rc<RefCell<State>>;
@@ -312,6 +314,8 @@ pub struct ShardParams {
     pub shards: usize,
     pub commands: mpsc::UnboundedReceiver<ShardCommand>,
     pub usage: Arc<UsageLog>,
+    /// The XDP fast path, when `[offload]` attached it.
+    pub offload: Option<Arc<crate::offload::Offload>>,
 }
 
 /// Runs one shard until `shutdown` flips to true.
@@ -332,6 +336,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         shards,
         commands: command_rx,
         usage,
+        offload,
     } = params;
     // I/O and time only: the main thread's runtime alone has a signal driver.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -344,6 +349,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         let seed = rand::random();
         let mut server = Server::new(cfg, &shared, binder, Instant::now(), unix_now(), seed);
         server.set_id_space(index, shards);
+        server.set_offload(offload.is_some());
         let mut udp = Vec::new();
         for s in sockets.udp {
             udp.push(UdpListener::new(s)?);
@@ -369,6 +375,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
             flush: Rc::new(Notify::new()),
             usage,
             connects: Vec::new(),
+            offload: offload.map(crate::offload::ShardOffload::new),
         }));
         let n_udp = shard.borrow().udp.len();
         for i in 0..n_udp {
@@ -407,7 +414,7 @@ pub fn run(params: ShardParams) -> io::Result<()> {
         let s = &mut *guard;
         let n = s.server.allocations();
         s.server.close_all(Instant::now());
-        tasks::log_events(&mut s.server, &s.usage, &s.conns);
+        tasks::log_events(&mut s.server, &mut s.offload, &s.usage, &s.conns);
         drop(guard);
         // The last word: allocations closed, every counter final.
         tasks::publish(&shard, &slot);

@@ -205,6 +205,9 @@ pub struct Metrics {
     gso_segments: IntCounter,
     gro_segments: IntCounter,
     tls_handshake_failures: IntCounter,
+    offload_active: IntGauge,
+    offload_packets: IntCounterVec,
+    offload_bytes: IntCounterVec,
     conn_closed: IntCounterVec,
     /// Read at each scrape, when set: what `/readyz` answers, and the served
     /// certificate's expiry.
@@ -305,6 +308,23 @@ impl Metrics {
             gso_segments,
             gro_segments,
             tls_handshake_failures,
+            offload_active: gauge(
+                &r,
+                "ferroturn_offload_active",
+                "1 when the XDP ChannelData fast path ([offload]) is attached, else 0 (off, or it could not start: see the log).",
+            )?,
+            offload_packets: counter_vec(
+                &r,
+                "ferroturn_offload_relayed_packets_total",
+                "Packets the kernel's fast path relayed ([offload]), by direction; also counted in ferroturn_relayed_packets_total (transport udp).",
+                &["direction"],
+            )?,
+            offload_bytes: counter_vec(
+                &r,
+                "ferroturn_offload_relayed_bytes_total",
+                "Payload bytes the kernel's fast path relayed ([offload]), by direction; also counted in ferroturn_relayed_bytes_total (transport udp).",
+                &["direction"],
+            )?,
             health: None,
             tls_certs: None,
             quota_tracker: None,
@@ -552,6 +572,17 @@ impl Metrics {
         advance(&self.gso_sends, sum.gso_sends);
         advance(&self.gso_segments, sum.gso_segments);
         advance(&self.gro_segments, sum.gro_segments);
+        self.offload_active.set(i64::from(crate::offload::active()));
+        for (i, dir) in ["client_to_peer", "peer_to_client"].into_iter().enumerate() {
+            advance(
+                &self.offload_packets.with_label_values(&[dir]),
+                st.offload_packets[i],
+            );
+            advance(
+                &self.offload_bytes.with_label_values(&[dir]),
+                st.offload_bytes[i],
+            );
+        }
         advance(&self.tls_handshake_failures, sum.tls_handshake_failures);
         for r in ConnClose::ALL {
             advance(

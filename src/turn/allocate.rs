@@ -422,6 +422,7 @@ impl<B: RelayBinder> Server<B> {
         let Some(a) = self.table.remove(id) else {
             return;
         };
+        self.offload_forget(&a);
         for r in a.relays.iter().flatten() {
             self.release_relay(r.id, r.local);
         }

@@ -46,6 +46,9 @@ pub struct Channel {
     /// Relaying stops at `expires`; the binding is forgotten at
     /// `expires + CHANNEL_COOLDOWN`.
     pub expires: Instant,
+    /// Installed in the kernel's fast path (see `turn::offload`): the core
+    /// has queued a bind for it and no unbind since.
+    pub offloaded: bool,
 }
 
 /// Traffic counters, for usage records and metrics.
@@ -312,6 +315,7 @@ impl Allocation {
             number,
             peer,
             expires,
+            offloaded: false,
         });
         true
     }
@@ -325,7 +329,15 @@ impl Allocation {
     /// The next instant at which something about this allocation expires.
     pub fn next_deadline(&self) -> Instant {
         let perms = self.permissions.iter().map(|p| p.expires);
-        let chans = self.channels.iter().map(|c| c.expires + CHANNEL_COOLDOWN);
+        // An offloaded channel must leave the fast path when it expires, not
+        // at the end of its cool-down.
+        let chans = self.channels.iter().map(|c| {
+            if c.offloaded {
+                c.expires
+            } else {
+                c.expires + CHANNEL_COOLDOWN
+            }
+        });
         perms.chain(chans).fold(self.expires, Instant::min)
     }
 }

@@ -68,6 +68,7 @@ impl<B: RelayBinder> Server<B> {
             a.permit(peer.ip(), perm_expires, 0);
         }
         self.table.schedule(id, perm_expires.min(chan_expires));
+        self.offload_sync(id, now);
         let r = self.answer(req, Class::Success);
         r.finish()
     }

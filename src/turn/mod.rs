@@ -11,6 +11,7 @@ pub mod allocation;
 pub mod auth;
 pub mod cluster;
 pub mod live;
+pub mod offload;
 pub mod policy;
 pub mod quota;
 pub mod reservations;

@@ -29,6 +29,9 @@ impl<B: RelayBinder> Server<B> {
             self.realm = cfg.realm.as_str().into();
         }
         self.cfg = cfg;
+        // A bandwidth limit or byte budget set by the reload takes channels
+        // off the fast path (and lifting it puts them back).
+        self.offload_sync_all();
     }
 
     /// The configuration in force.

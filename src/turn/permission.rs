@@ -76,6 +76,7 @@ impl<B: RelayBinder> Server<B> {
             }
         }
         self.table.schedule(id, expires);
+        self.offload_sync(id, now);
         let r = self.answer(req, Class::Success);
         r.finish()
     }

@@ -130,6 +130,10 @@ pub struct Server<B: RelayBinder> {
     pub(super) tcp: Arc<TcpConnections>,
     /// RFC 6062 Connects whose connection attempt the driver has not reported.
     pub(super) connecting: Vec<Connecting>,
+    /// Whether the driver runs the kernel fast path (`Server::set_offload`).
+    pub(super) offload: bool,
+    /// Fast-path changes for the driver to apply (`turn::offload`).
+    pub(super) offload_changes: Vec<super::offload::OffloadChange>,
 }
 
 impl<B: RelayBinder> Server<B> {
@@ -174,6 +178,8 @@ impl<B: RelayBinder> Server<B> {
             rng: StdRng::seed_from_u64(seed),
             tcp: shared.tcp.clone(),
             connecting: Vec::new(),
+            offload: false,
+            offload_changes: Vec::new(),
         }
     }
 
@@ -402,8 +408,11 @@ impl<B: RelayBinder> Server<B> {
                 continue;
             }
             a.sweep(now);
-            let next = a.next_deadline();
-            self.table.schedule(id, next);
+            self.offload_sync(id, now);
+            if let Some(a) = self.table.get(id) {
+                let next = a.next_deadline();
+                self.table.schedule(id, next);
+            }
         }
         if self.issued_tokens.iter().any(|(_, e)| *e <= now) {
             let (expired, live): (Vec<_>, Vec<_>) =

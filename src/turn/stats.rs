@@ -271,6 +271,11 @@ pub struct Stats {
     pub to_peer_bytes: [u64; Transport::COUNT],
     pub to_client_packets: [u64; Transport::COUNT],
     pub to_client_bytes: [u64; Transport::COUNT],
+    /// Of the UDP packets and bytes above, those the kernel's fast path
+    /// relayed (see `turn::offload`): \[0\] towards peers, \[1\] towards
+    /// clients.
+    pub offload_packets: [u64; 2],
+    pub offload_bytes: [u64; 2],
 }
 
 impl Stats {
@@ -300,6 +305,8 @@ impl Stats {
         sum(&mut self.to_peer_bytes, &o.to_peer_bytes);
         sum(&mut self.to_client_packets, &o.to_client_packets);
         sum(&mut self.to_client_bytes, &o.to_client_bytes);
+        sum(&mut self.offload_packets, &o.offload_packets);
+        sum(&mut self.offload_bytes, &o.offload_bytes);
     }
 }
 

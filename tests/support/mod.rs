@@ -40,6 +40,7 @@ pub fn options(listen: &str) -> NetOptions {
         api: None,
         cluster: Default::default(),
         nat_discovery: None,
+        offload: Default::default(),
     }
 }
 

@@ -43,7 +43,7 @@ pub(super) async fn timer(shard: ShardRef) {
                 // deleted. Report it now, not at the next expiry.
                 let mut s = shard.borrow_mut();
                 let s = &mut *s;
-                log_events(&mut s.server, &s.usage, &s.conns);
+                log_events(&mut s.server, &mut s.offload, &s.usage, &s.conns);
                 continue;
             }
         }
@@ -55,7 +55,7 @@ pub(super) async fn timer(shard: ShardRef) {
             last_anchor = now;
         }
         s.server.handle_timeout(now);
-        log_events(&mut s.server, &s.usage, &s.conns);
+        log_events(&mut s.server, &mut s.offload, &s.usage, &s.conns);
     }
 }
 
@@ -65,9 +65,15 @@ pub(super) async fn timer(shard: ShardRef) {
 /// that its allocate timeout starts again (see `stream`).
 pub(super) fn log_events(
     server: &mut Server<Binder>,
+    offload: &mut Option<crate::offload::ShardOffload>,
     usage: &UsageLog,
     conns: &FastMap<FiveTuple, Rc<ConnOut>>,
 ) {
+    // First the fast path's changes: an unbind's last counts must reach the
+    // close event below.
+    if let Some(o) = offload {
+        o.apply(server);
+    }
     let record = usage.enabled();
     for e in server.drain_events() {
         match e {
@@ -128,8 +134,18 @@ pub(super) async fn publisher(shard: ShardRef, slot: ShardSlot, index: usize) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut flood = FloodWatch::default();
     let mut window = Instant::now();
+    let mut ticks = 0u32;
     loop {
         every.tick().await;
+        // The fast path's counters, once a second (a system call per entry).
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(4) {
+            let mut s = shard.borrow_mut();
+            let s = &mut *s;
+            if let Some(o) = &mut s.offload {
+                o.poll(&mut s.server);
+            }
+        }
         publish(&shard, &slot);
         if window.elapsed() >= crate::ops::flood::WINDOW {
             window = Instant::now();
@@ -162,7 +178,7 @@ pub(super) async fn commands(shard: ShardRef, mut rx: mpsc::UnboundedReceiver<Sh
                 let _ = reply.send(s.server.kill(now, &filter));
             }
         }
-        log_events(&mut s.server, &s.usage, &s.conns);
+        log_events(&mut s.server, &mut s.offload, &s.usage, &s.conns);
     }
 }
 
@@ -178,6 +194,6 @@ pub(super) async fn recheck_on_change(shard: ShardRef, mut generation: watch::Re
                 "credentials removed or revoked: allocations ended"
             );
         }
-        log_events(&mut s.server, &s.usage, &s.conns);
+        log_events(&mut s.server, &mut s.offload, &s.usage, &s.conns);
     }
 }

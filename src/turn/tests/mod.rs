@@ -13,6 +13,7 @@ mod channel;
 mod client_to_peer;
 mod expiry;
 mod nat_discovery;
+mod offload;
 mod operations;
 mod peer_address;
 mod peer_to_client;
