@@ -138,7 +138,6 @@ pub fn tcp_relay_connector(from: SocketAddr) -> io::Result<tokio::net::TcpSocket
 }
 
 fn set_dont_fragment(s: &Socket, v4: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let (level, name, value) = if v4 {
         (
             libc::IPPROTO_IP,
@@ -152,21 +151,7 @@ fn set_dont_fragment(s: &Socket, v4: bool) -> io::Result<()> {
             libc::IPV6_PMTUDISC_DO,
         )
     };
-    // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_int_option(s, level, name, value)
 }
 
 /// A nonblocking UDP socket on `bind` with 4 MiB buffers, for `ferroturn
