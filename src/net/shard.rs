@@ -47,6 +47,11 @@ use udp::UdpListener;
 
 /// Room for one datagram, or one GRO-coalesced train of them.
 const SLOT: usize = 64 * 1024;
+/// How far apart the slots of a listener's receive buffer start: one cache
+/// line more than a slot. At exactly 64 KiB apart, the first bytes of every
+/// slot map to the same cache set, so the 16 small datagrams of one batch,
+/// copied in by the kernel, would compete for that one set's few ways.
+const STRIDE: usize = SLOT + 64;
 
 /// Sockets handed to a shard thread.
 pub struct ShardSockets {

@@ -78,6 +78,26 @@ pub fn relay_socket(ip: IpAddr, port: u16, dont_fragment: bool) -> io::Result<st
     Ok(s.into())
 }
 
+/// Turns off the control messages quinn-udp's `UdpSocketState::new` asks for
+/// on a listener and that ferroturn never reads: receive timestamps
+/// (SO_TIMESTAMPNS, which also has the kernel stamp every packet the host
+/// receives for as long as any socket wants them), the TOS or traffic class
+/// (ECN, which a TURN server does not act on) and, on a listener bound to one
+/// address, the destination address (IP_PKTINFO, IPV6_RECVPKTINFO: only a
+/// wildcard listener needs it, to answer from the address a client reached).
+/// Each costs a control message per datagram read. Errors are ignored: an
+/// option this kernel or socket does not have was not on.
+pub fn drop_unread_control_messages(s: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(s);
+    let _ = set_int_option(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0);
+    let _ = set_int_option(&sock, libc::IPPROTO_IP, libc::IP_RECVTOS, 0);
+    let _ = set_int_option(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 0);
+    if s.local_addr().is_ok_and(|a| !a.ip().is_unspecified()) {
+        let _ = set_int_option(&sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 0);
+        let _ = set_int_option(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 0);
+    }
+}
+
 /// Whether this kernel sends UDP GSO (`UDP_SEGMENT`, Linux 4.18): probed once
 /// per process on a throwaway socket, as quinn-udp does.
 pub fn udp_gso_supported() -> bool {

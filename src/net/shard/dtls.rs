@@ -45,7 +45,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::relay_reader::start_relay_readers;
 use super::udp::{self, UdpListener};
-use super::{ShardRef, State, SLOT};
+use super::{ShardRef, State, STRIDE};
 use crate::net::connections::{ConnClose, ConnGuard};
 use crate::net::tls::{ReloadableCert, ALPN_WIRE};
 use crate::turn::server::DropReason;
@@ -526,7 +526,7 @@ impl State {
 /// Reads one DTLS listener of the shard.
 pub(super) async fn listener(shard: ShardRef, index: usize) {
     let socket = shard.borrow().dtls.listeners[index].socket.clone();
-    let mut storage = vec![0u8; BATCH * SLOT];
+    let mut storage = vec![0u8; BATCH * STRIDE];
     let mut meta = [RecvMeta::default(); BATCH];
     loop {
         let Ok(mut ready) = socket.readable().await else {
@@ -552,7 +552,7 @@ pub(super) async fn listener(shard: ShardRef, index: usize) {
                 let mut guard = shard.borrow_mut();
                 let s = &mut *guard;
                 let local = s.dtls.listeners[index].local;
-                for (m, buf) in meta.iter().zip(storage.chunks(SLOT)).take(n) {
+                for (m, buf) in meta.iter().zip(storage.chunks(STRIDE)).take(n) {
                     let server_addr = SocketAddr::new(m.dst_ip.unwrap_or(local.ip()), local.port());
                     let tuple = FiveTuple {
                         transport: Transport::Dtls,

@@ -112,6 +112,12 @@ async fn relay_reader(shard: ShardRef, id: RelayId, socket: Rc<RelaySocket>) {
         }
         drop(ready);
         shard.borrow().flush_soon();
-        tokio::task::yield_now().await;
+        if !drained {
+            // The budget is spent and datagrams wait: let the other tasks
+            // run first. Only then: tokio defers a yielded task until the
+            // driver has polled the kernel again (an epoll_wait), which a
+            // drained socket, waiting for readiness anyway, does not need.
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 
 use super::relay_reader::start_relay_readers;
-use super::{ShardRef, State, SLOT};
+use super::{ShardRef, State, SLOT, STRIDE};
 use crate::net::mmsg::{classify_send_error, SendBatch, SendFailure};
 use crate::net::relay::RelaySocket;
 use crate::net::sockets;
@@ -36,6 +36,7 @@ impl UdpListener {
     pub(super) fn new(s: std::net::UdpSocket) -> io::Result<Self> {
         let local = s.local_addr()?;
         let state = UdpSocketState::new((&s).into())?;
+        sockets::drop_unread_control_messages(&s);
         s.set_nonblocking(true)?;
         let socket = sockets::register_readable(s)?;
         Ok(Self {
@@ -109,22 +110,25 @@ impl State {
     }
 }
 
-/// One `recvmmsg` batch from `l` into `storage` (one `SLOT` per datagram)
-/// and `meta`: for the UDP and the DTLS listeners alike.
+/// One `recvmmsg` batch from `l` into `storage` (`SLOT` bytes per datagram,
+/// `STRIDE` apart) and `meta`: for the UDP and the DTLS listeners alike.
 pub(super) fn recv_batch<const N: usize>(
     l: &UdpListener,
     storage: &mut [u8],
     meta: &mut [RecvMeta; N],
 ) -> io::Result<usize> {
-    let mut chunks = storage.chunks_mut(SLOT);
-    let mut slices: [IoSliceMut<'_>; N] =
-        std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+    let mut chunks = storage.chunks_mut(STRIDE);
+    let mut slices: [IoSliceMut<'_>; N] = std::array::from_fn(|_| {
+        let chunk = chunks.next().unwrap_or_default();
+        let len = chunk.len().min(SLOT);
+        IoSliceMut::new(&mut chunk[..len])
+    });
     l.state.recv(l.socket.get_ref().into(), &mut slices, meta)
 }
 
 pub(super) async fn listener(shard: ShardRef, index: usize) {
     let socket = shard.borrow().udp[index].socket.clone();
-    let mut storage = vec![0u8; BATCH * SLOT];
+    let mut storage = vec![0u8; BATCH * STRIDE];
     let mut meta = [RecvMeta::default(); BATCH];
     loop {
         let Ok(mut ready) = socket.readable().await else {
@@ -147,7 +151,7 @@ pub(super) async fn listener(shard: ShardRef, index: usize) {
                 let mut guard = shard.borrow_mut();
                 let s = &mut *guard;
                 let local = s.udp[index].local;
-                for (m, buf) in meta.iter().zip(storage.chunks(SLOT)).take(n) {
+                for (m, buf) in meta.iter().zip(storage.chunks(STRIDE)).take(n) {
                     let server_addr = SocketAddr::new(m.dst_ip.unwrap_or(local.ip()), local.port());
                     let tuple = FiveTuple {
                         transport: Transport::Udp,
