@@ -1,44 +1,94 @@
 #!/usr/bin/env bash
-# Relayed round trips with and without the XDP fast path ([offload]), and what
-# they cost the whole machine: the server runs in a network namespace of this
-# script's own, behind a veth pair whose other end (with `ferroturn bench relay`
-# and its echo peer) stays here, so every packet crosses the interface the XDP
-# program is attached to (XDP on `lo` cannot serve: the client, the server and
-# the peer would share one address and one interface).
+# Relayed round trips with and without ferroturn's XDP fast path ([offload]),
+# beside coturn 4.17.1 in its fast and its standard mode, and what each costs
+# the whole machine. Every server runs in a network namespace of this script's
+# own, behind a veth pair whose other end (with `ferroturn bench relay` and its
+# echo peer) stays here, so every packet crosses the interface the XDP program
+# is attached to (XDP on `lo` cannot serve: the client, the server and the peer
+# would share one address and one interface).
 #
-#   bench/offload.sh [--rounds N] [--duration D] [--allocations N] [--window N]
-#                    [--mode generic|native|auto] [--bin PATH]
+#   bench/offload.sh
 #
-# Alternates rounds off, on, off, on, ... (the machine is shared and noisy), and
-# prints per round: round trips/s, and whole-machine CPU per round trip (the
-# non-idle time of all CPUs from /proc/stat over the run, server + kernel +
-# load generator, divided by round trips), then the medians. Needs root (`ip
-# netns`, BPF). Default binary: target/release/ferroturn (cargo build --release).
-# Traffic stays on the veth pair in 198.18.X.0/30 (the benchmarking range).
+# Each round starts the servers one after the other (pinned to CPU 0, the load
+# to CPU 1), runs every shape against each and stops it by its PID. Shapes:
+# 100-byte ChannelData to an echo peer, one flow with 64 in flight (1x64) and 8
+# flows with 16 each (8x16; coturn's fast mode refuses a second allocation's
+# ChannelBind to the one echo peer, shown "unsupported"). The figure that
+# matters is the whole-machine CPU per round trip (all CPUs from /proc/stat:
+# server, kernel, XDP and load generator), because the offload moves the work
+# from the server's process into the kernel's receive path, which runs on
+# whichever CPU takes the packet. At the end: per shape, medians over the
+# rounds, and ratios (bench/summarize.jq, as bench/compare.sh prints them).
+#
+# Environment:
+#   ROUNDS=N        rounds (default 3)
+#   DURATION=D      length of each measurement (default 5s)
+#   SERVERS="..."   subset/order of: ferroturn ferroturn-offload coturn-4.17-fast
+#                   coturn-4.17 (default all)
+#   SHAPES="..."    subset/order of: 1x64 8x16 (default both)
+#   MODE=M          the XDP attach mode: generic (default), native or auto (native
+#                   does not serve on veth: see docs/offload.md, Limits)
+#   OUT=DIR         results and server logs (default target/bench-offload)
+#   BENCH_CACHE=DIR where coturn 4.17.1 is built (default ~/.cache/ferroturn-bench;
+#                   built there once, as bench/compare.sh does)
+#   FERROTURN=PATH  the ferroturn binary (default: cargo build --release)
+#
+# Needs root (`ip netns`, BPF). Traffic stays on the veth pair, in
+# 198.18.X.0/30 (the benchmarking range).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-rounds=3
-duration=5s
-allocations=1
-window=64
-mode=generic
-bin=target/release/ferroturn
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --rounds) rounds=$2; shift 2 ;;
-        --duration) duration=$2; shift 2 ;;
-        --allocations) allocations=$2; shift 2 ;;
-        --window) window=$2; shift 2 ;;
-        --mode) mode=$2; shift 2 ;;
-        --bin) bin=$2; shift 2 ;;
-        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench/offload.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
-    esac
+repo=$PWD
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+die() {
+    echo "bench/offload.sh: $*" >&2
+    exit 1
+}
+# shellcheck source=scripts/lib.sh
+. "$repo/scripts/lib.sh"
+cache=${BENCH_CACHE:-$HOME/.cache/ferroturn-bench}
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
+
+rounds=${ROUNDS:-3}
+duration=${DURATION:-5s}
+servers=${SERVERS:-ferroturn ferroturn-offload coturn-4.17-fast coturn-4.17}
+shapes=${SHAPES:-1x64 8x16}
+mode=${MODE:-generic}
+out=${OUT:-$repo/target/bench-offload}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$rounds'"
+case $mode in generic | native | auto) ;; *) die "MODE must be generic, native or auto, not '$mode'" ;; esac
+server_labels='{"ferroturn": "ferroturn", "ferroturn-offload": "ferroturn + offload",
+  "coturn-4.17-fast": "coturn 4.17.1 fast", "coturn-4.17": "coturn 4.17.1"}'
+for s in $servers; do
+    jq -e --arg s "$s" 'has($s)' <<<"$server_labels" >/dev/null 2>&1 ||
+        die "unknown server '$s' in SERVERS (known: ferroturn ferroturn-offload coturn-4.17-fast coturn-4.17)"
 done
-[ "$(id -u)" -eq 0 ] || { echo "bench/offload.sh: needs root (ip netns, BPF)" >&2; exit 1; }
-[ -x "$bin" ] || { echo "bench/offload.sh: $bin missing (cargo build --release)" >&2; exit 1; }
-command -v jq >/dev/null || { echo "bench/offload.sh: needs jq" >&2; exit 1; }
+for sh in $shapes; do
+    case $sh in 1x64 | 8x16) ;; *) die "unknown shape '$sh' in SHAPES (known: 1x64 8x16)" ;; esac
+done
+[ "$(id -u)" -eq 0 ] || die "needs root (ip netns, BPF)"
+[ "$(nproc)" -ge 2 ] || die "needs two CPUs (the server on CPU 0, the load on CPU 1)"
+command -v jq >/dev/null 2>&1 || apt_install_keeping_services_stopped jq ""
+
+if [[ " $servers " == *" coturn-4.17"* ]] && [ ! -x "$coturn_new" ]; then
+    build_coturn_new
+fi
+if [ -n "${FERROTURN:-}" ]; then
+    ferroturn=$FERROTURN
+else
+    cargo build --release --bin ferroturn
+    ferroturn=${CARGO_TARGET_DIR:-$repo/target}/release/ferroturn
+fi
+[ -x "$ferroturn" ] || die "no ferroturn binary at $ferroturn"
+
+mkdir -p "$out"
+results=$out/results.jsonl
+: >"$results"
+: >"$out/bench-errors.log"
+
+# --- the namespace and the veth pair -----------------------------------------------
 
 id=$$
 ns=ft-bench-$id
@@ -47,16 +97,13 @@ inner=ftbi$((id % 100000))
 net=$((id % 250 + 1))
 here=198.18.$net.1
 there=198.18.$net.2
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+port=3478
+finish() {
+    cleanup
     ip link del "$outer" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$work"
 }
-trap cleanup EXIT
-
+trap finish EXIT
 ip netns add "$ns"
 ip link add "$outer" type veth peer name "$inner"
 ip link set "$inner" netns "$ns"
@@ -66,63 +113,83 @@ ip -n "$ns" link set lo up
 ip -n "$ns" addr add "$there/30" dev "$inner"
 ip -n "$ns" link set "$inner" up
 
-# Whole-machine busy jiffies (all CPUs: user nice system irq softirq steal).
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
-hz=$(getconf CLK_TCK)
+# --- the servers ------------------------------------------------------------------
 
-run_round() {
-    local offload=$1
-    cat >"$work/turnserver.toml" <<TOML
+shape_args() {
+    case $1 in
+        1x64) echo "--allocations 1 --window 64" ;;
+        8x16) echo "--allocations 8 --window 16" ;;
+    esac
+}
+
+# serve NAME ROUND CMD...: starts CMD in the namespace on CPU 0, measures every
+# shape against it, stops it.
+serve() {
+    local name=$1 round=$2 addr=$there:$port sh
+    shift 2
+    start "$name" 0 ip netns exec "$ns" "$@"
+    wait_ready "$addr"
+    if [ "$name" = ferroturn-offload ] && ! grep -q "fast path attached" "$out/$name.log"; then
+        die "the offload did not attach (see $out/$name.log)"
+    fi
+    for sh in $shapes; do
+        # shellcheck disable=SC2046 # shape_args prints words meant to be split
+        measure "$name" "$round" "$pid" "$sh" --server "$addr" relay --mode channel --size 100 \
+            --peer echo --peer-ip "$here" $(shape_args "$sh")
+    done
+    stop "$pid"
+}
+
+run_ferroturn() {
+    local name=$1 round=$2 offload=false
+    [ "$name" = ferroturn ] || offload=true
+    cat >"$out/$name.toml" <<TOML
 [server]
-listen = ["$there:3478"]
+listen = ["$there:$port"]
 threads = 1
 log-level = "info"
 [relay]
 relay-ips = ["$there"]
 [auth.users]
 bench = "bench"
+[quota]
+max-allocations-per-user = 1000000
+[rate-limit]
+unauthenticated-per-second = 0
 [peers]
 allow = ["198.18.0.0/15"]
 [admin]
-socket = "$work/admin.sock"
+socket = ""
 [offload]
 enabled = $offload
 interfaces = ["$inner"]
 mode = "$mode"
 TOML
-    ip netns exec "$ns" "$bin" serve --config "$work/turnserver.toml" 2>"$work/server.log" &
-    server_pid=$!
-    sleep 1
-    local b0 b1 out
-    b0=$(busy)
-    out=$("$bin" bench --server "$there:3478" --user bench:bench --duration "$duration" --json --quiet \
-        relay --mode channel --peer echo --allocations "$allocations" --window "$window" --peer-ip "$here")
-    b1=$(busy)
-    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-    if [ "$offload" = true ] && ! grep -q "fast path attached" "$work/server.log"; then
-        echo "offload did not attach:" >&2; cat "$work/server.log" >&2; exit 1
-    fi
-    echo "$out" >"$work/last.json"
-    local rate rtts secs
-    rate=$(jq -r '[.. | objects | select(has("rate_per_s")) | .rate_per_s][0] // empty' "$work/last.json")
-    rtts=$(jq -r '[.. | objects | select(has("received")) | .received][0] // empty' "$work/last.json")
-    secs=$(awk -v d="$((b1 - b0))" -v hz="$hz" 'BEGIN{print d/hz}')
-    if [ -z "$rate" ] || [ -z "$rtts" ] || [ "$rtts" = 0 ]; then
-        echo "could not read the bench's JSON:" >&2; cat "$work/last.json" >&2; exit 1
-    fi
-    awk -v o="$offload" -v r="$rate" -v n="$rtts" -v s="$secs" \
-        'BEGIN{printf "%-8s %12.0f %12.2f\n", (o=="true"?"on":"off"), r, s*1e6/n}'
+    serve "$name" "$round" "$ferroturn" serve --config "$out/$name.toml"
 }
 
-printf '%-8s %12s %12s\n' offload "rtt/s" "µs CPU/rtt"
-for i in $(seq 1 "$rounds"); do
-    run_round false | tee -a "$work/results"
-    run_round true | tee -a "$work/results"
+run_server() {
+    case $1 in
+        ferroturn | ferroturn-offload) run_ferroturn "$1" "$2" ;;
+        coturn-4.17-fast | coturn-4.17)
+            coturn_new_args "$1" "$there" "$port"
+            serve "$1" "$2" "${coturn_args[@]}"
+            ;;
+    esac
+}
+
+echo "ferroturn: $ferroturn (offload mode $mode, on $inner in namespace $ns)"
+echo "servers: $servers; shapes: $shapes; rounds: $rounds, $duration per measurement"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "$rounds"); do
+    for s in $servers; do
+        echo "round $round/$rounds: $s" >&2
+        run_server "$s" "$round"
+    done
 done
-echo "medians (whole machine, $allocations flow(s) x $window in flight, 100 B ChannelData, echo peer):"
-median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
-for o in off on; do
-    r=$(awk -v o="$o" '$1==o{print $2}' "$work/results" | median)
-    c=$(awk -v o="$o" '$1==o{print $3}' "$work/results" | median)
-    printf '  offload %-3s %10s rtt/s %8s µs CPU/rtt\n' "$o" "$r" "$c"
-done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+jq -s -r --argjson labels "$server_labels" \
+    --argjson subjects '["ferroturn-offload", "ferroturn"]' \
+    --argjson references '["coturn-4.17-fast", "coturn-4.17", "ferroturn"]' \
+    --arg order "$servers" -f "$repo/bench/summarize.jq" "$results" | tee "$out/summary.md"
