@@ -73,9 +73,10 @@ turn_rs_version=4.1.5
 [[ $shapes_only =~ ^[01]$ ]] || die "SHAPES_ONLY must be 0 or 1, not '$shapes_only'"
 command -v jq >/dev/null 2>&1 || apt_install_keeping_services_stopped jq ""
 # Every server this script knows, in the summary's column order, with its label.
-# A new server (say ferroturn-offload: ferroturn with an [offload] section) needs
-# an entry here, a case in run_server below, and nothing else: the summary takes
-# its columns from this list, and its ratio columns from `subjects`.
+# A new server (say ferroturn with some `serve` option) needs an entry here, a
+# case in run_server below, and nothing else: the summary takes its columns from
+# this list, and its ratio columns from `subjects`. (ferroturn with its XDP
+# offload is measured by bench/offload.sh: XDP needs an interface other than lo.)
 server_labels='{"coturn": "coturn 4.6.1", "coturn-4.17-fast": "coturn 4.17.1 fast",
   "coturn-4.17": "coturn 4.17.1", "turn-rs": "turn-rs", "ferroturn": "ferroturn",
   "ceiling": "ceiling"}'
@@ -280,8 +281,8 @@ run_server() {
         coturn-4.17-fast | coturn-4.17) run_coturn_new "$2" "$1" ;;
         turn-rs) run_turn_rs "$2" ;;
         ferroturn) run_ferroturn "$2" ferroturn ;;
-        # The hook for an offload variant (and an entry in server_labels):
-        # ferroturn-offload) run_ferroturn "$2" ferroturn-offload --config FILE ;;
+        # A variant, with an entry in server_labels:
+        # ferroturn-NAME) run_ferroturn "$2" ferroturn-NAME --some-option ;;
         ceiling) run_ceiling "$2" ;;
     esac
 }
