@@ -97,18 +97,22 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Topology {
+    /// Topology `tag` (0 or 1) of this process: its own names and its own
+    /// /30 (198.18.X.0 for 0, 198.19.X.0 for 1), so tests in one process do
+    /// not collide.
+    fn new(tag: u32) -> Topology {
         let pid = std::process::id();
-        let ns = format!("ft-offload-{pid}");
-        let outer = format!("fto{}", pid % 1_000_000);
-        let inner = format!("fti{}", pid % 1_000_000);
+        let ns = format!("ft-offload-{pid}-{tag}");
+        let outer = format!("fto{tag}{}", pid % 1_000_000);
+        let inner = format!("fti{tag}{}", pid % 1_000_000);
         let net = (pid % 250) + 1;
+        let octet = 18 + tag;
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &outer]).output();
         ip(&["netns", "add", &ns]);
         let t = Topology {
-            here: format!("198.18.{net}.1"),
-            there: format!("198.18.{net}.2"),
+            here: format!("198.{octet}.{net}.1"),
+            there: format!("198.{octet}.{net}.2"),
             ns,
             outer,
             inner,
@@ -221,6 +225,62 @@ async fn counts(metrics: SocketAddr) -> Counts {
     }
 }
 
+/// The server in `t`'s namespace with `[offload]` on its end of the pair in
+/// `mode`, listening on `listen` (metrics on `metrics`), permissions lasting
+/// `permission_lifetime` seconds, usage records in `dir`/usage.jsonl. Fixed
+/// ports are safe: the namespace is the test's own.
+fn spawn_in(
+    t: &Topology,
+    dir: &std::path::Path,
+    mode: &str,
+    permission_lifetime: u32,
+    listen: &str,
+    metrics: SocketAddr,
+) -> Binary {
+    let config = dir.join(format!("turnserver-{mode}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+threads = 1
+[relay]
+relay-ips = ["{there}"]
+permission-lifetime = {permission_lifetime}
+channel-lifetime = 600
+[auth.users]
+alice = "alice-pw"
+[peers]
+allow = ["198.18.0.0/15"]
+[usage]
+file = "{usage}"
+[admin]
+socket = "{admin}"
+[offload]
+enabled = true
+interfaces = ["{inner}"]
+mode = "{mode}"
+"#,
+            there = t.there,
+            usage = dir.join("usage.jsonl").display(),
+            admin = dir.join(format!("admin-{mode}.sock")).display(),
+            inner = t.inner,
+        ),
+    )
+    .unwrap();
+    spawn_binary_in(
+        Some(&t.ns),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    )
+}
+
 /// Sends `n` datagrams of `size` bytes each way between the client (on
 /// `channel`) and `peer`, and checks each arrives.
 async fn exchange(
@@ -262,54 +322,12 @@ async fn channels_take_the_fast_path_with_exact_counts_expiry_and_rebind() {
         eprintln!("SKIPPED: the BPF program cannot load on this machine: {e}");
         return;
     }
-    let t = Topology::new();
+    let t = Topology::new(0);
     let dir = tempfile::tempdir().unwrap();
     let usage = dir.path().join("usage.jsonl");
-    let config = dir.path().join("turnserver.toml");
     let listen = format!("{}:3478", t.there);
     let metrics: SocketAddr = format!("{}:9641", t.there).parse().unwrap();
-    // Fixed ports are safe here: the namespace is the test's own.
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-threads = 1
-[relay]
-relay-ips = ["{there}"]
-permission-lifetime = 3
-channel-lifetime = 600
-[auth.users]
-alice = "alice-pw"
-[peers]
-allow = ["198.18.0.0/15"]
-[usage]
-file = "{usage}"
-[admin]
-socket = "{admin}"
-[offload]
-enabled = true
-interfaces = ["{inner}"]
-mode = "generic"
-"#,
-            there = t.there,
-            usage = usage.display(),
-            admin = dir.path().join("admin.sock").display(),
-            inner = t.inner,
-        ),
-    )
-    .unwrap();
-    let server = spawn_binary_in(
-        Some(&t.ns),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--metrics",
-            &metrics.to_string(),
-        ],
-    );
+    let server = spawn_in(&t, dir.path(), "generic", 3, &listen, metrics);
     server.wait_log(
         "XDP ChannelData fast path attached",
         Duration::from_secs(10),
@@ -407,6 +425,74 @@ mode = "generic"
     assert_eq!((c.offload_up, c.offload_down), (30, 30));
     assert_eq!((c.relayed_up, c.relayed_down), (30, 30));
     drop(server);
+}
+
+/// On a veth, native XDP attaches but cannot send anything back: `auto`
+/// attaches in generic mode there and relays through the kernel; `native` is
+/// refused with a message naming the interface, and the server relays the
+/// same channel in userspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_veth_auto_means_generic_and_native_is_refused_for_userspace() {
+    if !is_root() {
+        eprintln!("SKIPPED: tests/offload.rs needs root (network namespaces, BPF)");
+        return;
+    }
+    if let Err(e) = ferroturn::offload::probe() {
+        eprintln!("SKIPPED: the BPF program cannot load on this machine: {e}");
+        return;
+    }
+    let t = Topology::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (mode, in_kernel)) in [("auto", true), ("native", false)].into_iter().enumerate() {
+        let listen = format!("{}:{}", t.there, 3478 + k);
+        let metrics: SocketAddr = format!("{}:{}", t.there, 9641 + k).parse().unwrap();
+        let server = spawn_in(&t, dir.path(), mode, 600, &listen, metrics);
+        if in_kernel {
+            let line = server.wait_log(
+                "XDP ChannelData fast path attached",
+                Duration::from_secs(10),
+            );
+            assert!(line.contains("generic"), "{mode} on a veth: {line}");
+        } else {
+            let line = server.wait_log("offload: not available", Duration::from_secs(10));
+            assert!(
+                line.contains("is a veth") && line.contains(&t.inner),
+                "{mode} on a veth: {line}"
+            );
+        }
+        wait_http_200(metrics, "/metrics", Duration::from_secs(10)).await;
+        let (_, m) = http_get(metrics, "/metrics").await;
+        assert_eq!(
+            value(&m, "ferroturn_offload_active"),
+            u64::from(in_kernel),
+            "{mode}: {m}"
+        );
+
+        let peer = UdpSocket::bind(format!("{}:0", t.here)).await.unwrap();
+        let mut client = Client::udp(listen.parse().unwrap())
+            .await
+            .unwrap()
+            .credentials("alice", "alice-pw");
+        let relay = client.allocate().await.unwrap().relayed[0];
+        client
+            .channel_bind(0x4000, peer.local_addr().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        exchange(&mut client, 0x4000, &peer, relay, 5, 100).await;
+        let want = if in_kernel { 5 } else { 0 };
+        eventually_async(Duration::from_secs(5), "the relayed counts", || async {
+            let c = counts(metrics).await;
+            let got = (c.offload_up, c.offload_down, c.relayed_up, c.relayed_down);
+            if got == (want, want, 5, 5) {
+                Ok(())
+            } else {
+                Err(format!("{mode}: offload up/down, relayed up/down {got:?}"))
+            }
+        })
+        .await;
+        drop(server);
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! fallback: the program is not attached and every packet goes through
 //! userspace as without `[offload]`.
 
+mod driver;
 mod maps;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,9 +144,20 @@ impl Offload {
         })?;
         let mut used = "generic";
         for i in &cfg.interfaces {
+            // Native mode attaches to a veth but drops what XDP_TX sends
+            // (see `driver`): refused when asked for, skipped by `auto`.
+            let veth = driver::driver_of(i).as_deref() == Some("veth");
             let attached = match cfg.mode {
                 OffloadMode::Generic => program.attach(i, XdpMode::Skb).map(|_| "generic"),
+                OffloadMode::Native if veth => {
+                    return Err(StartError(format!(
+                        "offload.mode = \"native\": {i} is a veth, whose native XDP cannot send \
+                         frames back out (XDP_TX needs NAPI on the other end of the pair); use \
+                         mode = \"generic\" or \"auto\""
+                    )))
+                }
                 OffloadMode::Native => program.attach(i, XdpMode::Driver).map(|_| "native"),
+                OffloadMode::Auto if veth => program.attach(i, XdpMode::Skb).map(|_| "generic"),
                 OffloadMode::Auto => program
                     .attach(i, XdpMode::Driver)
                     .map(|_| "native")
