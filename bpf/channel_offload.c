@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// ferroturn's in-kernel fast path for TURN ChannelData over UDP/IPv4 (XDP).
+// ferroturn's in-kernel fast path for TURN ChannelData over UDP, IPv4 and
+// IPv6 (XDP).
 //
 // For a channel that userspace has installed (see src/offload/ and
 // docs/offload.md), this program
@@ -10,11 +11,12 @@
 //   * turns a datagram from the peer to the relayed address (peer -> relay) into
 //     ChannelData from the listener to the client (listener -> client),
 //
-// rewriting the IPv4 and UDP headers, fixing the UDP checksum incrementally and
+// rewriting the IP and UDP headers, fixing the UDP checksum incrementally and
 // sending the frame back out of the interface it came in on (XDP_TX, MACs
 // swapped: a single-NIC relay, where client and peer share the next hop).
 // Everything else goes to the kernel's stack untouched (XDP_PASS): other
-// ethertypes, IPv6, IP options, fragments, non-UDP, STUN messages, Send/Data
+// ethertypes, IPv4 options, IPv6 extension headers, fragments, non-UDP, a
+// zero IPv6 UDP checksum, STUN messages, Send/Data
 // indications, unknown channels or addresses, padded ChannelData, datagrams that
 // would outgrow the MTU, and anything malformed. Userspace then handles it as
 // always.
@@ -31,6 +33,7 @@
 #include <bpf/bpf_endian.h>
 
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define IPPROTO_UDP 17
 #define CHANNEL_HEADER 4
 
@@ -53,6 +56,15 @@ struct ip4 {
 	__u32 daddr;
 } __attribute__((packed));
 
+struct ip6 {
+	__u32 vtcflow;
+	__u16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u16 saddr[8];
+	__u16 daddr[8];
+} __attribute__((packed));
+
 struct udp {
 	__u16 source;
 	__u16 dest;
@@ -65,6 +77,13 @@ struct udp {
 struct headers {
 	struct eth eth;
 	struct ip4 ip;
+	struct udp udp;
+} __attribute__((packed));
+
+// The same for IPv6 (no extension headers).
+struct headers6 {
+	struct eth eth;
+	struct ip6 ip;
 	struct udp udp;
 } __attribute__((packed));
 
@@ -111,7 +130,45 @@ struct p2c_value {
 	__u64 bytes;
 };
 
-// Settings: [0] = the largest IPv4 packet the program may produce (the MTU of
+// The IPv6 twins of the four structs above: 16-byte addresses.
+struct c2p_key6 {
+	__u16 client_ip[8];
+	__u16 server_ip[8];
+	__u16 client_port;
+	__u16 server_port;
+	__u16 channel;
+	__u16 pad;
+};
+
+struct c2p_value6 {
+	__u16 relay_ip[8];
+	__u16 peer_ip[8];
+	__u16 relay_port;
+	__u16 peer_port;
+	__u32 pad;
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct p2c_key6 {
+	__u16 peer_ip[8];
+	__u16 relay_ip[8];
+	__u16 peer_port;
+	__u16 relay_port;
+};
+
+struct p2c_value6 {
+	__u16 client_ip[8];
+	__u16 server_ip[8];
+	__u16 client_port;
+	__u16 server_port;
+	__u16 channel;
+	__u16 pad;
+	__u64 packets;
+	__u64 bytes;
+};
+
+// Settings: [0] = the largest IP packet the program may produce (the MTU of
 // the interfaces); 0 means the program passes everything.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -134,6 +191,20 @@ struct {
 	__type(value, struct p2c_value);
 } FERRO_P2C SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct c2p_key6);
+	__type(value, struct c2p_value6);
+} FERRO_C2P6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct p2c_key6);
+	__type(value, struct p2c_value6);
+} FERRO_P2C6 SEC(".maps");
+
 // One's-complement arithmetic (RFC 1071, RFC 1624). Fields are summed as the
 // raw 16-bit words the packet holds: the sum does not depend on byte order as
 // long as every word is taken the same way.
@@ -155,6 +226,23 @@ static __always_inline __u32 add32(__u32 sum, __u32 word)
 static __always_inline __u32 sub32(__u32 sum, __u32 word)
 {
 	return sub16(sub16(sum, (__u16)(word & 0xffff)), (__u16)(word >> 16));
+}
+
+// An IPv6 address's eight words, added to or taken from a sum.
+static __always_inline __u32 add_addr6(__u32 sum, const __u16 *a)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		sum = add16(sum, a[i]);
+	return sum;
+}
+
+static __always_inline __u32 sub_addr6(__u32 sum, const __u16 *a)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		sum = sub16(sum, a[i]);
+	return sum;
 }
 
 static __always_inline __u16 fold(__u32 sum)
@@ -335,6 +423,165 @@ static __always_inline int peer_to_client(struct xdp_md *ctx, struct headers *h,
 	return XDP_TX;
 }
 
+// Client ChannelData -> UDP datagram to the peer, over IPv6.
+static __always_inline int client_to_peer6(struct xdp_md *ctx, struct headers6 *h,
+					   __u8 *cd, void *end, __u16 udp_payload)
+{
+	if ((void *)(cd + CHANNEL_HEADER) > end)
+		return XDP_PASS;
+	if ((cd[0] & 0xf0) != 0x40)
+		return XDP_PASS;
+	struct c2p_key6 key = {
+		.client_port = h->udp.source,
+		.server_port = h->udp.dest,
+		.channel = *(__u16 *)cd,
+		.pad = 0,
+	};
+	__builtin_memcpy(key.client_ip, h->ip.saddr, 16);
+	__builtin_memcpy(key.server_ip, h->ip.daddr, 16);
+	struct c2p_value6 *v = bpf_map_lookup_elem(&FERRO_C2P6, &key);
+	if (!v)
+		return XDP_PASS;
+	__u16 length_field = *(__u16 *)(cd + 2);
+	__u16 len = bpf_ntohs(length_field);
+	if ((__u32)len + CHANNEL_HEADER != udp_payload)
+		return XDP_PASS;
+
+	__u16 old_udp_len = h->udp.len;
+	__u16 new_udp_len = bpf_htons(sizeof(struct udp) + len);
+	__u32 delta = 0;
+	delta = sub_addr6(delta, h->ip.saddr);
+	delta = sub_addr6(delta, h->ip.daddr);
+	delta = sub16(delta, h->udp.source);
+	delta = sub16(delta, h->udp.dest);
+	delta = sub16(delta, old_udp_len); // pseudo-header length (low word)
+	delta = sub16(delta, old_udp_len); // header length
+	delta = sub16(delta, key.channel);
+	delta = sub16(delta, length_field);
+	delta = add_addr6(delta, v->relay_ip);
+	delta = add_addr6(delta, v->peer_ip);
+	delta = add16(delta, v->relay_port);
+	delta = add16(delta, v->peer_port);
+	delta = add16(delta, new_udp_len);
+	delta = add16(delta, new_udp_len);
+
+	__builtin_memcpy(h->ip.saddr, v->relay_ip, 16);
+	__builtin_memcpy(h->ip.daddr, v->peer_ip, 16);
+	h->ip.payload_len = new_udp_len;
+	h->ip.hop_limit = 64;
+	h->udp.source = v->relay_port;
+	h->udp.dest = v->peer_port;
+	h->udp.len = new_udp_len;
+	h->udp.check = udp_checksum(h->udp.check, delta);
+	swap_macs(&h->eth);
+
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, len);
+
+	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER))
+		return XDP_ABORTED;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	if (data + sizeof(struct headers6) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, h, sizeof(struct headers6));
+	return XDP_TX;
+}
+
+// A peer's datagram to a relayed address -> ChannelData to the client, over
+// IPv6.
+static __always_inline int peer_to_client6(struct xdp_md *ctx, struct headers6 *h,
+					   __u16 udp_payload)
+{
+	struct p2c_key6 key = {
+		.peer_port = h->udp.source,
+		.relay_port = h->udp.dest,
+	};
+	__builtin_memcpy(key.peer_ip, h->ip.saddr, 16);
+	__builtin_memcpy(key.relay_ip, h->ip.daddr, 16);
+	struct p2c_value6 *v = bpf_map_lookup_elem(&FERRO_P2C6, &key);
+	if (!v)
+		return XDP_PASS;
+	__u32 zero = 0;
+	__u32 *mtu = bpf_map_lookup_elem(&FERRO_SETTINGS, &zero);
+	if (!mtu)
+		return XDP_PASS;
+	__u32 new_tot = sizeof(struct ip6) + sizeof(struct udp) + CHANNEL_HEADER + udp_payload;
+	if (new_tot > *mtu)
+		return XDP_PASS;
+
+	__u16 old_udp_len = h->udp.len;
+	__u16 new_udp_len = bpf_htons(sizeof(struct udp) + CHANNEL_HEADER + udp_payload);
+	__u16 length_field = bpf_htons(udp_payload);
+	__u32 delta = 0;
+	delta = sub_addr6(delta, h->ip.saddr);
+	delta = sub_addr6(delta, h->ip.daddr);
+	delta = sub16(delta, h->udp.source);
+	delta = sub16(delta, h->udp.dest);
+	delta = sub16(delta, old_udp_len);
+	delta = sub16(delta, old_udp_len);
+	delta = add_addr6(delta, v->server_ip);
+	delta = add_addr6(delta, v->client_ip);
+	delta = add16(delta, v->server_port);
+	delta = add16(delta, v->client_port);
+	delta = add16(delta, new_udp_len);
+	delta = add16(delta, new_udp_len);
+	delta = add16(delta, v->channel);
+	delta = add16(delta, length_field);
+
+	__builtin_memcpy(h->ip.saddr, v->server_ip, 16);
+	__builtin_memcpy(h->ip.daddr, v->client_ip, 16);
+	h->ip.payload_len = new_udp_len;
+	h->ip.hop_limit = 64;
+	h->udp.source = v->server_port;
+	h->udp.dest = v->client_port;
+	h->udp.len = new_udp_len;
+	h->udp.check = udp_checksum(h->udp.check, delta);
+	swap_macs(&h->eth);
+	__u16 channel = v->channel;
+
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, udp_payload);
+
+	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER))
+		return XDP_ABORTED;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	if (data + sizeof(struct headers6) + CHANNEL_HEADER > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, h, sizeof(struct headers6));
+	__u8 *cd = (__u8 *)data + sizeof(struct headers6);
+	*(__u16 *)cd = channel;
+	*(__u16 *)(cd + 2) = length_field;
+	return XDP_TX;
+}
+
+// IPv6 without extension headers, UDP with a checksum (mandatory in IPv6).
+static __always_inline int offload6(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	if (data + sizeof(struct headers6) > data_end)
+		return XDP_PASS;
+	struct headers6 h;
+	__builtin_memcpy(&h, data, sizeof(struct headers6));
+	if ((h.ip.vtcflow & bpf_htonl(0xf0000000)) != bpf_htonl(0x60000000) ||
+	    h.ip.nexthdr != IPPROTO_UDP || h.udp.check == 0)
+		return XDP_PASS;
+	__u16 payload_len = bpf_ntohs(h.ip.payload_len);
+	__u16 udp_len = bpf_ntohs(h.udp.len);
+	if (udp_len < sizeof(struct udp) || payload_len != udp_len)
+		return XDP_PASS;
+	if (data + sizeof(struct eth) + sizeof(struct ip6) + payload_len > data_end)
+		return XDP_PASS;
+	__u16 udp_payload = udp_len - sizeof(struct udp);
+	__u8 *payload = (__u8 *)data + sizeof(struct headers6);
+	int action = client_to_peer6(ctx, &h, payload, data_end, udp_payload);
+	if (action != XDP_PASS)
+		return action;
+	return peer_to_client6(ctx, &h, udp_payload);
+}
+
 SEC("xdp")
 int ferroturn_channel_offload(struct xdp_md *ctx)
 {
@@ -344,6 +591,8 @@ int ferroturn_channel_offload(struct xdp_md *ctx)
 		return XDP_PASS;
 	struct headers h;
 	__builtin_memcpy(&h, data, sizeof(struct headers));
+	if (h.eth.proto == bpf_htons(ETH_P_IPV6))
+		return offload6(ctx);
 	if (h.eth.proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 	// IPv4 with a 20-byte header (no options), UDP, not a fragment.

@@ -19,7 +19,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ferroturn::client::{Client, Received};
+use ferroturn::client::{AllocateOptions, Client, Received};
+use ferroturn::stun::attr::Family;
 use support::*;
 use tokio::net::UdpSocket;
 
@@ -91,28 +92,33 @@ struct Topology {
     ns: String,
     outer: String,
     inner: String,
-    /// This side's address and the server side's.
+    /// This side's address and the server side's, IPv4 and IPv6.
     here: String,
     there: String,
+    here6: String,
+    there6: String,
 }
 
 impl Topology {
-    /// Topology `tag` (0 or 1) of this process: its own names and its own
-    /// /30 (198.18.X.0 for 0, 198.19.X.0 for 1), so tests in one process do
-    /// not collide.
+    /// Topology `tag` (0 to 2) of this process: its own names, its own /30
+    /// in 198.18.0.0/15 and its own /64 in 2001:2::/48 (the benchmarking
+    /// ranges), so tests in one process do not collide.
     fn new(tag: u32) -> Topology {
         let pid = std::process::id();
         let ns = format!("ft-offload-{pid}-{tag}");
         let outer = format!("fto{tag}{}", pid % 1_000_000);
         let inner = format!("fti{tag}{}", pid % 1_000_000);
-        let net = (pid % 250) + 1;
-        let octet = 18 + tag;
+        let net = ((pid + tag * 83) % 250) + 1;
+        let octet = 18 + tag % 2;
+        let prefix6 = format!("2001:2:0:{:x}", tag * 0x100 + net);
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &outer]).output();
         ip(&["netns", "add", &ns]);
         let t = Topology {
             here: format!("198.{octet}.{net}.1"),
             there: format!("198.{octet}.{net}.2"),
+            here6: format!("{prefix6}::1"),
+            there6: format!("{prefix6}::2"),
             ns,
             outer,
             inner,
@@ -134,6 +140,25 @@ impl Topology {
             &t.inner,
         ]);
         ip(&["-n", &t.ns, "link", "set", &t.inner, "up"]);
+        // IPv6 at once usable: no duplicate address detection.
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/64", t.here6),
+            "dev",
+            &t.outer,
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &t.ns,
+            "addr",
+            "add",
+            &format!("{}/64", t.there6),
+            "dev",
+            &t.inner,
+            "nodad",
+        ]);
         // Without checksum offload on the pair, senders write full UDP
         // checksums and receivers verify them (veth would otherwise mark
         // them as checked): a wrong checksum from the program is a lost
@@ -237,6 +262,19 @@ fn spawn_in(
     listen: &str,
     metrics: SocketAddr,
 ) -> Binary {
+    spawn_relaying_on(t, dir, mode, permission_lifetime, listen, &t.there, metrics)
+}
+
+/// [`spawn_in`] with the relayed addresses on `relay_ip`.
+fn spawn_relaying_on(
+    t: &Topology,
+    dir: &std::path::Path,
+    mode: &str,
+    permission_lifetime: u32,
+    listen: &str,
+    relay_ip: &str,
+    metrics: SocketAddr,
+) -> Binary {
     let config = dir.join(format!("turnserver-{mode}.toml"));
     std::fs::write(
         &config,
@@ -245,13 +283,13 @@ fn spawn_in(
 [server]
 threads = 1
 [relay]
-relay-ips = ["{there}"]
+relay-ips = ["{relay_ip}"]
 permission-lifetime = {permission_lifetime}
 channel-lifetime = 600
 [auth.users]
 alice = "alice-pw"
 [peers]
-allow = ["198.18.0.0/15"]
+allow = ["198.18.0.0/15", "2001:2::/48"]
 [usage]
 file = "{usage}"
 [admin]
@@ -261,7 +299,6 @@ enabled = true
 interfaces = ["{inner}"]
 mode = "{mode}"
 "#,
-            there = t.there,
             usage = dir.join("usage.jsonl").display(),
             admin = dir.join(format!("admin-{mode}.sock")).display(),
             inner = t.inner,
@@ -424,6 +461,97 @@ async fn channels_take_the_fast_path_with_exact_counts_expiry_and_rebind() {
     let c = counts(metrics).await;
     assert_eq!((c.offload_up, c.offload_down), (30, 30));
     assert_eq!((c.relayed_up, c.relayed_down), (30, 30));
+    drop(server);
+}
+
+/// An all-IPv6 allocation (client, listener, relay and peer over IPv6) takes
+/// the fast path both ways with exact counts, and its usage record counts
+/// every byte; the UDP checksums the program rewrites are verified by the
+/// receivers (checksum offload is off on the pair), so a wrong one would be
+/// a lost datagram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_channel_takes_the_fast_path_with_exact_counts() {
+    if !is_root() {
+        eprintln!("SKIPPED: tests/offload.rs needs root (network namespaces, BPF)");
+        return;
+    }
+    if let Err(e) = ferroturn::offload::probe() {
+        eprintln!("SKIPPED: the BPF program cannot load on this machine: {e}");
+        return;
+    }
+    let t = Topology::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("[{}]:3478", t.there6);
+    let metrics: SocketAddr = format!("{}:9641", t.there).parse().unwrap();
+    let server = spawn_relaying_on(&t, dir.path(), "generic", 600, &listen, &t.there6, metrics);
+    server.wait_log(
+        "XDP ChannelData fast path attached",
+        Duration::from_secs(10),
+    );
+
+    let peer = UdpSocket::bind(format!("[{}]:0", t.here6)).await.unwrap();
+    let mut client = Client::udp(listen.parse().unwrap())
+        .await
+        .unwrap()
+        .credentials("alice", "alice-pw");
+    let alloc = client
+        .allocate_with(&AllocateOptions {
+            family: Some(Family::V6),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let relay = alloc.relayed[0];
+    assert!(relay.is_ipv6(), "{relay}");
+    client
+        .channel_bind(0x4000, peer.local_addr().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exchange(&mut client, 0x4000, &peer, relay, 12, 100).await;
+    exchange(&mut client, 0x4000, &peer, relay, 3, 1000).await;
+    eventually_async(
+        Duration::from_secs(5),
+        "every packet in the kernel",
+        || async {
+            let c = counts(metrics).await;
+            let got = (
+                c.offload_up,
+                c.offload_down,
+                c.offload_up_bytes,
+                c.offload_down_bytes,
+                c.relayed_up,
+                c.relayed_down,
+            );
+            if got == (15, 15, 4200, 4200, 15, 15) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "offload up/down, bytes up/down, relayed up/down: {got:?}"
+                ))
+            }
+        },
+    )
+    .await;
+    client.refresh(0).await.unwrap();
+    let usage = dir.path().join("usage.jsonl");
+    eventually_async(Duration::from_secs(5), "a usage record", || async {
+        let text = std::fs::read_to_string(&usage).unwrap_or_default();
+        let Some(line) = text.lines().next() else {
+            return Err("no record yet".to_string());
+        };
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let bytes = (
+            json_u64(&v, "to_peer_bytes"),
+            json_u64(&v, "to_client_bytes"),
+        );
+        if bytes == (4200, 4200) {
+            Ok(())
+        } else {
+            Err(format!("record {v}"))
+        }
+    })
+    .await;
     drop(server);
 }
 

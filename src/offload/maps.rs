@@ -3,6 +3,8 @@
 //! network byte order; counters in host order). Plain byte arrays are `Pod`
 //! for aya without an `unsafe impl`.
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::turn::offload::OffloadChannel;
 
 /// `struct c2p_key`: client IP, listener IP, client port, listener port,
@@ -14,42 +16,75 @@ pub type P2cKey = [u8; 12];
 /// packets and bytes (u64 each).
 pub type Value = [u8; 32];
 
+/// `struct c2p_key6`: the same with 16-byte addresses.
+pub type C2pKey6 = [u8; 40];
+/// `struct p2c_key6`.
+pub type P2cKey6 = [u8; 36];
+/// `struct c2p_value6` and `struct p2c_value6`: 40 bytes of addresses, then
+/// packets and bytes.
+pub type Value6 = [u8; 56];
+
+/// An address's bytes (4 or 16), in network order.
+fn ip_bytes(a: &SocketAddr) -> Vec<u8> {
+    match a.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    }
+}
+
+/// Two addresses, then their two ports, then `channel` if given: the common
+/// head of every key and value, for either family.
+fn head<const N: usize>(a: &SocketAddr, b: &SocketAddr, channel: Option<u16>) -> [u8; N] {
+    let mut out = [0u8; N];
+    let (ia, ib) = (ip_bytes(a), ip_bytes(b));
+    let n = ia.len();
+    out[..n].copy_from_slice(&ia);
+    out[n..2 * n].copy_from_slice(&ib);
+    out[2 * n..2 * n + 2].copy_from_slice(&a.port().to_be_bytes());
+    out[2 * n + 2..2 * n + 4].copy_from_slice(&b.port().to_be_bytes());
+    if let Some(ch) = channel {
+        out[2 * n + 4..2 * n + 6].copy_from_slice(&ch.to_be_bytes());
+    }
+    out
+}
+
+pub fn c2p_key6(c: &OffloadChannel) -> C2pKey6 {
+    head(&c.client, &c.server, Some(c.channel))
+}
+
+pub fn c2p_value6(c: &OffloadChannel) -> Value6 {
+    head(&c.relay, &c.peer, None)
+}
+
+pub fn p2c_key6(c: &OffloadChannel) -> P2cKey6 {
+    head(&c.peer, &c.relay, None)
+}
+
+pub fn p2c_value6(c: &OffloadChannel) -> Value6 {
+    head(&c.client, &c.server, Some(c.channel))
+}
+
+/// (packets, payload bytes) of an IPv6 value.
+pub fn counts6(v: &Value6) -> (u64, u64) {
+    let packets = u64::from_ne_bytes(v[40..48].try_into().unwrap_or_default());
+    let bytes = u64::from_ne_bytes(v[48..56].try_into().unwrap_or_default());
+    (packets, bytes)
+}
+
 pub fn c2p_key(c: &OffloadChannel) -> C2pKey {
-    let mut k = [0; 16];
-    k[0..4].copy_from_slice(&c.client.ip().octets());
-    k[4..8].copy_from_slice(&c.server.ip().octets());
-    k[8..10].copy_from_slice(&c.client.port().to_be_bytes());
-    k[10..12].copy_from_slice(&c.server.port().to_be_bytes());
-    k[12..14].copy_from_slice(&c.channel.to_be_bytes());
-    k
+    head(&c.client, &c.server, Some(c.channel))
 }
 
 pub fn c2p_value(c: &OffloadChannel) -> Value {
-    let mut v = [0; 32];
-    v[0..4].copy_from_slice(&c.relay.ip().octets());
-    v[4..8].copy_from_slice(&c.peer.ip().octets());
-    v[8..10].copy_from_slice(&c.relay.port().to_be_bytes());
-    v[10..12].copy_from_slice(&c.peer.port().to_be_bytes());
-    v
+    head(&c.relay, &c.peer, None)
 }
 
 pub fn p2c_key(c: &OffloadChannel) -> P2cKey {
-    let mut k = [0; 12];
-    k[0..4].copy_from_slice(&c.peer.ip().octets());
-    k[4..8].copy_from_slice(&c.relay.ip().octets());
-    k[8..10].copy_from_slice(&c.peer.port().to_be_bytes());
-    k[10..12].copy_from_slice(&c.relay.port().to_be_bytes());
-    k
+    head(&c.peer, &c.relay, None)
 }
 
 pub fn p2c_value(c: &OffloadChannel) -> Value {
-    let mut v = [0; 32];
-    v[0..4].copy_from_slice(&c.client.ip().octets());
-    v[4..8].copy_from_slice(&c.server.ip().octets());
-    v[8..10].copy_from_slice(&c.client.port().to_be_bytes());
-    v[10..12].copy_from_slice(&c.server.port().to_be_bytes());
-    v[12..14].copy_from_slice(&c.channel.to_be_bytes());
-    v
+    head(&c.client, &c.server, Some(c.channel))
 }
 
 /// (packets, payload bytes) of a value.
@@ -85,5 +120,42 @@ mod tests {
         v[16..24].copy_from_slice(&5u64.to_ne_bytes());
         v[24..32].copy_from_slice(&500u64.to_ne_bytes());
         assert_eq!(counts(&v), (5, 500));
+    }
+
+    #[test]
+    fn ipv6_layouts_match_the_c_structs() {
+        let c = OffloadChannel {
+            client: "[2001:db8::1]:1000".parse().unwrap(),
+            server: "[2001:db8::2]:3478".parse().unwrap(),
+            channel: 0x4001,
+            relay: "[2001:db8::2]:50000".parse().unwrap(),
+            peer: "[2001:db8:1::7]:9".parse().unwrap(),
+        };
+        let k = c2p_key6(&c);
+        assert_eq!(
+            &k[..16],
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        assert_eq!(
+            &k[16..32],
+            &"2001:db8::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        assert_eq!(&k[32..40], &[0x03, 0xe8, 0x0d, 0x96, 0x40, 0x01, 0, 0]);
+        let k = p2c_key6(&c);
+        assert_eq!(&k[..2], &[0x20, 0x01]);
+        assert_eq!(&k[15], &7);
+        assert_eq!(&k[32..36], &[0, 9, 0xc3, 0x50]);
+        let mut v = p2c_value6(&c);
+        assert_eq!(&v[36..38], &[0x40, 0x01]);
+        v[40..48].copy_from_slice(&5u64.to_ne_bytes());
+        v[48..56].copy_from_slice(&500u64.to_ne_bytes());
+        assert_eq!(counts6(&v), (5, 500));
+        assert_eq!(&c2p_value6(&c)[32..36], &[0xc3, 0x50, 0, 9]);
     }
 }

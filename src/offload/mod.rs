@@ -46,6 +46,67 @@ pub fn active() -> bool {
 struct Maps {
     c2p: HashMap<MapData, maps::C2pKey, maps::Value>,
     p2c: HashMap<MapData, maps::P2cKey, maps::Value>,
+    c2p6: HashMap<MapData, maps::C2pKey6, maps::Value6>,
+    p2c6: HashMap<MapData, maps::P2cKey6, maps::Value6>,
+}
+
+impl Maps {
+    /// Installs both directions of `ch` in the maps of its family; on an
+    /// error (a full map) neither stays.
+    fn insert(&mut self, ch: &OffloadChannel) -> Result<(), aya::maps::MapError> {
+        let r = if ch.client.is_ipv4() {
+            self.c2p
+                .insert(maps::c2p_key(ch), maps::c2p_value(ch), 0)
+                .and_then(|()| self.p2c.insert(maps::p2c_key(ch), maps::p2c_value(ch), 0))
+        } else {
+            self.c2p6
+                .insert(maps::c2p_key6(ch), maps::c2p_value6(ch), 0)
+                .and_then(|()| {
+                    self.p2c6
+                        .insert(maps::p2c_key6(ch), maps::p2c_value6(ch), 0)
+                })
+        };
+        if r.is_err() {
+            self.remove(ch);
+        }
+        r
+    }
+
+    fn remove(&mut self, ch: &OffloadChannel) {
+        if ch.client.is_ipv4() {
+            let _ = self.c2p.remove(&maps::c2p_key(ch));
+            let _ = self.p2c.remove(&maps::p2c_key(ch));
+        } else {
+            let _ = self.c2p6.remove(&maps::c2p_key6(ch));
+            let _ = self.p2c6.remove(&maps::p2c_key6(ch));
+        }
+    }
+
+    /// The kernel's counts for `ch` now (cumulative since installed).
+    fn read(&self, ch: &OffloadChannel) -> Traffic {
+        let ((to_peer_packets, to_peer_bytes), (to_client_packets, to_client_bytes)) =
+            if ch.client.is_ipv4() {
+                let up = self.c2p.get(&maps::c2p_key(ch), 0).ok();
+                let down = self.p2c.get(&maps::p2c_key(ch), 0).ok();
+                (
+                    up.map_or((0, 0), |v| maps::counts(&v)),
+                    down.map_or((0, 0), |v| maps::counts(&v)),
+                )
+            } else {
+                let up = self.c2p6.get(&maps::c2p_key6(ch), 0).ok();
+                let down = self.p2c6.get(&maps::p2c_key6(ch), 0).ok();
+                (
+                    up.map_or((0, 0), |v| maps::counts6(&v)),
+                    down.map_or((0, 0), |v| maps::counts6(&v)),
+                )
+            };
+        Traffic {
+            to_peer_packets,
+            to_peer_bytes,
+            to_client_packets,
+            to_client_bytes,
+        }
+    }
 }
 
 /// The loaded, attached program: shared by the shards, detached when the
@@ -67,7 +128,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> StartError {
     StartError(format!("{what}: {e}"))
 }
 
-/// The largest IPv4 packet the program may produce: the smallest MTU of the
+/// The largest IP packet the program may produce: the smallest MTU of the
 /// interfaces (read from sysfs; 1500 if unreadable).
 fn mtu_of(interfaces: &[String]) -> u32 {
     interfaces
@@ -131,6 +192,16 @@ impl Offload {
                 .ok_or_else(|| StartError("the BPF object has no FERRO_P2C map".into()))?,
         )
         .map_err(|e| err("FERRO_P2C", e))?;
+        let c2p6 = HashMap::try_from(
+            ebpf.take_map("FERRO_C2P6")
+                .ok_or_else(|| StartError("the BPF object has no FERRO_C2P6 map".into()))?,
+        )
+        .map_err(|e| err("FERRO_C2P6", e))?;
+        let p2c6 = HashMap::try_from(
+            ebpf.take_map("FERRO_P2C6")
+                .ok_or_else(|| StartError("the BPF object has no FERRO_P2C6 map".into()))?,
+        )
+        .map_err(|e| err("FERRO_P2C6", e))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| StartError(format!("the BPF object has no program {PROGRAM}")))?
@@ -169,7 +240,12 @@ impl Offload {
         drop(settings);
         ACTIVE.store(true, Ordering::Relaxed);
         Ok(Arc::new(Offload {
-            maps: Mutex::new(Maps { c2p, p2c }),
+            maps: Mutex::new(Maps {
+                c2p,
+                p2c,
+                c2p6,
+                p2c6,
+            }),
             _ebpf: Mutex::new(ebpf),
             mode: used,
         }))
@@ -193,20 +269,6 @@ pub struct ShardOffload {
     installed: FastMap<OffloadChannel, Installed>,
     /// Map writes that failed (a full map, say): logged once, not per channel.
     warned: bool,
-}
-
-/// The kernel's counts for one channel now (cumulative since installed).
-fn read(m: &Maps, ch: &OffloadChannel) -> Traffic {
-    let up = m.c2p.get(&maps::c2p_key(ch), 0).ok();
-    let down = m.p2c.get(&maps::p2c_key(ch), 0).ok();
-    let (to_peer_packets, to_peer_bytes) = up.map_or((0, 0), |v| maps::counts(&v));
-    let (to_client_packets, to_client_bytes) = down.map_or((0, 0), |v| maps::counts(&v));
-    Traffic {
-        to_peer_packets,
-        to_peer_bytes,
-        to_client_packets,
-        to_client_bytes,
-    }
 }
 
 fn minus(now: Traffic, before: Traffic) -> Traffic {
@@ -246,15 +308,7 @@ impl ShardOffload {
                     tuple,
                     channel,
                 } => {
-                    let up = m
-                        .c2p
-                        .insert(maps::c2p_key(&channel), maps::c2p_value(&channel), 0);
-                    let down = m
-                        .p2c
-                        .insert(maps::p2c_key(&channel), maps::p2c_value(&channel), 0);
-                    if let Err(e) = up.and(down) {
-                        let _ = m.c2p.remove(&maps::c2p_key(&channel));
-                        let _ = m.p2c.remove(&maps::p2c_key(&channel));
+                    if let Err(e) = m.insert(&channel) {
                         if !std::mem::replace(&mut self.warned, true) {
                             tracing::warn!(error = %e, "offload: a channel could not be installed (map full?); it stays in userspace");
                         }
@@ -275,9 +329,8 @@ impl ShardOffload {
                     };
                     // Read, then remove: a packet the kernel relays on another
                     // CPU between the two is relayed but not counted.
-                    let last = read(&m, &channel);
-                    let _ = m.c2p.remove(&maps::c2p_key(&channel));
-                    let _ = m.p2c.remove(&maps::p2c_key(&channel));
+                    let last = m.read(&channel);
+                    m.remove(&channel);
                     server.offload_traffic(inst.tuple, inst.allocation, minus(last, inst.reported));
                 }
             }
@@ -292,7 +345,7 @@ impl ShardOffload {
         let offload = self.offload.clone();
         let m = offload.maps();
         for (channel, inst) in &mut self.installed {
-            let now = read(&m, channel);
+            let now = m.read(channel);
             let delta = minus(now, inst.reported);
             if delta != Traffic::default() {
                 inst.reported = now;
@@ -307,8 +360,7 @@ impl ShardOffload {
         let offload = self.offload.clone();
         let mut m = offload.maps();
         for (channel, _) in self.installed.drain() {
-            let _ = m.c2p.remove(&maps::c2p_key(&channel));
-            let _ = m.p2c.remove(&maps::p2c_key(&channel));
+            m.remove(&channel);
         }
     }
 }

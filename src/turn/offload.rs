@@ -7,7 +7,8 @@
 //! The core stays sans-IO: it never touches a map. It decides; the driver
 //! applies. A channel is on the fast path while all of these hold:
 //! - the driver turned offload on ([`Server::set_offload`]);
-//! - the allocation is UDP over UDP, all IPv4 (client, listener, relay, peer);
+//! - the allocation is UDP over UDP, and the client, listener, relay and peer
+//!   addresses are all IPv4 or all IPv6 (the kernel does not translate);
 //! - the channel is live and the peer's IP has a live permission;
 //! - no bandwidth limit and no byte budget is configured (rate limits and
 //!   budgets are counted per packet, in userspace);
@@ -20,7 +21,7 @@
 //! its own (see `Allocation::next_deadline`), so it leaves the fast path on
 //! time.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::allocation::{Allocation, Traffic};
@@ -34,11 +35,39 @@ use super::{FiveTuple, RelayBinder, Transport};
 /// `relay` go to `client` from `server` as ChannelData on `channel`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct OffloadChannel {
-    pub client: SocketAddrV4,
-    pub server: SocketAddrV4,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
     pub channel: u16,
-    pub relay: SocketAddrV4,
-    pub peer: SocketAddrV4,
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+impl OffloadChannel {
+    /// The channel, if the kernel can relay it: all four addresses of one
+    /// family, none unspecified.
+    fn new(
+        client: SocketAddr,
+        server: SocketAddr,
+        channel: u16,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<Self> {
+        let all = [client, server, relay, peer];
+        let family = client.is_ipv4();
+        if all
+            .iter()
+            .any(|a| a.is_ipv4() != family || a.ip().is_unspecified())
+        {
+            return None;
+        }
+        Some(Self {
+            client,
+            server,
+            channel,
+            relay,
+            peer,
+        })
+    }
 }
 
 /// A change for the driver to apply to the kernel's maps, in order.
@@ -59,13 +88,6 @@ pub enum OffloadChange {
         tuple: FiveTuple,
         channel: OffloadChannel,
     },
-}
-
-fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
-    match a {
-        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(a),
-        _ => None,
-    }
 }
 
 impl<B: RelayBinder> Server<B> {
@@ -156,18 +178,14 @@ impl<B: RelayBinder> Server<B> {
         }
         let dest = self.peer_destination(c.peer)?;
         let relay = a.relay_for(dest.ip())?;
-        if let IpAddr::V4(ip) = dest.ip() {
-            if ip.is_broadcast() || ip.is_multicast() {
-                return None;
-            }
+        let broadcast = match dest.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_broadcast(),
+            std::net::IpAddr::V6(_) => false,
+        };
+        if broadcast || dest.ip().is_multicast() {
+            return None;
         }
-        Some(OffloadChannel {
-            client: v4(a.tuple.client)?,
-            server: v4(a.tuple.server)?,
-            channel: number,
-            relay: v4(relay.local)?,
-            peer: v4(dest)?,
-        })
+        OffloadChannel::new(a.tuple.client, a.tuple.server, number, relay.local, dest)
     }
 
     /// Re-checks every channel of allocation `id` and queues what changed.
@@ -231,13 +249,13 @@ impl<B: RelayBinder> Server<B> {
     fn installed(&self, a: &Allocation, number: u16) -> Option<OffloadChannel> {
         let c = a.channels.iter().find(|c| c.number == number)?;
         let dest = self.to_internal(c.peer).0;
-        Some(OffloadChannel {
-            client: v4(a.tuple.client)?,
-            server: v4(a.tuple.server)?,
-            channel: number,
-            relay: v4(a.relay_for(dest.ip())?.local)?,
-            peer: v4(dest)?,
-        })
+        OffloadChannel::new(
+            a.tuple.client,
+            a.tuple.server,
+            number,
+            a.relay_for(dest.ip())?.local,
+            dest,
+        )
     }
 
     /// Queues unbinds for every offloaded channel of `a`, which is closing.

@@ -16,8 +16,8 @@ fn changes(h: &mut H) -> Vec<(bool, u16, SocketAddr)> {
     h.srv
         .drain_offload_changes()
         .map(|c| match c {
-            OffloadChange::Bind { channel, .. } => (true, channel.channel, channel.peer.into()),
-            OffloadChange::Unbind { channel, .. } => (false, channel.channel, channel.peer.into()),
+            OffloadChange::Bind { channel, .. } => (true, channel.channel, channel.peer),
+            OffloadChange::Unbind { channel, .. } => (false, channel.channel, channel.peer),
         })
         .collect()
 }
@@ -40,18 +40,14 @@ fn bind_queues_the_whole_mapping_once() {
         panic!("one bind expected, got {all:?}");
     };
     assert_eq!(tuple, c.tuple);
-    let v4 = |s: &str| match sa(s) {
-        SocketAddr::V4(a) => a,
-        _ => unreachable!(),
-    };
     assert_eq!(
         channel,
         OffloadChannel {
-            client: v4("192.0.2.10:1000"),
-            server: v4("10.0.0.1:3478"),
+            client: sa("192.0.2.10:1000"),
+            server: sa("10.0.0.1:3478"),
             channel: 0x4000,
-            relay: v4(&relay.to_string()),
-            peer: v4(PEER_A),
+            relay,
+            peer: sa(PEER_A),
         }
     );
     // A refresh of the same binding changes nothing.
@@ -149,12 +145,54 @@ fn bandwidth_limits_and_byte_budgets_keep_channels_in_userspace() {
 }
 
 #[test]
-fn ipv6_and_tcp_allocations_are_not_offloaded() {
+fn an_all_ipv6_channel_is_offloaded() {
+    let mut h = offloading();
+    let tuple = FiveTuple {
+        transport: Transport::Udp,
+        client: sa("[2001:db8::10]:1000"),
+        server: sa("[2600:1f18::1]:3478"),
+    };
+    let mut c = Client::on("alice", "alice-pw", tuple);
+    let r = h.allocate_with(&mut c, |b| {
+        b.add(&RequestedAddressFamily(Family::V6));
+    });
+    r.expect_success();
+    let relay = r.relayed1();
+    assert!(relay.is_ipv6());
+    h.channel_bind(&mut c, 0x4000, sa(PEER_V6)).expect_success();
+    let all: Vec<OffloadChange> = h.srv.drain_offload_changes().collect();
+    let [OffloadChange::Bind { channel, .. }] = all[..] else {
+        panic!("one bind expected, got {all:?}");
+    };
+    assert_eq!(
+        channel,
+        OffloadChannel {
+            client: tuple.client,
+            server: tuple.server,
+            channel: 0x4000,
+            relay,
+            peer: sa(PEER_V6),
+        }
+    );
+}
+
+#[test]
+fn mixed_family_and_tcp_allocations_are_not_offloaded() {
     let mut h = offloading();
     let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
     // An IPv4 allocation has no relay for an IPv6 peer (443): nothing to offload.
     h.channel_bind(&mut c, 0x4000, sa(PEER_V6))
         .expect_error(443);
+    // An IPv6 client with an IPv4 relay (the default family): the kernel
+    // would have to translate between the families, so it stays in userspace.
+    let v6_client = FiveTuple {
+        transport: Transport::Udp,
+        client: sa("[2001:db8::11]:1000"),
+        server: sa("[2600:1f18::1]:3478"),
+    };
+    let mut m = Client::on("alice", "alice-pw", v6_client);
+    h.allocate(&mut m).expect_success();
+    h.channel_bind(&mut m, 0x4000, sa(PEER_A)).expect_success();
     let mut t = Client::on("alice", "alice-pw", tcp("192.0.2.12:1000"));
     h.allocate(&mut t).expect_success();
     h.channel_bind(&mut t, 0x4000, sa(PEER_A)).expect_success();
