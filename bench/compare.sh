@@ -115,13 +115,7 @@ fi
 if { wants coturn-4.17-fast || wants coturn-4.17; } && [ ! -x "$coturn_new" ]; then
     build_coturn_new
 fi
-if [ -n "${FERROTURN:-}" ]; then
-    ferroturn=$FERROTURN
-else
-    cargo build --release --bin ferroturn
-    ferroturn=${CARGO_TARGET_DIR:-$repo/target}/release/ferroturn
-fi
-[ -x "$ferroturn" ] || die "no ferroturn binary at $ferroturn"
+ferroturn=$(ferroturn_binary)
 if [ "${PREPARE_ONLY:-0}" = 1 ]; then
     echo "prepared: $servers"
     exit 0
@@ -295,15 +289,7 @@ fi
 if wants turn-rs; then echo "turn-rs: $turn_rs_version"; fi
 echo "servers: $servers; shapes: $shapes$([ "$shapes_only" = 1 ] && echo " (shapes only)" || true)"
 echo "rounds: $rounds, $duration per measurement, hold $hold; results in $results"
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-for round in $(seq "$rounds"); do
-    for s in $servers; do
-        echo "round $round/$rounds: $s" >&2
-        run_server "$s" "$round"
-    done
-done
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
+run_rounds
 jq -s -r --argjson labels "$server_labels" --argjson subjects "$subjects" \
     --argjson references "$references" --arg order "$servers" \
     -f "$repo/bench/summarize.jq" "$results" | tee "$out/summary.md"

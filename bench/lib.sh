@@ -49,6 +49,20 @@ build_coturn_new() {
     mv "$work/prefix" "$coturn_new_prefix"
     rm -rf "$work"
 }
+# ferroturn_binary: prints the ferroturn to measure: $FERROTURN, or the release
+# build of this checkout (built first; cargo's output goes to stderr).
+ferroturn_binary() {
+    local bin
+    if [ -n "${FERROTURN:-}" ]; then
+        bin=$FERROTURN
+    else
+        cargo build --release --bin ferroturn >&2
+        bin=${CARGO_TARGET_DIR:-$repo/target}/release/ferroturn
+    fi
+    [ -x "$bin" ] || die "no ferroturn binary at $bin"
+    echo "$bin"
+}
+
 # --- processes we start, and only those -------------------------------------------
 
 started=()
@@ -171,4 +185,20 @@ coturn_new_args() {
         coturn_args+=(--multiplex-peer --multiplex-peer-port="$(free_udp_port $((port + 10)))"
             --udp-gso --udp-recvmmsg)
     fi
+}
+
+# run_rounds: $rounds rounds, each running every server of $servers in turn
+# (the caller's run_server NAME ROUND), between two lines with the load
+# average.
+run_rounds() {
+    local round s
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for round in $(seq "$rounds"); do
+        for s in $servers; do
+            echo "round $round/$rounds: $s" >&2
+            run_server "$s" "$round"
+        done
+    done
+    echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
 }

@@ -75,13 +75,7 @@ command -v jq >/dev/null 2>&1 || apt_install_keeping_services_stopped jq ""
 if [[ " $servers " == *" coturn-4.17"* ]] && [ ! -x "$coturn_new" ]; then
     build_coturn_new
 fi
-if [ -n "${FERROTURN:-}" ]; then
-    ferroturn=$FERROTURN
-else
-    cargo build --release --bin ferroturn
-    ferroturn=${CARGO_TARGET_DIR:-$repo/target}/release/ferroturn
-fi
-[ -x "$ferroturn" ] || die "no ferroturn binary at $ferroturn"
+ferroturn=$(ferroturn_binary)
 
 mkdir -p "$out"
 results=$out/results.jsonl
@@ -180,15 +174,7 @@ run_server() {
 
 echo "ferroturn: $ferroturn (offload mode $mode, on $inner in namespace $ns)"
 echo "servers: $servers; shapes: $shapes; rounds: $rounds, $duration per measurement"
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-for round in $(seq "$rounds"); do
-    for s in $servers; do
-        echo "round $round/$rounds: $s" >&2
-        run_server "$s" "$round"
-    done
-done
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
+run_rounds
 jq -s -r --argjson labels "$server_labels" \
     --argjson subjects '["ferroturn-offload", "ferroturn"]' \
     --argjson references '["coturn-4.17-fast", "coturn-4.17", "ferroturn"]' \

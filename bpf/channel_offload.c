@@ -283,15 +283,100 @@ static __always_inline void swap_macs(struct eth *eth)
 	__builtin_memcpy(eth->src, tmp, 6);
 }
 
+// The payload length of the ChannelData at `cd` when the fast path may take
+// it: a channel number (0x4000-0x4FFF; anything else here is STUN), and
+// exactly header + payload (padded or short ChannelData goes to userspace,
+// which handles every form). -1 otherwise.
+static __always_inline int channel_payload(__u8 *cd, void *end, __u16 udp_payload)
+{
+	if ((void *)(cd + CHANNEL_HEADER) > end)
+		return -1;
+	if ((cd[0] & 0xf0) != 0x40)
+		return -1;
+	__u16 len = bpf_ntohs(*(__u16 *)(cd + 2));
+	if ((__u32)len + CHANNEL_HEADER != udp_payload)
+		return -1;
+	return len;
+}
+
+// The checksum delta of the UDP header's change from `old` to the new ports
+// and length (the length counted twice: header and pseudo-header).
+static __always_inline __u32 udp_delta(__u32 delta, const struct udp *old, __u16 sport,
+				       __u16 dport, __u16 new_len)
+{
+	delta = sub16(delta, old->source);
+	delta = sub16(delta, old->dest);
+	delta = sub16(delta, old->len);
+	delta = sub16(delta, old->len);
+	delta = add16(delta, sport);
+	delta = add16(delta, dport);
+	delta = add16(delta, new_len);
+	return add16(delta, new_len);
+}
+
+// Writes the new UDP header (checksum from `delta`), swaps the MACs and
+// counts the packet and its `payload` bytes in the entry.
+static __always_inline void rewrite_udp(struct eth *eth, struct udp *udp, __u16 sport,
+					__u16 dport, __u16 new_len, __u32 delta, __u64 *packets,
+					__u64 *bytes, __u32 payload)
+{
+	udp->source = sport;
+	udp->dest = dport;
+	udp->len = new_len;
+	udp->check = udp_checksum(udp->check, delta);
+	swap_macs(eth);
+	__sync_fetch_and_add(packets, 1);
+	__sync_fetch_and_add(bytes, payload);
+}
+
+// Sends the rewritten headers `h` (of type `type`) without the 4-byte
+// ChannelData header that followed them (client to peer: the frame starts 4
+// bytes later).
+#define EMIT_WITHOUT_CHANNEL_HEADER(ctx, h, type)                          \
+	do {                                                                   \
+		if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER))                  \
+			return XDP_ABORTED;                                    \
+		void *data = (void *)(long)(ctx)->data;                        \
+		void *data_end = (void *)(long)(ctx)->data_end;                \
+		if (data + sizeof(type) > data_end)                            \
+			return XDP_ABORTED;                                    \
+		__builtin_memcpy(data, h, sizeof(type));                       \
+		return XDP_TX;                                                 \
+	} while (0)
+
+// Sends the rewritten headers `h` (of type `type`) followed by a ChannelData
+// header (peer to client: the frame starts 4 bytes earlier).
+#define EMIT_WITH_CHANNEL_HEADER(ctx, h, type, channel, length_field)       \
+	do {                                                                   \
+		if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER))                 \
+			return XDP_ABORTED;                                    \
+		void *data = (void *)(long)(ctx)->data;                        \
+		void *data_end = (void *)(long)(ctx)->data_end;                \
+		if (data + sizeof(type) + CHANNEL_HEADER > data_end)           \
+			return XDP_ABORTED;                                    \
+		__builtin_memcpy(data, h, sizeof(type));                       \
+		__u8 *cd = (__u8 *)data + sizeof(type);                        \
+		*(__u16 *)cd = channel;                                        \
+		*(__u16 *)(cd + 2) = length_field;                             \
+		return XDP_TX;                                                 \
+	} while (0)
+
+// Whether a peer datagram of `udp_payload` bytes still fits the MTU as
+// ChannelData behind an IP header of `ip_header` bytes.
+static __always_inline int fits_mtu(__u32 ip_header, __u16 udp_payload)
+{
+	__u32 zero = 0;
+	__u32 *mtu = bpf_map_lookup_elem(&FERRO_SETTINGS, &zero);
+	return mtu && ip_header + sizeof(struct udp) + CHANNEL_HEADER + udp_payload <= *mtu;
+}
+
 // Client ChannelData -> UDP datagram to the peer. `h` holds the frame's
 // headers (already checked), `cd` points at the ChannelData header.
 static __always_inline int client_to_peer(struct xdp_md *ctx, struct headers *h,
 					  __u8 *cd, void *end, __u16 udp_payload)
 {
-	if ((void *)(cd + CHANNEL_HEADER) > end)
-		return XDP_PASS;
-	// ChannelData numbers are 0x4000-0x4FFF; anything else here is STUN.
-	if ((cd[0] & 0xf0) != 0x40)
+	int len = channel_payload(cd, end, udp_payload);
+	if (len < 0)
 		return XDP_PASS;
 	struct c2p_key key = {
 		.client_ip = h->ip.saddr,
@@ -304,54 +389,25 @@ static __always_inline int client_to_peer(struct xdp_md *ctx, struct headers *h,
 	struct c2p_value *v = bpf_map_lookup_elem(&FERRO_C2P, &key);
 	if (!v)
 		return XDP_PASS;
-	__u16 length_field = *(__u16 *)(cd + 2);
-	__u16 len = bpf_ntohs(length_field);
-	// Exactly header + payload: padded (or short) ChannelData goes to
-	// userspace, which handles every form.
-	if ((__u32)len + CHANNEL_HEADER != udp_payload)
-		return XDP_PASS;
 
-	__u16 old_udp_len = h->udp.len;
 	__u16 new_udp_len = bpf_htons(sizeof(struct udp) + len);
 	__u32 delta = 0;
 	delta = sub32(delta, h->ip.saddr);
 	delta = sub32(delta, h->ip.daddr);
-	delta = sub16(delta, h->udp.source);
-	delta = sub16(delta, h->udp.dest);
-	delta = sub16(delta, old_udp_len); // pseudo-header length
-	delta = sub16(delta, old_udp_len); // header length
 	delta = sub16(delta, key.channel);
-	delta = sub16(delta, length_field);
+	delta = sub16(delta, *(__u16 *)(cd + 2));
 	delta = add32(delta, v->relay_ip);
 	delta = add32(delta, v->peer_ip);
-	delta = add16(delta, v->relay_port);
-	delta = add16(delta, v->peer_port);
-	delta = add16(delta, new_udp_len);
-	delta = add16(delta, new_udp_len);
+	delta = udp_delta(delta, &h->udp, v->relay_port, v->peer_port, new_udp_len);
 
 	h->ip.saddr = v->relay_ip;
 	h->ip.daddr = v->peer_ip;
 	h->ip.tot_len = bpf_htons(sizeof(struct ip4) + sizeof(struct udp) + len);
 	h->ip.ttl = 64;
 	ip_checksum(&h->ip);
-	h->udp.source = v->relay_port;
-	h->udp.dest = v->peer_port;
-	h->udp.len = new_udp_len;
-	h->udp.check = udp_checksum(h->udp.check, delta);
-	swap_macs(&h->eth);
-
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, len);
-
-	// Drop the 4-byte ChannelData header: the headers move forward by 4.
-	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER))
-		return XDP_ABORTED;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(struct headers) > data_end)
-		return XDP_ABORTED;
-	__builtin_memcpy(data, h, sizeof(struct headers));
-	return XDP_TX;
+	rewrite_udp(&h->eth, &h->udp, v->relay_port, v->peer_port, new_udp_len, delta,
+		    &v->packets, &v->bytes, len);
+	EMIT_WITHOUT_CHANNEL_HEADER(ctx, h, struct headers);
 }
 
 // A peer's datagram to a relayed address -> ChannelData to the client.
@@ -365,71 +421,38 @@ static __always_inline int peer_to_client(struct xdp_md *ctx, struct headers *h,
 		.relay_port = h->udp.dest,
 	};
 	struct p2c_value *v = bpf_map_lookup_elem(&FERRO_P2C, &key);
-	if (!v)
-		return XDP_PASS;
-	__u32 zero = 0;
-	__u32 *mtu = bpf_map_lookup_elem(&FERRO_SETTINGS, &zero);
-	if (!mtu)
-		return XDP_PASS;
-	__u32 new_tot = sizeof(struct ip4) + sizeof(struct udp) + CHANNEL_HEADER + udp_payload;
-	if (new_tot > *mtu)
+	if (!v || !fits_mtu(sizeof(struct ip4), udp_payload))
 		return XDP_PASS;
 
-	__u16 old_udp_len = h->udp.len;
 	__u16 new_udp_len = bpf_htons(sizeof(struct udp) + CHANNEL_HEADER + udp_payload);
 	__u16 length_field = bpf_htons(udp_payload);
+	__u16 channel = v->channel;
 	__u32 delta = 0;
 	delta = sub32(delta, h->ip.saddr);
 	delta = sub32(delta, h->ip.daddr);
-	delta = sub16(delta, h->udp.source);
-	delta = sub16(delta, h->udp.dest);
-	delta = sub16(delta, old_udp_len);
-	delta = sub16(delta, old_udp_len);
 	delta = add32(delta, v->server_ip);
 	delta = add32(delta, v->client_ip);
-	delta = add16(delta, v->server_port);
-	delta = add16(delta, v->client_port);
-	delta = add16(delta, new_udp_len);
-	delta = add16(delta, new_udp_len);
-	delta = add16(delta, v->channel);
+	delta = add16(delta, channel);
 	delta = add16(delta, length_field);
+	delta = udp_delta(delta, &h->udp, v->server_port, v->client_port, new_udp_len);
 
 	h->ip.saddr = v->server_ip;
 	h->ip.daddr = v->client_ip;
-	h->ip.tot_len = bpf_htons(new_tot);
+	h->ip.tot_len =
+		bpf_htons(sizeof(struct ip4) + sizeof(struct udp) + CHANNEL_HEADER + udp_payload);
 	h->ip.ttl = 64;
 	ip_checksum(&h->ip);
-	h->udp.source = v->server_port;
-	h->udp.dest = v->client_port;
-	h->udp.len = new_udp_len;
-	h->udp.check = udp_checksum(h->udp.check, delta);
-	swap_macs(&h->eth);
-	__u16 channel = v->channel;
-
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, udp_payload);
-
-	// Room for the ChannelData header: the headers move back by 4.
-	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER))
-		return XDP_ABORTED;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(struct headers) + CHANNEL_HEADER > data_end)
-		return XDP_ABORTED;
-	__builtin_memcpy(data, h, sizeof(struct headers));
-	__u8 *cd = (__u8 *)data + sizeof(struct headers);
-	*(__u16 *)cd = channel;
-	*(__u16 *)(cd + 2) = length_field;
-	return XDP_TX;
+	rewrite_udp(&h->eth, &h->udp, v->server_port, v->client_port, new_udp_len, delta,
+		    &v->packets, &v->bytes, udp_payload);
+	EMIT_WITH_CHANNEL_HEADER(ctx, h, struct headers, channel, length_field);
 }
 
 // Client ChannelData -> UDP datagram to the peer, over IPv6.
 static __always_inline int client_to_peer6(struct xdp_md *ctx, struct headers6 *h,
 					   __u8 *cd, void *end, __u16 udp_payload)
 {
-	if ((void *)(cd + CHANNEL_HEADER) > end)
-		return XDP_PASS;
-	if ((cd[0] & 0xf0) != 0x40)
+	int len = channel_payload(cd, end, udp_payload);
+	if (len < 0)
 		return XDP_PASS;
 	struct c2p_key6 key = {
 		.client_port = h->udp.source,
@@ -442,50 +465,24 @@ static __always_inline int client_to_peer6(struct xdp_md *ctx, struct headers6 *
 	struct c2p_value6 *v = bpf_map_lookup_elem(&FERRO_C2P6, &key);
 	if (!v)
 		return XDP_PASS;
-	__u16 length_field = *(__u16 *)(cd + 2);
-	__u16 len = bpf_ntohs(length_field);
-	if ((__u32)len + CHANNEL_HEADER != udp_payload)
-		return XDP_PASS;
 
-	__u16 old_udp_len = h->udp.len;
 	__u16 new_udp_len = bpf_htons(sizeof(struct udp) + len);
 	__u32 delta = 0;
 	delta = sub_addr6(delta, h->ip.saddr);
 	delta = sub_addr6(delta, h->ip.daddr);
-	delta = sub16(delta, h->udp.source);
-	delta = sub16(delta, h->udp.dest);
-	delta = sub16(delta, old_udp_len); // pseudo-header length (low word)
-	delta = sub16(delta, old_udp_len); // header length
 	delta = sub16(delta, key.channel);
-	delta = sub16(delta, length_field);
+	delta = sub16(delta, *(__u16 *)(cd + 2));
 	delta = add_addr6(delta, v->relay_ip);
 	delta = add_addr6(delta, v->peer_ip);
-	delta = add16(delta, v->relay_port);
-	delta = add16(delta, v->peer_port);
-	delta = add16(delta, new_udp_len);
-	delta = add16(delta, new_udp_len);
+	delta = udp_delta(delta, &h->udp, v->relay_port, v->peer_port, new_udp_len);
 
 	__builtin_memcpy(h->ip.saddr, v->relay_ip, 16);
 	__builtin_memcpy(h->ip.daddr, v->peer_ip, 16);
 	h->ip.payload_len = new_udp_len;
 	h->ip.hop_limit = 64;
-	h->udp.source = v->relay_port;
-	h->udp.dest = v->peer_port;
-	h->udp.len = new_udp_len;
-	h->udp.check = udp_checksum(h->udp.check, delta);
-	swap_macs(&h->eth);
-
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, len);
-
-	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER))
-		return XDP_ABORTED;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(struct headers6) > data_end)
-		return XDP_ABORTED;
-	__builtin_memcpy(data, h, sizeof(struct headers6));
-	return XDP_TX;
+	rewrite_udp(&h->eth, &h->udp, v->relay_port, v->peer_port, new_udp_len, delta,
+		    &v->packets, &v->bytes, len);
+	EMIT_WITHOUT_CHANNEL_HEADER(ctx, h, struct headers6);
 }
 
 // A peer's datagram to a relayed address -> ChannelData to the client, over
@@ -500,60 +497,28 @@ static __always_inline int peer_to_client6(struct xdp_md *ctx, struct headers6 *
 	__builtin_memcpy(key.peer_ip, h->ip.saddr, 16);
 	__builtin_memcpy(key.relay_ip, h->ip.daddr, 16);
 	struct p2c_value6 *v = bpf_map_lookup_elem(&FERRO_P2C6, &key);
-	if (!v)
-		return XDP_PASS;
-	__u32 zero = 0;
-	__u32 *mtu = bpf_map_lookup_elem(&FERRO_SETTINGS, &zero);
-	if (!mtu)
-		return XDP_PASS;
-	__u32 new_tot = sizeof(struct ip6) + sizeof(struct udp) + CHANNEL_HEADER + udp_payload;
-	if (new_tot > *mtu)
+	if (!v || !fits_mtu(sizeof(struct ip6), udp_payload))
 		return XDP_PASS;
 
-	__u16 old_udp_len = h->udp.len;
 	__u16 new_udp_len = bpf_htons(sizeof(struct udp) + CHANNEL_HEADER + udp_payload);
 	__u16 length_field = bpf_htons(udp_payload);
+	__u16 channel = v->channel;
 	__u32 delta = 0;
 	delta = sub_addr6(delta, h->ip.saddr);
 	delta = sub_addr6(delta, h->ip.daddr);
-	delta = sub16(delta, h->udp.source);
-	delta = sub16(delta, h->udp.dest);
-	delta = sub16(delta, old_udp_len);
-	delta = sub16(delta, old_udp_len);
 	delta = add_addr6(delta, v->server_ip);
 	delta = add_addr6(delta, v->client_ip);
-	delta = add16(delta, v->server_port);
-	delta = add16(delta, v->client_port);
-	delta = add16(delta, new_udp_len);
-	delta = add16(delta, new_udp_len);
-	delta = add16(delta, v->channel);
+	delta = add16(delta, channel);
 	delta = add16(delta, length_field);
+	delta = udp_delta(delta, &h->udp, v->server_port, v->client_port, new_udp_len);
 
 	__builtin_memcpy(h->ip.saddr, v->server_ip, 16);
 	__builtin_memcpy(h->ip.daddr, v->client_ip, 16);
 	h->ip.payload_len = new_udp_len;
 	h->ip.hop_limit = 64;
-	h->udp.source = v->server_port;
-	h->udp.dest = v->client_port;
-	h->udp.len = new_udp_len;
-	h->udp.check = udp_checksum(h->udp.check, delta);
-	swap_macs(&h->eth);
-	__u16 channel = v->channel;
-
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, udp_payload);
-
-	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER))
-		return XDP_ABORTED;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(struct headers6) + CHANNEL_HEADER > data_end)
-		return XDP_ABORTED;
-	__builtin_memcpy(data, h, sizeof(struct headers6));
-	__u8 *cd = (__u8 *)data + sizeof(struct headers6);
-	*(__u16 *)cd = channel;
-	*(__u16 *)(cd + 2) = length_field;
-	return XDP_TX;
+	rewrite_udp(&h->eth, &h->udp, v->server_port, v->client_port, new_udp_len, delta,
+		    &v->packets, &v->bytes, udp_payload);
+	EMIT_WITH_CHANNEL_HEADER(ctx, h, struct headers6, channel, length_field);
 }
 
 // IPv6 without extension headers, UDP with a checksum (mandatory in IPv6).

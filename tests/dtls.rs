@@ -8,13 +8,12 @@
 
 mod support;
 
-use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferroturn::client::{Client, Received};
+use ferroturn::client::{Client, DatagramIo, Received};
 use ferroturn::config::TlsConfig;
 use ferroturn::turn::Transport;
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslStream, SslVerifyMode};
@@ -57,27 +56,6 @@ impl Bridge {
     }
 }
 
-/// The client engine's UDP path: a connected, non-blocking socket.
-struct Udp(Arc<UdpSocket>);
-
-impl Read for Udp {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_recv(buf)
-    }
-}
-
-impl Write for Udp {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // A full buffer loses the datagram, as the network might.
-        let _ = self.0.try_send(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// [`bridge_alpn`] offering no ALPN, as browsers and coturn do.
 async fn bridge(server: SocketAddr) -> Result<Bridge, String> {
     bridge_alpn(server, None).await
@@ -100,7 +78,7 @@ async fn bridge_alpn(server: SocketAddr, alpn: Option<&[u8]>) -> Result<Bridge, 
     }
     let mut ssl = Ssl::new(&ctx.build()).unwrap();
     ssl.set_connect_state();
-    let mut tls = SslStream::new(ssl, Udp(outer.clone())).unwrap();
+    let mut tls = SslStream::new(ssl, DatagramIo(outer.clone())).unwrap();
     type Ready = Result<(Vec<Vec<u8>>, Option<Vec<u8>>), String>;
     let (ready_tx, ready_rx) = oneshot::channel::<Ready>();
     let (close_tx, mut close_rx) = mpsc::unbounded_channel::<()>();

@@ -19,16 +19,7 @@ use support::*;
 
 const CHANNEL: u16 = 0x4000;
 
-/// The value of one metrics series (a full line prefix such as
-/// `ferroturn_udp_gro_segments_total`), if present.
-fn value(body: &str, series: &str) -> Option<u64> {
-    body.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-    })
-}
+use support::metric_value as value;
 
 /// Scrapes until every series has exactly its expected value (shards publish
 /// every 250 ms).

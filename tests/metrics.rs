@@ -13,16 +13,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The value of one series (name with its labels, as Prometheus writes them) in a
-/// scrape, if present.
-fn value(scrape: &str, series: &str) -> Option<u64> {
-    scrape.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-    })
-}
+use support::metric_value as value;
 
 /// Scrapes until every series has its expected value (the shards publish every
 /// 250 ms), or panics with the last scrape after ~2 s.

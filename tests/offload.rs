@@ -77,6 +77,20 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether this test can run here (root, a kernel that loads the program);
+/// says why not when it cannot.
+fn can_attach() -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: tests/offload.rs needs root (network namespaces, BPF)");
+        return false;
+    }
+    if let Err(e) = ferroturn::offload::probe() {
+        eprintln!("SKIPPED: the BPF program cannot load on this machine: {e}");
+        return false;
+    }
+    true
+}
+
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip runs");
     assert!(
@@ -318,6 +332,28 @@ mode = "{mode}"
     )
 }
 
+/// Waits for the first usage record in `file` and checks it counts `bytes`
+/// each way.
+async fn usage_record_counts(file: &Path, bytes: u64) {
+    eventually_async(Duration::from_secs(5), "a usage record", || async {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let Some(line) = text.lines().next() else {
+            return Err("no record yet".to_string());
+        };
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let got = (
+            json_u64(&v, "to_peer_bytes"),
+            json_u64(&v, "to_client_bytes"),
+        );
+        if got == (bytes, bytes) {
+            Ok(())
+        } else {
+            Err(format!("record {v}"))
+        }
+    })
+    .await;
+}
+
 /// Sends `n` datagrams of `size` bytes each way between the client (on
 /// `channel`) and `peer`, and checks each arrives.
 async fn exchange(
@@ -351,12 +387,7 @@ async fn exchange(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_take_the_fast_path_with_exact_counts_expiry_and_rebind() {
-    if !is_root() {
-        eprintln!("SKIPPED: tests/offload.rs needs root (network namespaces, BPF)");
-        return;
-    }
-    if let Err(e) = ferroturn::offload::probe() {
-        eprintln!("SKIPPED: the BPF program cannot load on this machine: {e}");
+    if !can_attach() {
         return;
     }
     let t = Topology::new(0);
@@ -443,21 +474,7 @@ async fn channels_take_the_fast_path_with_exact_counts_expiry_and_rebind() {
     );
     // 4. The allocation ends: the usage record counts every byte.
     client.refresh(0).await.unwrap();
-    eventually_async(Duration::from_secs(5), "a usage record", || async {
-        let text = std::fs::read_to_string(&usage).unwrap_or_default();
-        let Some(line) = text.lines().next() else {
-            return Err("no record yet".to_string());
-        };
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let up = json_u64(&v, "to_peer_bytes");
-        let down = json_u64(&v, "to_client_bytes");
-        if (up, down) == (2000 + 3000, 2000 + 3000) {
-            Ok(())
-        } else {
-            Err(format!("record {v}"))
-        }
-    })
-    .await;
+    usage_record_counts(&usage, 2000 + 3000).await;
     let c = counts(metrics).await;
     assert_eq!((c.offload_up, c.offload_down), (30, 30));
     assert_eq!((c.relayed_up, c.relayed_down), (30, 30));
@@ -471,12 +488,7 @@ async fn channels_take_the_fast_path_with_exact_counts_expiry_and_rebind() {
 /// a lost datagram.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipv6_channel_takes_the_fast_path_with_exact_counts() {
-    if !is_root() {
-        eprintln!("SKIPPED: tests/offload.rs needs root (network namespaces, BPF)");
-        return;
-    }
-    if let Err(e) = ferroturn::offload::probe() {
-        eprintln!("SKIPPED: the BPF program cannot load on this machine: {e}");
+    if !can_attach() {
         return;
     }
     let t = Topology::new(2);
@@ -534,24 +546,7 @@ async fn an_ipv6_channel_takes_the_fast_path_with_exact_counts() {
     )
     .await;
     client.refresh(0).await.unwrap();
-    let usage = dir.path().join("usage.jsonl");
-    eventually_async(Duration::from_secs(5), "a usage record", || async {
-        let text = std::fs::read_to_string(&usage).unwrap_or_default();
-        let Some(line) = text.lines().next() else {
-            return Err("no record yet".to_string());
-        };
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let bytes = (
-            json_u64(&v, "to_peer_bytes"),
-            json_u64(&v, "to_client_bytes"),
-        );
-        if bytes == (4200, 4200) {
-            Ok(())
-        } else {
-            Err(format!("record {v}"))
-        }
-    })
-    .await;
+    usage_record_counts(&dir.path().join("usage.jsonl"), 4200).await;
     drop(server);
 }
 
@@ -561,12 +556,7 @@ async fn an_ipv6_channel_takes_the_fast_path_with_exact_counts() {
 /// same channel in userspace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_veth_auto_means_generic_and_native_is_refused_for_userspace() {
-    if !is_root() {
-        eprintln!("SKIPPED: tests/offload.rs needs root (network namespaces, BPF)");
-        return;
-    }
-    if let Err(e) = ferroturn::offload::probe() {
-        eprintln!("SKIPPED: the BPF program cannot load on this machine: {e}");
+    if !can_attach() {
         return;
     }
     let t = Topology::new(1);

@@ -12,6 +12,9 @@
 //! MESSAGE-INTEGRITY-SHA256, and USERHASH instead of USERNAME.
 #![forbid(unsafe_code)]
 
+mod datagram_io;
+pub use datagram_io::DatagramIo;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;

@@ -627,6 +627,17 @@ where
     }
 }
 
+/// The value of one series (name with its labels, as Prometheus writes them) in a
+/// scrape, if present.
+pub fn metric_value(scrape: &str, series: &str) -> Option<u64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    })
+}
+
 /// Scrapes `/metrics` until every line of `want` appears exactly (the shards
 /// publish every 250 ms); panics with the last scrape after 3 s.
 pub async fn wait_for_metrics(addr: SocketAddr, want: &[&str]) {

@@ -4,7 +4,6 @@
 //! TLS one, verified by the certificate check; this one shows the UDP port is
 //! open, the handshake completes and STUN is answered inside it.
 
-use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -14,31 +13,11 @@ use tokio::net::UdpSocket;
 use super::checks::seconds;
 use super::report::Check;
 use super::{Plan, Target};
+use crate::client::DatagramIo;
 use crate::stun::attr::XorMappedAddress;
 use crate::stun::{Class, Message, MessageBuilder, Method, TransactionId};
 
 const NAME: &str = "dtls";
-
-/// The client engine's UDP path: a connected, non-blocking socket.
-struct Udp(Arc<UdpSocket>);
-
-impl Read for Udp {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_recv(buf)
-    }
-}
-
-impl Write for Udp {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // A lost datagram is retransmitted by the handshake, or times out.
-        let _ = self.0.try_send(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// What went wrong, and where in the exchange.
 enum Failure {
@@ -106,7 +85,7 @@ async fn exchange(target: &Target) -> Result<(String, std::net::SocketAddr), Fai
         .map_err(|e| setup(&e))?;
     let mut ssl = Ssl::new(&ctx.build()).map_err(|e| setup(&e))?;
     ssl.set_connect_state();
-    let mut tls = SslStream::new(ssl, Udp(socket.clone())).map_err(|e| setup(&e))?;
+    let mut tls = SslStream::new(ssl, DatagramIo(socket.clone())).map_err(|e| setup(&e))?;
     // OpenSSL retransmits its flight on its own timer when called again.
     loop {
         match tls.do_handshake() {
