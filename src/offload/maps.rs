@@ -24,26 +24,32 @@ pub type P2cKey6 = [u8; 36];
 /// packets and bytes.
 pub type Value6 = [u8; 56];
 
-/// An address's bytes (4 or 16), in network order.
-fn ip_bytes(a: &SocketAddr) -> Vec<u8> {
+/// Writes `a`'s address bytes (4 or 16, network order) at `at` of `out`;
+/// returns how many.
+fn put_ip(out: &mut [u8], at: usize, a: &SocketAddr) -> usize {
     match a.ip() {
-        IpAddr::V4(ip) => ip.octets().to_vec(),
-        IpAddr::V6(ip) => ip.octets().to_vec(),
+        IpAddr::V4(ip) => {
+            out[at..at + 4].copy_from_slice(&ip.octets());
+            4
+        }
+        IpAddr::V6(ip) => {
+            out[at..at + 16].copy_from_slice(&ip.octets());
+            16
+        }
     }
 }
 
 /// Two addresses, then their two ports, then `channel` if given: the common
-/// head of every key and value, for either family.
+/// head of every key and value, for either family (no allocation: the
+/// counters of every entry are read once a second).
 fn head<const N: usize>(a: &SocketAddr, b: &SocketAddr, channel: Option<u16>) -> [u8; N] {
     let mut out = [0u8; N];
-    let (ia, ib) = (ip_bytes(a), ip_bytes(b));
-    let n = ia.len();
-    out[..n].copy_from_slice(&ia);
-    out[n..2 * n].copy_from_slice(&ib);
-    out[2 * n..2 * n + 2].copy_from_slice(&a.port().to_be_bytes());
-    out[2 * n + 2..2 * n + 4].copy_from_slice(&b.port().to_be_bytes());
+    let mut at = put_ip(&mut out, 0, a);
+    at += put_ip(&mut out, at, b);
+    out[at..at + 2].copy_from_slice(&a.port().to_be_bytes());
+    out[at + 2..at + 4].copy_from_slice(&b.port().to_be_bytes());
     if let Some(ch) = channel {
-        out[2 * n + 4..2 * n + 6].copy_from_slice(&ch.to_be_bytes());
+        out[at + 4..at + 6].copy_from_slice(&ch.to_be_bytes());
     }
     out
 }
