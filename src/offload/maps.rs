@@ -72,9 +72,7 @@ pub fn p2c_value6(c: &OffloadChannel) -> Value6 {
 
 /// (packets, payload bytes) of an IPv6 value.
 pub fn counts6(v: &Value6) -> (u64, u64) {
-    let packets = u64::from_ne_bytes(v[40..48].try_into().unwrap_or_default());
-    let bytes = u64::from_ne_bytes(v[48..56].try_into().unwrap_or_default());
-    (packets, bytes)
+    counters(v)
 }
 
 pub fn c2p_key(c: &OffloadChannel) -> C2pKey {
@@ -95,9 +93,14 @@ pub fn p2c_value(c: &OffloadChannel) -> Value {
 
 /// (packets, payload bytes) of a value.
 pub fn counts(v: &Value) -> (u64, u64) {
-    let packets = u64::from_ne_bytes(v[16..24].try_into().unwrap_or_default());
-    let bytes = u64::from_ne_bytes(v[24..32].try_into().unwrap_or_default());
-    (packets, bytes)
+    counters(v)
+}
+
+/// The two u64 counters (packets, bytes) that end every value, in host order.
+fn counters(v: &[u8]) -> (u64, u64) {
+    let n = v.len();
+    let word = |at: usize| u64::from_ne_bytes(v[at..at + 8].try_into().unwrap_or_default());
+    (word(n - 16), word(n - 8))
 }
 
 #[cfg(test)]
