@@ -26,8 +26,16 @@
 #   SERVERS="..."   subset/order of: ferroturn ferroturn-offload coturn-4.17-fast
 #                   coturn-4.17 (default all)
 #   SHAPES="..."    subset/order of: 1x64 8x16 (default both)
-#   MODE=M          the XDP attach mode: generic (default), native or auto (native
-#                   does not serve on veth: see docs/offload.md, Limits)
+#   MODE=M          the XDP attach mode: generic (default) or native. Native
+#                   mode on a veth needs an XDP program on the pair's other end
+#                   (docs/offload.md, "Native mode on a veth"): with MODE=native
+#                   this script gives the outer end one (bpf/channel_offload.o
+#                   with empty maps, loaded by iproute2: it passes everything),
+#                   turns that end's checksum offload off (the fast path
+#                   updates full checksums, not partial ones) and sets
+#                   native-on-veth. That outer end then plays a NIC's part and
+#                   the link is the same for every server of the run (so
+#                   figures of the two modes are not comparable run to run).
 #   OUT=DIR         results and server logs (default target/bench-offload)
 #   BENCH_CACHE=DIR where coturn 4.17.1 is built (default ~/.cache/ferroturn-bench;
 #                   built there once, as bench/compare.sh does)
@@ -58,7 +66,7 @@ shapes=${SHAPES:-1x64 8x16}
 mode=${MODE:-generic}
 out=${OUT:-$repo/target/bench-offload}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$rounds'"
-case $mode in generic | native | auto) ;; *) die "MODE must be generic, native or auto, not '$mode'" ;; esac
+case $mode in generic | native) ;; *) die "MODE must be generic or native, not '$mode'" ;; esac
 server_labels='{"ferroturn": "ferroturn", "ferroturn-offload": "ferroturn + offload",
   "coturn-4.17-fast": "coturn 4.17.1 fast", "coturn-4.17": "coturn 4.17.1"}'
 for s in $servers; do
@@ -103,6 +111,12 @@ ip link add "$outer" type veth peer name "$inner"
 ip link set "$inner" netns "$ns"
 ip addr add "$here/30" dev "$outer"
 ip link set "$outer" up
+if [ "$mode" = native ]; then
+    command -v ethtool >/dev/null 2>&1 || apt_install_keeping_services_stopped ethtool ""
+    ip link set dev "$outer" xdpdrv obj "$repo/bpf/channel_offload.o" sec xdp ||
+        die "could not attach an XDP program to $outer (iproute2 with libbpf needed)"
+    ethtool -K "$outer" tx off >/dev/null || die "ethtool -K $outer tx off failed"
+fi
 ip -n "$ns" link set lo up
 ip -n "$ns" addr add "$there/30" dev "$inner"
 ip -n "$ns" link set "$inner" up
@@ -158,6 +172,7 @@ socket = ""
 enabled = $offload
 interfaces = ["$inner"]
 mode = "$mode"
+native-on-veth = true
 TOML
     serve "$name" "$round" "$ferroturn" serve --config "$out/$name.toml"
 }

@@ -19,6 +19,11 @@ pub struct RawOffload {
     /// "native" (in the driver, faster, needs driver support) or "auto"
     /// (native, else generic). Default "generic".
     pub mode: String,
+    /// `native-on-veth`: let `native` and `auto` attach natively to veth
+    /// interfaces too. A veth's native `XDP_TX` reaches the other end of the
+    /// pair only when that end runs an XDP program of its own; the operator
+    /// vouches for it here (see docs/offload.md).
+    pub native_on_veth: bool,
 }
 
 impl Default for RawOffload {
@@ -27,6 +32,7 @@ impl Default for RawOffload {
             enabled: false,
             interfaces: Vec::new(),
             mode: "generic".into(),
+            native_on_veth: false,
         }
     }
 }
@@ -45,6 +51,7 @@ pub struct OffloadConfig {
     pub enabled: bool,
     pub interfaces: Vec<String>,
     pub mode: OffloadMode,
+    pub native_on_veth: bool,
 }
 
 /// Interface names as the kernel accepts them: 1–15 bytes, no '/', no
@@ -88,6 +95,7 @@ pub(super) fn validate_offload(raw: &RawOffload) -> Result<OffloadConfig> {
         enabled: raw.enabled,
         interfaces: raw.interfaces.clone(),
         mode,
+        native_on_veth: raw.native_on_veth,
     })
 }
 
@@ -97,6 +105,43 @@ impl Default for OffloadConfig {
             enabled: false,
             interfaces: Vec::new(),
             mode: OffloadMode::Generic,
+            native_on_veth: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn off_by_default_generic_and_veth_refused() {
+        let cfg = Config::from_toml_str("").unwrap().offload;
+        assert_eq!(cfg, OffloadConfig::default());
+        assert!(!cfg.enabled && !cfg.native_on_veth);
+        assert_eq!(cfg.mode, OffloadMode::Generic);
+    }
+
+    #[test]
+    fn native_on_veth_is_read_and_a_wrong_type_names_the_key() {
+        let cfg = Config::from_toml_str(
+            "[offload]\nenabled = true\ninterfaces = [\"eth0\"]\nmode = \"native\"\nnative-on-veth = true\n",
+        )
+        .unwrap()
+        .offload;
+        assert_eq!(cfg.mode, OffloadMode::Native);
+        assert!(cfg.native_on_veth);
+        let err = Config::from_toml_str("[offload]\nnative-on-veth = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("native-on-veth"), "{err}");
+        let err = Config::from_toml_str("[offload]\nmode = \"fast\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("offload.mode") && err.contains("fast"),
+            "{err}"
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! Which kernel driver an interface has, asked the way `ethtool -i` asks
 //! (the `ETHTOOL_GDRVINFO` ioctl): the fast path must not attach in native
 //! mode to a veth. A veth's native `XDP_TX` hands the frame to the other end
-//! of the pair, which takes it only when it has NAPI (an XDP program of its
-//! own, or GRO on); otherwise the kernel drops it and counts an
+//! of the pair, which takes it only when that end runs an XDP program of its
+//! own (NAPI from GRO alone is not enough: the kernel queues the frames but
+//! never kicks the other end's poll); otherwise it drops them and counts
 //! `xdp_tx_errors`, so every channel would go dark while the attach itself
-//! succeeds. Generic mode on a veth relays correctly.
+//! succeeds. Generic mode on a veth relays correctly; `native-on-veth` is
+//! the operator's word that the other end is ready.
 //!
 //! Unsafe code: one ioctl with the kernel's structs (no maintained crate
 //! offers GDRVINFO without a netlink stack and an async runtime of its own).

@@ -216,15 +216,17 @@ impl Offload {
         let mut used = "generic";
         for i in &cfg.interfaces {
             // Native mode attaches to a veth but drops what XDP_TX sends
-            // (see `driver`): refused when asked for, skipped by `auto`.
-            let veth = driver::driver_of(i).as_deref() == Some("veth");
+            // unless the pair's other end runs XDP too (see `driver`):
+            // refused when asked for, skipped by `auto`, unless the operator
+            // says the other end is ready (`native-on-veth`).
+            let veth = !cfg.native_on_veth && driver::driver_of(i).as_deref() == Some("veth");
             let attached = match cfg.mode {
                 OffloadMode::Generic => program.attach(i, XdpMode::Skb).map(|_| "generic"),
                 OffloadMode::Native if veth => {
                     return Err(StartError(format!(
-                        "offload.mode = \"native\": {i} is a veth, whose native XDP cannot send \
-                         frames back out (XDP_TX needs NAPI on the other end of the pair); use \
-                         mode = \"generic\" or \"auto\""
+                        "offload.mode = \"native\": {i} is a veth, whose native XDP_TX reaches \
+                         the other end of the pair only when that end runs an XDP program too; use \
+                         mode = \"generic\" or \"auto\", or set native-on-veth = true once it does"
                     )))
                 }
                 OffloadMode::Native => program.attach(i, XdpMode::Driver).map(|_| "native"),
