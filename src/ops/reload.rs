@@ -61,6 +61,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.tls.as_ref().map(|t| &t.dtls_listen) != new.tls.as_ref().map(|t| &t.dtls_listen),
         "tls.dtls-listen",
     );
+    // The XDP program is loaded and attached once, at start.
+    check(old.offload != new.offload, "offload");
     check(old.admin.socket != new.admin.socket, "admin.socket");
     check(old.api.listen != new.api.listen, "api.listen");
     check(old.api.tls != new.api.tls, "api.tls");
@@ -160,6 +162,18 @@ mod tests {
         let key = "server.nat-discovery / server.other-address / server.other-port";
         assert_eq!(restart_needed(&off, &on), vec![key]);
         assert_eq!(restart_needed(&on, &other_port), vec![key]);
+        assert!(restart_needed(&on, &on).is_empty());
+    }
+
+    #[test]
+    fn offload_changes_need_a_restart() {
+        let off = Config::from_toml_str("").unwrap();
+        let on = "[offload]\nenabled = true\ninterfaces = [\"eth0\"]\n";
+        let native = format!("{on}mode = \"native\"\n");
+        let on = Config::from_toml_str(on).unwrap();
+        let native = Config::from_toml_str(&native).unwrap();
+        assert_eq!(restart_needed(&off, &on), vec!["offload"]);
+        assert_eq!(restart_needed(&on, &native), vec!["offload"]);
         assert!(restart_needed(&on, &on).is_empty());
     }
 }
