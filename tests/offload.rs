@@ -114,7 +114,7 @@ struct Topology {
 }
 
 impl Topology {
-    /// Topology `tag` (0 to 2) of this process: its own names, its own /30
+    /// Topology `tag` (0 to 3) of this process: its own names, its own /30
     /// in 198.18.0.0/15 and its own /64 in 2001:2::/48 (the benchmarking
     /// ranges), so tests in one process do not collide.
     fn new(tag: u32) -> Topology {
@@ -574,6 +574,93 @@ async fn an_ipv6_channel_takes_the_fast_path_with_exact_counts() {
     .await;
     client.refresh(0).await.unwrap();
     usage_record_counts(&dir.path().join("usage.jsonl"), 4200).await;
+    drop(server);
+}
+
+/// Waits until `server` has logged `text` `n` times (a reload repeats lines).
+fn wait_log_count(server: &Binary, text: &str, n: usize) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} log lines with {text:?}"),
+        || {
+            let log = server.log();
+            if log.iter().filter(|l| l.contains(text)).count() >= n {
+                Ok(())
+            } else {
+                Err(log.join("\n"))
+            }
+        },
+    );
+}
+
+/// A reload turns the fast path off and on again under a live channel: the
+/// channel leaves the kernel with its last counts, relays in userspace, and
+/// goes back into the kernel; metrics and the usage record stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_the_fast_path_off_and_on_under_a_live_channel() {
+    if !can_attach() {
+        return;
+    }
+    let t = Topology::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("{}:3478", t.there);
+    let metrics: SocketAddr = format!("{}:9641", t.there).parse().unwrap();
+    let server = spawn_in(&t, dir.path(), GENERIC, 600, &listen, metrics);
+    let attached = "XDP ChannelData fast path attached";
+    server.wait_log(attached, Duration::from_secs(10));
+    let peer = UdpSocket::bind(format!("{}:0", t.here)).await.unwrap();
+    let mut client = Client::udp(listen.parse().unwrap())
+        .await
+        .unwrap()
+        .credentials("alice", "alice-pw");
+    let relay = client.allocate().await.unwrap().relayed[0];
+    client
+        .channel_bind(0x4000, peer.local_addr().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // (offload up, offload down, relayed up, relayed down), once settled.
+    let expect = |want: (u64, u64, u64, u64), what: &'static str| async move {
+        eventually_async(Duration::from_secs(5), what, || async {
+            let c = counts(metrics).await;
+            let got = (c.offload_up, c.offload_down, c.relayed_up, c.relayed_down);
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("offload up/down, relayed up/down {got:?}"))
+            }
+        })
+        .await;
+    };
+
+    // 1. In the kernel.
+    exchange(&mut client, 0x4000, &peer, relay, 10, 100).await;
+    expect((10, 10, 10, 10), "ten each way through the kernel").await;
+
+    // 2. Off by reload: the channel goes on relaying, in userspace.
+    let config = dir.path().join("turnserver-generic-false.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("enabled = true", "enabled = false")).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_log("offload: XDP fast path off", Duration::from_secs(10));
+    let (_, m) = http_get(metrics, "/metrics").await;
+    assert_eq!(value(&m, "ferroturn_offload_active"), 0, "{m}");
+    exchange(&mut client, 0x4000, &peer, relay, 7, 100).await;
+    expect((10, 10, 17, 17), "seven more each way, in userspace").await;
+
+    // 3. On again: the live channel is installed in the new program.
+    std::fs::write(&config, text).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_log_count(&server, attached, 2);
+    let (_, m) = http_get(metrics, "/metrics").await;
+    assert_eq!(value(&m, "ferroturn_offload_active"), 1, "{m}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exchange(&mut client, 0x4000, &peer, relay, 5, 100).await;
+    expect((15, 15, 22, 22), "five more each way, in the kernel again").await;
+
+    // The allocation ends: its record counts all 22 × 100 bytes each way.
+    client.refresh(0).await.unwrap();
+    usage_record_counts(&dir.path().join("usage.jsonl"), 2200).await;
     drop(server);
 }
 

@@ -126,6 +126,39 @@ impl Running {
         }
     }
 
+    /// A reload changed `[offload]`: every shard leaves the running program
+    /// (their entries' last counts folded into the allocations, which go on
+    /// relaying in userspace), the program detaches when the last shard let
+    /// go, and then `cfg`'s program, if enabled, is loaded, attached and
+    /// handed to the shards, which install their live channels in it. Waits
+    /// up to 5 s per shard for the first step: attaching while the old
+    /// program is still on an interface would fail.
+    pub(crate) fn switch_offload(&self, cfg: &crate::config::OffloadConfig) {
+        let mut left = Vec::new();
+        for c in &self.commands {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if c.send(ShardCommand::Offload(None, Some(tx))).is_ok() {
+                left.push(rx);
+            }
+        }
+        let all_left = left
+            .iter()
+            .all(|rx| rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok());
+        if crate::offload::active() {
+            if all_left {
+                tracing::warn!("offload: the previous XDP program is still attached");
+            } else {
+                tracing::warn!("offload: a shard did not leave the fast path within 5 s");
+            }
+            return;
+        }
+        if let Some(o) = start_offload(cfg) {
+            self.broadcast(|| ShardCommand::Offload(Some(o.clone()), None));
+        } else if !cfg.enabled {
+            tracing::info!("offload: XDP fast path off, relaying in userspace only");
+        }
+    }
+
     /// Every live allocation, from every shard.
     pub async fn sessions(&self) -> Vec<Session> {
         let mut all = Vec::new();

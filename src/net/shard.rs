@@ -291,6 +291,13 @@ pub enum ShardCommand {
     Drain(Option<Drain>),
     Sessions(oneshot::Sender<Vec<Session>>),
     Kill(KillFilter, oneshot::Sender<usize>),
+    /// A reload changed `[offload]`: leave the fast path the shard is on
+    /// (its entries' last counts folded in), then take this one (`None`:
+    /// userspace only). The sender, if any, hears when that is done.
+    Offload(
+        Option<Arc<crate::offload::Offload>>,
+        Option<std::sync::mpsc::Sender<()>>,
+    ),
 }
 
 /// What a shard thread is handed.

@@ -258,6 +258,19 @@ impl Offload {
     }
 }
 
+impl std::fmt::Debug for Offload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offload").field("mode", &self.mode).finish()
+    }
+}
+
+impl Drop for Offload {
+    /// The last holder let go: the program's links go with `_ebpf`.
+    fn drop(&mut self) {
+        ACTIVE.store(false, Ordering::Relaxed);
+    }
+}
+
 /// One entry a shard installed, with the counts it last reported.
 struct Installed {
     allocation: u64,
@@ -354,6 +367,22 @@ impl ShardOffload {
                 server.offload_traffic(inst.tuple, inst.allocation, delta);
             }
         }
+    }
+
+    /// Leaves the fast path while allocations live on (a reload turned
+    /// `[offload]` off or changed it): every entry's last counts are read
+    /// and reported, then the entry is removed, and the core forgets what it
+    /// had installed. Packets relayed from here on take the userspace path.
+    pub fn detach<B: RelayBinder>(mut self, server: &mut Server<B>) {
+        self.apply(server);
+        let offload = self.offload.clone();
+        let mut m = offload.maps();
+        for (channel, inst) in self.installed.drain() {
+            let last = m.read(&channel);
+            m.remove(&channel);
+            server.offload_traffic(inst.tuple, inst.allocation, minus(last, inst.reported));
+        }
+        server.set_offload(false);
     }
 
     /// Removes every entry this shard installed (the shard stops): the last

@@ -61,8 +61,6 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.tls.as_ref().map(|t| &t.dtls_listen) != new.tls.as_ref().map(|t| &t.dtls_listen),
         "tls.dtls-listen",
     );
-    // The XDP program is loaded and attached once, at start.
-    check(old.offload != new.offload, "offload");
     check(old.admin.socket != new.admin.socket, "admin.socket");
     check(old.api.listen != new.api.listen, "api.listen");
     check(old.api.tls != new.api.tls, "api.tls");
@@ -84,7 +82,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 impl Running {
     /// Applies `new` in place of `old`: realm, SOFTWARE, lifetimes, users and
     /// secrets, quotas (byte budgets included), connection limits, peer policy, the per-source rate limit, log level, the TLS certificate, the
-    /// usage file and the credentials API's settings (but not its address). Returns the changed keys that need a restart; on error
+    /// usage file, the credentials API's settings (but not its address) and
+    /// `[offload]` (the XDP program detached and attached anew). Returns the changed keys that need a restart; on error
     /// nothing was applied.
     pub fn reload(&mut self, old: &Config, new: &Config) -> Result<Vec<&'static str>, String> {
         // 1. Prepare whatever can fail.
@@ -142,6 +141,9 @@ impl Running {
         core.nat_discovery = self.core.nat_discovery;
         self.core = Arc::new(core);
         self.broadcast(|| ShardCommand::Reconfigure(self.core.clone()));
+        if old.offload != new.offload {
+            self.switch_offload(&new.offload);
+        }
         Ok(restart_needed(old, new))
     }
 }
@@ -166,14 +168,10 @@ mod tests {
     }
 
     #[test]
-    fn offload_changes_need_a_restart() {
+    fn offload_changes_apply_live() {
         let off = Config::from_toml_str("").unwrap();
-        let on = "[offload]\nenabled = true\ninterfaces = [\"eth0\"]\n";
-        let native = format!("{on}mode = \"native\"\n");
-        let on = Config::from_toml_str(on).unwrap();
-        let native = Config::from_toml_str(&native).unwrap();
-        assert_eq!(restart_needed(&off, &on), vec!["offload"]);
-        assert_eq!(restart_needed(&on, &native), vec!["offload"]);
-        assert!(restart_needed(&on, &on).is_empty());
+        let on =
+            Config::from_toml_str("[offload]\nenabled = true\ninterfaces = [\"eth0\"]\n").unwrap();
+        assert!(restart_needed(&off, &on).is_empty());
     }
 }

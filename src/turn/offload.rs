@@ -109,6 +109,16 @@ impl<B: RelayBinder> Server<B> {
         }
     }
 
+    /// Re-checks every allocation's channels and queues what may take the
+    /// fast path now: after the driver attached a program while allocations
+    /// were live (a reload that turned `[offload]` on).
+    pub fn offload_resync(&mut self, now: Instant) {
+        let ids: Vec<AllocId> = self.table.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.offload_sync(id, now);
+        }
+    }
+
     /// Takes the changes queued since the last call.
     pub fn drain_offload_changes(&mut self) -> std::vec::Drain<'_, OffloadChange> {
         self.offload_changes.drain(..)

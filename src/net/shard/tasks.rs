@@ -159,7 +159,19 @@ pub(super) async fn commands(shard: ShardRef, mut rx: mpsc::UnboundedReceiver<Sh
         let mut guard = shard.borrow_mut();
         let s = &mut *guard;
         let now = Instant::now();
+        let mut done = None;
         match cmd {
+            ShardCommand::Offload(next, ack) => {
+                if let Some(o) = s.offload.take() {
+                    o.detach(&mut s.server);
+                }
+                if let Some(o) = next {
+                    s.offload = Some(crate::offload::ShardOffload::new(o));
+                    s.server.set_offload(true);
+                    s.server.offload_resync(now);
+                }
+                done = ack;
+            }
             ShardCommand::Reconfigure(cfg) => {
                 s.server.reconfigure(cfg);
                 let ended = s.server.recheck_credentials(now);
@@ -178,7 +190,11 @@ pub(super) async fn commands(shard: ShardRef, mut rx: mpsc::UnboundedReceiver<Sh
                 let _ = reply.send(s.server.kill(now, &filter));
             }
         }
+        // Applies the fast path's queued changes (a new program's entries).
         log_events(&mut s.server, &mut s.offload, &s.usage, &s.conns);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
     }
 }
 

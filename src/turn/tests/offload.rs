@@ -30,6 +30,35 @@ fn off_by_default_nothing_is_queued() {
     assert!(changes(&mut h).is_empty());
 }
 
+/// Turned on while channels live (a reload): a resync queues every channel
+/// that may take the fast path, once; turned off, the core forgets them and
+/// queues nothing (the driver read and removed its entries itself).
+#[test]
+fn turned_on_later_a_resync_binds_live_channels_once() {
+    let mut h = H::new();
+    let (mut c, _) = allocated(&mut h, "192.0.2.10:1000");
+    h.channel_bind(&mut c, 0x4000, sa(PEER_A)).expect_success();
+    h.channel_bind(&mut c, 0x4001, sa(PEER_B)).expect_success();
+    assert!(changes(&mut h).is_empty());
+    h.srv.set_offload(true);
+    let now = h.clock.now;
+    h.srv.offload_resync(now);
+    let mut got = changes(&mut h);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(true, 0x4000, sa(PEER_A)), (true, 0x4001, sa(PEER_B))]
+    );
+    h.srv.offload_resync(now);
+    assert!(
+        changes(&mut h).is_empty(),
+        "a second resync changes nothing"
+    );
+    h.srv.set_offload(false);
+    h.srv.offload_resync(now);
+    assert!(changes(&mut h).is_empty());
+}
+
 #[test]
 fn bind_queues_the_whole_mapping_once() {
     let mut h = offloading();
