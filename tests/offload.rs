@@ -577,6 +577,38 @@ async fn an_ipv6_channel_takes_the_fast_path_with_exact_counts() {
     drop(server);
 }
 
+/// A client of `listen` with an allocation and channel 0x4000 bound to
+/// `peer`, once the shard has had time to install the entry; and its
+/// relayed address.
+async fn client_on_channel(listen: &str, peer: &UdpSocket) -> (Client, SocketAddr) {
+    let mut client = Client::udp(listen.parse().unwrap())
+        .await
+        .unwrap()
+        .credentials("alice", "alice-pw");
+    let relay = client.allocate().await.unwrap().relayed[0];
+    client
+        .channel_bind(0x4000, peer.local_addr().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (client, relay)
+}
+
+/// Waits until the metrics say (offload up, offload down, relayed up,
+/// relayed down) = `want`.
+async fn expect_counts(metrics: SocketAddr, want: (u64, u64, u64, u64), what: &str) {
+    eventually_async(Duration::from_secs(5), what, || async {
+        let c = counts(metrics).await;
+        let got = (c.offload_up, c.offload_down, c.relayed_up, c.relayed_down);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("offload up/down, relayed up/down {got:?}"))
+        }
+    })
+    .await;
+}
+
 /// Waits until `server` has logged `text` `n` times (a reload repeats lines).
 fn wait_log_count(server: &Binary, text: &str, n: usize) {
     eventually(
@@ -609,33 +641,11 @@ async fn a_reload_turns_the_fast_path_off_and_on_under_a_live_channel() {
     let attached = "XDP ChannelData fast path attached";
     server.wait_log(attached, Duration::from_secs(10));
     let peer = UdpSocket::bind(format!("{}:0", t.here)).await.unwrap();
-    let mut client = Client::udp(listen.parse().unwrap())
-        .await
-        .unwrap()
-        .credentials("alice", "alice-pw");
-    let relay = client.allocate().await.unwrap().relayed[0];
-    client
-        .channel_bind(0x4000, peer.local_addr().unwrap())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // (offload up, offload down, relayed up, relayed down), once settled.
-    let expect = |want: (u64, u64, u64, u64), what: &'static str| async move {
-        eventually_async(Duration::from_secs(5), what, || async {
-            let c = counts(metrics).await;
-            let got = (c.offload_up, c.offload_down, c.relayed_up, c.relayed_down);
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("offload up/down, relayed up/down {got:?}"))
-            }
-        })
-        .await;
-    };
+    let (mut client, relay) = client_on_channel(&listen, &peer).await;
 
     // 1. In the kernel.
     exchange(&mut client, 0x4000, &peer, relay, 10, 100).await;
-    expect((10, 10, 10, 10), "ten each way through the kernel").await;
+    expect_counts(metrics, (10, 10, 10, 10), "ten each way through the kernel").await;
 
     // 2. Off by reload: the channel goes on relaying, in userspace.
     let config = dir.path().join("turnserver-generic-false.toml");
@@ -646,7 +656,12 @@ async fn a_reload_turns_the_fast_path_off_and_on_under_a_live_channel() {
     let (_, m) = http_get(metrics, "/metrics").await;
     assert_eq!(value(&m, "ferroturn_offload_active"), 0, "{m}");
     exchange(&mut client, 0x4000, &peer, relay, 7, 100).await;
-    expect((10, 10, 17, 17), "seven more each way, in userspace").await;
+    expect_counts(
+        metrics,
+        (10, 10, 17, 17),
+        "seven more each way, in userspace",
+    )
+    .await;
 
     // 3. On again: the live channel is installed in the new program.
     std::fs::write(&config, text).unwrap();
@@ -656,7 +671,12 @@ async fn a_reload_turns_the_fast_path_off_and_on_under_a_live_channel() {
     assert_eq!(value(&m, "ferroturn_offload_active"), 1, "{m}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     exchange(&mut client, 0x4000, &peer, relay, 5, 100).await;
-    expect((15, 15, 22, 22), "five more each way, in the kernel again").await;
+    expect_counts(
+        metrics,
+        (15, 15, 22, 22),
+        "five more each way, in the kernel again",
+    )
+    .await;
 
     // The allocation ends: its record counts all 22 × 100 bytes each way.
     client.refresh(0).await.unwrap();
@@ -728,28 +748,11 @@ async fn on_a_veth_auto_means_generic_and_native_needs_xdp_on_the_other_end() {
         );
 
         let peer = UdpSocket::bind(format!("{}:0", t.here)).await.unwrap();
-        let mut client = Client::udp(listen.parse().unwrap())
-            .await
-            .unwrap()
-            .credentials("alice", "alice-pw");
-        let relay = client.allocate().await.unwrap().relayed[0];
-        client
-            .channel_bind(0x4000, peer.local_addr().unwrap())
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (mut client, relay) = client_on_channel(&listen, &peer).await;
         exchange(&mut client, 0x4000, &peer, relay, 5, 100).await;
         let want = if in_kernel { 5 } else { 0 };
-        eventually_async(Duration::from_secs(5), "the relayed counts", || async {
-            let c = counts(metrics).await;
-            let got = (c.offload_up, c.offload_down, c.relayed_up, c.relayed_down);
-            if got == (want, want, 5, 5) {
-                Ok(())
-            } else {
-                Err(format!("{mode}: offload up/down, relayed up/down {got:?}"))
-            }
-        })
-        .await;
+        let what = format!("{mode} (native-on-veth {native_on_veth}): the relayed counts");
+        expect_counts(metrics, (want, want, 5, 5), &what).await;
         drop(server);
     }
 }
