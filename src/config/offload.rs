@@ -116,7 +116,7 @@ mod tests {
     use crate::config::Config;
 
     #[test]
-    fn off_by_default_generic_and_veth_refused() {
+    fn off_by_default_in_generic_mode_without_native_on_veth() {
         let cfg = Config::from_toml_str("").unwrap().offload;
         assert_eq!(cfg, OffloadConfig::default());
         assert!(!cfg.enabled && !cfg.native_on_veth);
